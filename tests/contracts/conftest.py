@@ -1,0 +1,69 @@
+"""Fixtures for the contract tests: a fresh FlemlConsortium per module, isolated per test."""
+
+import pytest
+
+CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+MODEL_HASH = "0x" + "11" * 32
+UPDATE_HASH = "0x" + "22" * 32
+RESULT_HASH = "0x" + "33" * 32
+REPORT_HASH = "0x" + "44" * 32
+ROUND_SECONDS = 600
+
+
+@pytest.fixture(autouse=True)
+def isolation(fn_isolation):
+    """Every test starts from the same chain snapshot."""
+
+
+@pytest.fixture(scope="module")
+def operator(accounts):
+    return accounts[0]
+
+
+@pytest.fixture(scope="module")
+def aggregator_account(accounts):
+    return accounts[1]
+
+
+@pytest.fixture(scope="module")
+def members(accounts):
+    """Four member accounts."""
+    return accounts[2:6]
+
+
+@pytest.fixture(scope="module")
+def outsider(accounts):
+    return accounts[9]
+
+
+@pytest.fixture(scope="module")
+def consortium(FlemlConsortium, operator, aggregator_account, members):
+    """A consortium with an aggregator and four members."""
+    contract = FlemlConsortium.deploy({"from": operator})
+    contract.setAggregator(aggregator_account, {"from": operator})
+    for i, member in enumerate(members):
+        contract.admitMember(member, f"member-{i}", {"from": operator})
+    return contract
+
+
+@pytest.fixture
+def open_round(consortium, aggregator_account, chain):
+    """Open round 1 with quorum 2; returns its id."""
+    deadline = chain.time() + ROUND_SECONDS
+    consortium.openRound(MODEL_HASH, CID, deadline, 2, {"from": aggregator_account})
+    return 1
+
+
+@pytest.fixture
+def closed_round(consortium, open_round, aggregator_account, members):
+    """Round 1 with two submissions, closed at quorum."""
+    for member in members[:2]:
+        consortium.submitUpdate(open_round, UPDATE_HASH, CID, {"from": member})
+    consortium.closeRound(open_round, {"from": aggregator_account})
+    return open_round
+
+
+def error(name: str, *args) -> str:
+    """The revert message brownie decodes from custom error `name(args)`."""
+    shown = [a.address.lower() if hasattr(a, "address") else str(a) for a in args]
+    return f"{name}: {', '.join(shown)}"

@@ -1,0 +1,184 @@
+"""The round state machine: open, submit, close, finalize, and every revert path."""
+
+import brownie
+import pytest
+
+from .conftest import error, CID, MODEL_HASH, REPORT_HASH, RESULT_HASH, ROUND_SECONDS, UPDATE_HASH
+
+OPEN, CLOSED, FINALIZED = 1, 2, 3
+OTHER_CID = "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"
+
+
+def finalize(consortium, round_id, aggregator_account, bitmap=()):
+    return consortium.finalizeRound(
+        round_id, RESULT_HASH, CID, REPORT_HASH, OTHER_CID, list(bitmap),
+        {"from": aggregator_account},
+    )
+
+
+def test_open_round(consortium, aggregator_account, chain):
+    deadline = chain.time() + ROUND_SECONDS
+    tx = consortium.openRound(MODEL_HASH, CID, deadline, 3, {"from": aggregator_account})
+    assert tx.return_value == 1
+    assert tx.events["RoundOpened"] == {
+        "roundId": 1,
+        "modelHash": MODEL_HASH,
+        "modelCid": CID,
+        "deadline": deadline,
+        "quorum": 3,
+    }
+    assert consortium.currentRound() == 1
+    assert list(consortium.getRound(1)) == [MODEL_HASH, "0x" + "00" * 32, "0x" + "00" * 32,
+                                            deadline, 3, 0, OPEN]
+
+
+def test_open_round_reverts(consortium, aggregator_account, outsider, chain):
+    deadline = chain.time() + ROUND_SECONDS
+    with brownie.reverts(error('NotAggregator', outsider)):
+        consortium.openRound(MODEL_HASH, CID, deadline, 1, {"from": outsider})
+    with brownie.reverts(error('EmptyHash')):
+        consortium.openRound("0x" + "00" * 32, CID, deadline, 1, {"from": aggregator_account})
+    with brownie.reverts(error('EmptyCid')):
+        consortium.openRound(MODEL_HASH, "", deadline, 1, {"from": aggregator_account})
+    with brownie.reverts(error('InvalidQuorum', 0, 4)):
+        consortium.openRound(MODEL_HASH, CID, deadline, 0, {"from": aggregator_account})
+    with brownie.reverts(error('InvalidQuorum', 5, 4)):
+        consortium.openRound(MODEL_HASH, CID, deadline, 5, {"from": aggregator_account})
+    past = chain.time() - 1
+    with brownie.reverts(revert_pattern=f"DeadlineNotInFuture: {past}, \\d+"):
+        consortium.openRound(MODEL_HASH, CID, past, 1, {"from": aggregator_account})
+
+
+def test_next_round_waits_for_finalization(consortium, closed_round, aggregator_account, chain):
+    deadline = chain.time() + ROUND_SECONDS
+    with brownie.reverts(error('PreviousRoundNotFinalized', 1)):
+        consortium.openRound(MODEL_HASH, CID, deadline, 1, {"from": aggregator_account})
+    finalize(consortium, closed_round, aggregator_account)
+    tx = consortium.openRound(RESULT_HASH, CID, deadline, 1, {"from": aggregator_account})
+    assert tx.return_value == 2
+    assert consortium.currentRound() == 2
+
+
+def test_submit_update(consortium, open_round, members):
+    tx = consortium.submitUpdate(open_round, UPDATE_HASH, CID, {"from": members[0]})
+    assert tx.events["UpdateSubmitted"] == {
+        "roundId": open_round,
+        "member": members[0],
+        "updateHash": UPDATE_HASH,
+        "updateCid": CID,
+    }
+    assert list(consortium.latestCommitment(members[0])) == [open_round, UPDATE_HASH]
+    assert consortium.getRound(open_round)[5] == 1
+
+
+def test_submit_update_reverts(consortium, open_round, members, outsider, chain):
+    with brownie.reverts(error('NotMember', outsider)):
+        consortium.submitUpdate(open_round, UPDATE_HASH, CID, {"from": outsider})
+    with brownie.reverts(error('UnknownRound', 7)):
+        consortium.submitUpdate(7, UPDATE_HASH, CID, {"from": members[0]})
+    with brownie.reverts(error('EmptyHash')):
+        consortium.submitUpdate(open_round, "0x" + "00" * 32, CID, {"from": members[0]})
+    with brownie.reverts(error('EmptyCid')):
+        consortium.submitUpdate(open_round, UPDATE_HASH, "", {"from": members[0]})
+    consortium.submitUpdate(open_round, UPDATE_HASH, CID, {"from": members[0]})
+    with brownie.reverts(error('AlreadySubmitted', open_round, members[0])):
+        consortium.submitUpdate(open_round, MODEL_HASH, CID, {"from": members[0]})
+
+
+def test_submit_after_deadline_reverts(consortium, open_round, members, chain):
+    deadline = consortium.getRound(open_round)[3]
+    chain.sleep(ROUND_SECONDS + 5)
+    chain.mine()
+    with brownie.reverts(error('DeadlinePassed', open_round, deadline)):
+        consortium.submitUpdate(open_round, UPDATE_HASH, CID, {"from": members[0]})
+
+
+def test_close_at_quorum(consortium, open_round, members, aggregator_account):
+    for member in members[:2]:
+        consortium.submitUpdate(open_round, UPDATE_HASH, CID, {"from": member})
+    tx = consortium.closeRound(open_round, {"from": aggregator_account})
+    assert tx.events["RoundClosed"] == {
+        "roundId": open_round, "submissions": 2, "quorumReached": True
+    }
+    assert consortium.getRound(open_round)[6] == CLOSED
+
+
+def test_close_below_quorum_waits_for_deadline(
+    consortium, open_round, members, aggregator_account, chain
+):
+    consortium.submitUpdate(open_round, UPDATE_HASH, CID, {"from": members[0]})
+    with brownie.reverts(error('QuorumNotReached', open_round, 1, 2)):
+        consortium.closeRound(open_round, {"from": aggregator_account})
+    chain.sleep(ROUND_SECONDS + 5)
+    chain.mine()
+    tx = consortium.closeRound(open_round, {"from": aggregator_account})
+    assert tx.events["RoundClosed"] == {
+        "roundId": open_round, "submissions": 1, "quorumReached": False
+    }
+
+
+def test_close_reverts(consortium, open_round, aggregator_account, outsider):
+    with brownie.reverts(error('NotAggregator', outsider)):
+        consortium.closeRound(open_round, {"from": outsider})
+    with brownie.reverts(error('UnknownRound', 9)):
+        consortium.closeRound(9, {"from": aggregator_account})
+
+
+def test_nothing_after_close(consortium, closed_round, members, aggregator_account):
+    with brownie.reverts(error('WrongRoundStatus', closed_round, CLOSED, OPEN)):
+        consortium.submitUpdate(closed_round, UPDATE_HASH, CID, {"from": members[3]})
+    with brownie.reverts(error('WrongRoundStatus', closed_round, CLOSED, OPEN)):
+        consortium.closeRound(closed_round, {"from": aggregator_account})
+
+
+def test_finalize(consortium, closed_round, aggregator_account, members):
+    bitmap = [0b1010]  # members 1 and 3
+    tx = finalize(consortium, closed_round, aggregator_account, bitmap)
+    event = tx.events["RoundFinalized"]
+    assert [event[k] for k in ("roundId", "resultHash", "resultCid", "reportHash", "reportCid")] \
+        == [closed_round, RESULT_HASH, CID, REPORT_HASH, OTHER_CID]
+    assert list(event["flaggedBitmap"]) == bitmap
+    record = consortium.getRound(closed_round)
+    assert record[1] == RESULT_HASH and record[2] == REPORT_HASH and record[6] == FINALIZED
+    assert [consortium.isFlagged(closed_round, m) for m in members] == [False, True, False, True]
+
+
+def test_finalize_reverts(consortium, open_round, members, aggregator_account, outsider):
+    with brownie.reverts(error('WrongRoundStatus', open_round, OPEN, CLOSED)):
+        finalize(consortium, open_round, aggregator_account)
+    for member in members[:2]:
+        consortium.submitUpdate(open_round, UPDATE_HASH, CID, {"from": member})
+    consortium.closeRound(open_round, {"from": aggregator_account})
+    with brownie.reverts(error('NotAggregator', outsider)):
+        finalize(consortium, open_round, outsider)
+    with brownie.reverts(error('UnknownRound', 2)):
+        finalize(consortium, 2, aggregator_account)
+    with brownie.reverts(error('BitmapTooLong', 2, 1)):
+        finalize(consortium, open_round, aggregator_account, [1, 1])
+    with brownie.reverts(error('EmptyHash')):
+        consortium.finalizeRound(open_round, "0x" + "00" * 32, CID, REPORT_HASH, CID, [],
+                                 {"from": aggregator_account})
+    with brownie.reverts(error('EmptyCid')):
+        consortium.finalizeRound(open_round, RESULT_HASH, CID, REPORT_HASH, "", [],
+                                 {"from": aggregator_account})
+
+
+def test_finalized_round_never_changes(consortium, closed_round, aggregator_account, members):
+    finalize(consortium, closed_round, aggregator_account, [1])
+    before = consortium.getRound(closed_round)
+    with brownie.reverts(error('WrongRoundStatus', closed_round, FINALIZED, CLOSED)):
+        consortium.finalizeRound(closed_round, MODEL_HASH, CID, MODEL_HASH, CID, [2],
+                                 {"from": aggregator_account})
+    with brownie.reverts(error('WrongRoundStatus', closed_round, FINALIZED, OPEN)):
+        consortium.closeRound(closed_round, {"from": aggregator_account})
+    with brownie.reverts(error('WrongRoundStatus', closed_round, FINALIZED, OPEN)):
+        consortium.submitUpdate(closed_round, UPDATE_HASH, CID, {"from": members[3]})
+    assert consortium.getRound(closed_round) == before
+    assert consortium.isFlagged(closed_round, members[0])
+
+
+@pytest.mark.parametrize("caller_index", [0, 2])
+def test_only_aggregator_finalizes(consortium, closed_round, accounts, caller_index):
+    caller = accounts[caller_index]
+    with brownie.reverts(error('NotAggregator', caller)):
+        finalize(consortium, closed_round, caller)
