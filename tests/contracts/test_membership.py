@@ -3,7 +3,7 @@
 import brownie
 from brownie import ZERO_ADDRESS
 
-from .conftest import error, CID, MODEL_HASH, ROUND_SECONDS
+from .conftest import CID, MODEL_HASH, ROUND_SECONDS, error
 
 
 def test_deployer_is_operator(consortium, operator):

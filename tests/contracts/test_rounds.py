@@ -3,7 +3,7 @@
 import brownie
 import pytest
 
-from .conftest import error, CID, MODEL_HASH, REPORT_HASH, RESULT_HASH, ROUND_SECONDS, UPDATE_HASH
+from .conftest import CID, MODEL_HASH, REPORT_HASH, RESULT_HASH, ROUND_SECONDS, UPDATE_HASH, error
 
 OPEN, CLOSED, FINALIZED = 1, 2, 3
 OTHER_CID = "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"

@@ -1,0 +1,116 @@
+"""The deployment record: what `brownie run deploy` writes and what nodes and auditors read.
+
+A record is one JSON file per chain, ``deployments/<chain_id>.json`` by default, holding the
+chain id, the network name, the consortium contract's address, ABI, artifact path, deployment
+transaction and block, and the compiler settings. Nodes need nothing else to bind the contract,
+so they run without brownie's build folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+CONTRACT_NAME = "FlemlConsortium"
+DEPLOYMENTS_DIR_ENV = "FLEML_DEPLOYMENTS_DIR"
+DEPLOYMENT_FILE_ENV = "FLEML_DEPLOYMENT"
+
+
+class DeploymentError(Exception):
+    """A deployment record is missing, unreadable or does not describe a FLEML deployment."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A FLEML deployment on one chain.
+
+    Attributes
+    ----------
+    chain_id : int
+        The EIP-155 chain id the contract lives on.
+    network : str
+        The brownie network name it was deployed with (informational).
+    address : str
+        Checksummed address of the FlemlConsortium contract.
+    abi : list
+        The contract's ABI.
+    block_number : int
+        The block that holds the deployment; event scans start there.
+    path : Path
+        Where the record was read from.
+    """
+
+    chain_id: int
+    network: str
+    address: str
+    abi: list[dict[str, Any]]
+    block_number: int
+    path: Path
+
+
+def default_record_path(chain_id: int, directory: str | os.PathLike[str] | None = None) -> Path:
+    """Where the record for `chain_id` lives: $FLEML_DEPLOYMENTS_DIR or ./deployments."""
+    base = Path(directory or os.environ.get(DEPLOYMENTS_DIR_ENV) or "deployments")
+    return base / f"{chain_id}.json"
+
+
+def write_record(path: Path, *, chain_id: int, network: str, address: str,
+                 abi: list[dict[str, Any]], block_number: int, transaction: str,
+                 deployer: str, artifact: str, compiler: dict[str, Any]) -> Path:
+    """Write a deployment record atomically and return its path."""
+    record = {
+        "schema": SCHEMA_VERSION,
+        "chain_id": chain_id,
+        "network": network,
+        "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "deployer": deployer,
+        "compiler": compiler,
+        "contracts": {
+            CONTRACT_NAME: {
+                "address": address,
+                "block_number": block_number,
+                "transaction": transaction,
+                "artifact": artifact,
+                "abi": abi,
+            }
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_record(path: str | os.PathLike[str]) -> Deployment:
+    """Read and check a deployment record.
+
+    Raises
+    ------
+    DeploymentError
+        If the file is missing, is not JSON, or lacks the consortium's address or ABI.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DeploymentError(
+            f"no deployment record at {path}: deploy first (`brownie run deploy --network NAME`, "
+            f"or ./fleml deploy for a local chain) or pass the record's path"
+        )
+    try:
+        record = json.loads(path.read_text())
+        entry = record["contracts"][CONTRACT_NAME]
+        return Deployment(
+            chain_id=int(record["chain_id"]),
+            network=str(record.get("network", "")),
+            address=str(entry["address"]),
+            abi=list(entry["abi"]),
+            block_number=int(entry["block_number"]),
+            path=path,
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DeploymentError(f"{path} is not a FLEML deployment record: {exc!r}") from exc

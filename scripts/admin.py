@@ -1,0 +1,78 @@
+"""Consortium administration by the operator, against the recorded deployment.
+
+    brownie run admin set_aggregator 0xAGGREGATOR [--network NAME]
+    brownie run admin admit 0xMEMBER hospital-a
+    brownie run admin remove 0xMEMBER
+    brownie run admin transfer_operator 0xNEW     (the new operator then runs accept_operator)
+    brownie run admin accept_operator
+    brownie run admin show
+
+The operator's account is chosen as in scripts/deploy.py (accounts[0] on development,
+FLEML_DEPLOYER_KEY or FLEML_DEPLOYER_ACCOUNT elsewhere). The contract address comes from the
+deployment record ($FLEML_DEPLOYMENT or deployments/<chain_id>.json).
+"""
+
+import os
+
+from brownie import Contract, accounts, chain, network
+
+from fleml_node.chain.deployment import CONTRACT_NAME, default_record_path, load_record
+
+
+def deployer_account():
+    """The operator's account: a key from the environment, a keystore id, or accounts[0]."""
+    if os.environ.get("FLEML_DEPLOYER_KEY"):
+        return accounts.add(os.environ["FLEML_DEPLOYER_KEY"])
+    if os.environ.get("FLEML_DEPLOYER_ACCOUNT"):
+        return accounts.load(os.environ["FLEML_DEPLOYER_ACCOUNT"])
+    if network.show_active() in ("development", "anvil") or chain.id == 31337:
+        return accounts[0]
+    raise SystemExit("set FLEML_DEPLOYER_KEY or FLEML_DEPLOYER_ACCOUNT to deploy on "
+                     f"network {network.show_active()!r}")
+
+
+def consortium_contract():
+    record = load_record(os.environ.get("FLEML_DEPLOYMENT") or default_record_path(chain.id))
+    return Contract.from_abi(CONTRACT_NAME, record.address, record.abi)
+
+
+def admit_members(consortium, operator, spec: str) -> None:
+    """Admit members listed as 'address:label,address:label'."""
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        address, _, label = item.partition(":")
+        if not label:
+            raise SystemExit(f"member {address!r} needs a label: write address:label")
+        consortium.admitMember(address, label, {"from": operator})
+
+
+def set_aggregator(address):
+    consortium_contract().setAggregator(address, {"from": deployer_account()})
+
+
+def admit(address, label):
+    admit_members(consortium_contract(), deployer_account(), f"{address}:{label}")
+
+
+def remove(address):
+    consortium_contract().removeMember(address, {"from": deployer_account()})
+
+
+def transfer_operator(address):
+    consortium_contract().transferOperator(address, {"from": deployer_account()})
+
+
+def accept_operator():
+    consortium_contract().acceptOperator({"from": deployer_account()})
+
+
+def show():
+    c = consortium_contract()
+    print(f"consortium {c.address} on chain {chain.id}")
+    print(f"  operator   {c.operator()}")
+    print(f"  aggregator {c.aggregator()}")
+    print(f"  members    {c.activeMembers()} active of {c.memberSlots()} admitted")
+    for index in range(c.memberSlots()):
+        address = c.memberAt(index)
+        known, active, _, label = c.memberInfo(address)
+        print(f"  [{index}] {address} {label!r} {'active' if active else 'removed'}")
+    print(f"  round      {c.currentRound()}")

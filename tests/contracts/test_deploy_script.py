@@ -1,0 +1,56 @@
+"""`brownie run deploy` and the admin scripts: the record they write is what nodes read."""
+
+import json
+
+import pytest
+
+from fleml_node.chain.deployment import DeploymentError, load_record
+from scripts import admin, deploy
+
+
+@pytest.fixture
+def record_path(tmp_path, monkeypatch):
+    path = tmp_path / "deployment.json"
+    monkeypatch.setenv("FLEML_DEPLOYMENT", str(path))
+    return path
+
+
+def test_deploy_writes_a_record_nodes_can_bind(record_path, monkeypatch, accounts, chain):
+    monkeypatch.setenv("FLEML_AGGREGATOR", accounts[1].address)
+    monkeypatch.setenv("FLEML_MEMBERS", f"{accounts[2].address}:hospital-a, "
+                                        f"{accounts[3].address}:lab-b")
+    consortium = deploy.main()
+    record = load_record(record_path)
+    assert record.chain_id == chain.id
+    assert record.address == consortium.address
+    assert record.block_number == consortium.tx.block_number
+    assert {item.get("name") for item in record.abi} >= {"submitUpdate", "RoundFinalized"}
+    assert consortium.aggregator() == accounts[1]
+    assert consortium.memberInfo(accounts[3])[3] == "lab-b"
+    assert json.loads(record_path.read_text())["compiler"]["evm_version"] == "cancun"
+
+
+def test_admin_scripts_act_on_the_recorded_contract(record_path, accounts, capsys):
+    consortium = deploy.main()
+    admin.set_aggregator(accounts[4].address)
+    admin.admit(accounts[5].address, "bank-c")
+    admin.remove(accounts[5].address)
+    admin.show()
+    assert consortium.aggregator() == accounts[4]
+    assert list(consortium.memberInfo(accounts[5])) == [True, False, 0, "bank-c"]
+    assert "'bank-c' removed" in capsys.readouterr().out
+
+
+def test_member_without_label_is_refused(record_path, accounts):
+    consortium = deploy.main()
+    with pytest.raises(SystemExit, match="needs a label"):
+        admin.admit_members(consortium, accounts[0], accounts[6].address)
+
+
+def test_missing_or_broken_record_is_a_clear_error(tmp_path):
+    with pytest.raises(DeploymentError, match="no deployment record"):
+        load_record(tmp_path / "absent.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"chain_id": 1}')
+    with pytest.raises(DeploymentError, match="not a FLEML deployment record"):
+        load_record(broken)
