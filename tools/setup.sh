@@ -7,6 +7,7 @@
 #   3. the Python venv .venv with the exact versions in requirements.lock, plus fleml-node itself
 #   4. the solc shim that py-solc-x and brownie take for an installed solc (tools/solc-shim.js)
 #   5. anvil on the venv's PATH and brownie's `development` network pointed at it
+#   6. the compiled contracts in build/ (brownie compile)
 #
 # Run by ./fleml (setup, test, simulate, deploy) and by .ci/run. Progress goes to stderr.
 set -euo pipefail
@@ -101,4 +102,9 @@ if ! is_current networks "$net_fp" || [ ! -f "$HOME/.brownie/network-config.yaml
   .venv/bin/brownie networks modify development cmd=anvil evm_version="$EVM_VERSION" >/dev/null
   mark_current networks "$net_fp"
 fi
+# 6. contracts ------------------------------------------------------------------------------
+# brownie recompiles only what changed; nodes and `fleml-node simulate` deploy from build/.
+step "compiling contracts (brownie compile)"
+PATH="$ROOT/.venv/bin:$PATH" .venv/bin/brownie compile >/dev/null
+
 step "ready: $(.venv/bin/python --version), solc $SOLC_VERSION (solc-js), $("$ANVIL_BIN" --version | head -1)"

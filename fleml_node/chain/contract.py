@@ -1,0 +1,268 @@
+"""Bindings to the FlemlConsortium contract through web3.py, with the node's own key.
+
+Transactions are built, signed locally with the node's key and sent raw, so the chain client
+never holds the key. The key comes from an environment variable or an encrypted keystore file
+and is never logged or printed. Reverts are decoded from the contract's custom errors into
+`ChainError` messages such as ``AlreadySubmitted(roundId=3, member=0xabc...)``.
+"""
+
+from __future__ import annotations
+
+import enum
+import getpass
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+from web3 import Web3
+from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
+
+from fleml_node.chain.deployment import Deployment
+
+log = logging.getLogger(__name__)
+
+PRIVATE_KEY_ENV = "FLEML_PRIVATE_KEY"
+KEYSTORE_PASSWORD_ENV = "FLEML_KEYSTORE_PASSWORD"
+
+
+class ChainError(Exception):
+    """A chain call failed: unreachable node, wrong chain, or a decoded contract revert."""
+
+
+class RoundStatus(enum.IntEnum):
+    """Mirror of `IFlemlRounds.RoundStatus`."""
+
+    NONE = 0
+    OPEN = 1
+    CLOSED = 2
+    FINALIZED = 3
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """A round's on-chain record (`IFlemlRounds.Round`)."""
+
+    round_id: int
+    model_hash: bytes
+    result_hash: bytes
+    report_hash: bytes
+    deadline: int
+    quorum: int
+    submissions: int
+    status: RoundStatus
+
+
+def load_account(keystore: str | os.PathLike[str] | None = None) -> LocalAccount:
+    """The node's signing account.
+
+    Parameters
+    ----------
+    keystore
+        An encrypted JSON keystore (web3 secret storage). Its password comes from
+        $FLEML_KEYSTORE_PASSWORD, or is asked for on the terminal.
+        Without it, the hex private key in $FLEML_PRIVATE_KEY is used.
+
+    Raises
+    ------
+    ChainError
+        If no key is configured or the keystore cannot be decrypted.
+    """
+    if keystore:
+        path = Path(keystore)
+        try:
+            encrypted = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ChainError(f"cannot read keystore {path}: {exc}") from exc
+        password = os.environ.get(KEYSTORE_PASSWORD_ENV)
+        if password is None:
+            password = getpass.getpass(f"password for {path}: ")
+        try:
+            return Account.from_key(Account.decrypt(encrypted, password))
+        except ValueError as exc:
+            raise ChainError(f"cannot decrypt keystore {path}: wrong password?") from exc
+    key = os.environ.get(PRIVATE_KEY_ENV)
+    if not key:
+        raise ChainError(
+            f"no signing key: set {PRIVATE_KEY_ENV} to the node's private key or pass --keystore"
+        )
+    try:
+        return Account.from_key(key)
+    except (ValueError, TypeError) as exc:
+        raise ChainError(f"{PRIVATE_KEY_ENV} is not a valid private key") from exc
+
+
+def connect(rpc_url: str, timeout: float = 30.0) -> Web3:
+    """A connected Web3 over HTTP, or a `ChainError` naming the URL."""
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    try:
+        w3.eth.chain_id  # noqa: B018 - the call is the connectivity check
+    except Exception as exc:  # requests and web3 raise many types for an unreachable node
+        raise ChainError(f"cannot reach the chain at {rpc_url}: {exc}") from exc
+    return w3
+
+
+class Consortium:
+    """The FlemlConsortium contract, seen by one account.
+
+    Parameters
+    ----------
+    w3
+        A connected Web3.
+    deployment
+        The deployment record; its chain id must match the connected chain.
+    account
+        The signing account, or None for read-only use (audits, status).
+    receipt_timeout
+        Seconds to wait for a transaction to be mined.
+    """
+
+    def __init__(self, w3: Web3, deployment: Deployment, account: LocalAccount | None = None,
+                 receipt_timeout: float = 120.0) -> None:
+        chain_id = w3.eth.chain_id
+        if chain_id != deployment.chain_id:
+            raise ChainError(
+                f"deployment record {deployment.path} is for chain {deployment.chain_id}, "
+                f"but the RPC endpoint serves chain {chain_id}"
+            )
+        if not w3.eth.get_code(deployment.address):
+            raise ChainError(f"no contract at {deployment.address} on chain {chain_id}: "
+                             f"is {deployment.path} from an older chain?")
+        self.w3 = w3
+        self.deployment = deployment
+        self.account = account
+        self.receipt_timeout = receipt_timeout
+        self.contract = w3.eth.contract(address=deployment.address, abi=deployment.abi)
+        self._errors = {
+            keccak(text=_signature(item))[:4]: item
+            for item in deployment.abi if item.get("type") == "error"
+        }
+
+    # -- reads ---------------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return self.contract.address
+
+    def current_round(self) -> int:
+        return self.contract.functions.currentRound().call()
+
+    def get_round(self, round_id: int) -> RoundInfo:
+        fields = self.contract.functions.getRound(round_id).call()
+        return RoundInfo(round_id, bytes(fields[0]), bytes(fields[1]), bytes(fields[2]),
+                         int(fields[3]), int(fields[4]), int(fields[5]), RoundStatus(fields[6]))
+
+    def aggregator(self) -> str:
+        return self.contract.functions.aggregator().call()
+
+    def is_member(self, address: str) -> bool:
+        return self.contract.functions.isMember(address).call()
+
+    def member_info(self, address: str) -> tuple[bool, bool, int, str]:
+        known, active, index, label = self.contract.functions.memberInfo(address).call()
+        return bool(known), bool(active), int(index), str(label)
+
+    def member_at(self, index: int) -> str:
+        return self.contract.functions.memberAt(index).call()
+
+    def member_slots(self) -> int:
+        return self.contract.functions.memberSlots().call()
+
+    def active_members(self) -> int:
+        return self.contract.functions.activeMembers().call()
+
+    def latest_commitment(self, member: str) -> tuple[int, bytes]:
+        round_id, digest = self.contract.functions.latestCommitment(member).call()
+        return int(round_id), bytes(digest)
+
+    def verify_result(self, round_id: int, result_hash: bytes, report_hash: bytes) -> bool:
+        return self.contract.functions.verifyResult(round_id, result_hash, report_hash).call()
+
+    def is_flagged(self, round_id: int, member: str) -> bool:
+        return self.contract.functions.isFlagged(round_id, member).call()
+
+    def block_timestamp(self) -> int:
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    # -- writes --------------------------------------------------------------------------
+    def open_round(self, model_hash: bytes, model_cid: str, deadline: int, quorum: int) -> Any:
+        return self._transact("openRound", model_hash, model_cid, deadline, quorum)
+
+    def submit_update(self, round_id: int, update_hash: bytes, update_cid: str) -> Any:
+        return self._transact("submitUpdate", round_id, update_hash, update_cid)
+
+    def close_round(self, round_id: int) -> Any:
+        return self._transact("closeRound", round_id)
+
+    def finalize_round(self, round_id: int, result_hash: bytes, result_cid: str,
+                       report_hash: bytes, report_cid: str, flagged_bitmap: list[int]) -> Any:
+        return self._transact("finalizeRound", round_id, result_hash, result_cid, report_hash,
+                              report_cid, flagged_bitmap)
+
+    def set_aggregator(self, address: str) -> Any:
+        return self._transact("setAggregator", address)
+
+    def admit_member(self, address: str, label: str) -> Any:
+        return self._transact("admitMember", address, label)
+
+    def remove_member(self, address: str) -> Any:
+        return self._transact("removeMember", address)
+
+    def _transact(self, name: str, *args: Any) -> Any:
+        """Estimate, sign locally, send and wait; returns the receipt or raises `ChainError`."""
+        if self.account is None:
+            raise ChainError(f"{name} needs a signing account; this binding is read-only")
+        fn = getattr(self.contract.functions, name)(*args)
+        sender = self.account.address
+        try:
+            gas = fn.estimate_gas({"from": sender})
+            tx = fn.build_transaction({
+                "from": sender,
+                "nonce": self.w3.eth.get_transaction_count(sender, "pending"),
+                "gas": int(gas * 1.2) + 10_000,
+                "chainId": self.deployment.chain_id,
+            })
+        except (ContractCustomError, ContractLogicError) as exc:
+            raise ChainError(f"{name} reverted: {self.decode_error(exc)}") from None
+        except Web3RPCError as exc:
+            raise ChainError(f"{name} failed: {exc}") from None
+        signed = self.account.sign_transaction(tx)
+        tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout)
+        if receipt["status"] != 1:
+            raise ChainError(f"{name} transaction {tx_hash.hex()} failed on chain")
+        log.debug("%s mined in block %d, gas %d", name, receipt["blockNumber"],
+                  receipt["gasUsed"])
+        return receipt
+
+    def decode_error(self, exc: Exception) -> str:
+        """Turn a revert into ``ErrorName(arg=value, ...)`` using the contract's ABI."""
+        data = getattr(exc, "data", None)
+        if isinstance(data, dict):
+            data = data.get("data")
+        if not isinstance(data, str) or not data.startswith("0x") or len(data) < 10:
+            return str(exc)
+        raw = bytes.fromhex(data[2:])
+        item = self._errors.get(raw[:4])
+        if item is None:
+            return f"unknown error {data}"
+        types = [i["type"] for i in item["inputs"]]
+        values = abi_decode(types, raw[4:])
+        shown = ", ".join(f"{i['name']}={_show(v)}" for i, v in zip(item["inputs"], values,
+                                                                      strict=True))
+        return f"{item['name']}({shown})"
+
+
+def _signature(item: dict[str, Any]) -> str:
+    return f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return str(value)

@@ -1,0 +1,133 @@
+"""Follow the consortium's events: poll logs, wait for confirmations, resume where it stopped.
+
+A node's event follower keeps one number on disk, the last block whose events it has fully
+handled. On restart it resumes from the next block, so a round is neither done twice nor
+missed: the handler runs for each confirmed event once, in chain order, and the cursor moves
+past a block only after every event in it was handled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from web3._utils.events import get_event_data
+
+from fleml_node.chain.contract import Consortium
+
+log = logging.getLogger(__name__)
+
+MAX_BLOCK_RANGE = 2_000  # many RPC providers refuse larger eth_getLogs ranges
+
+
+@dataclass(frozen=True)
+class ChainEvent:
+    """One decoded contract event."""
+
+    name: str
+    args: dict[str, Any]
+    block_number: int
+    log_index: int
+    tx_hash: str
+
+
+class EventFollower:
+    """Yields the consortium's confirmed events once each, across restarts.
+
+    Parameters
+    ----------
+    consortium
+        The contract binding.
+    state_file
+        JSON file holding the last fully handled block; created on first use.
+    confirmations
+        Blocks to wait on top of an event's block before handling it (0 on a local chain).
+    start_block
+        Where to start when there is no state yet (default: the deployment block).
+    """
+
+    def __init__(self, consortium: Consortium, state_file: Path, confirmations: int = 0,
+                 start_block: int | None = None) -> None:
+        if confirmations < 0:
+            raise ValueError("confirmations must be >= 0")
+        self.consortium = consortium
+        self.state_file = Path(state_file)
+        self.confirmations = confirmations
+        self._abis = {}
+        for item in consortium.contract.abi:
+            if item.get("type") == "event":
+                topic = consortium.w3.keccak(
+                    text=f"{item['name']}({','.join(i['type'] for i in item['inputs'])})")
+                self._abis[bytes(topic)] = item
+        default = consortium.deployment.block_number if start_block is None else start_block
+        self.last_block = self._load_cursor(default - 1)
+
+    def _load_cursor(self, default: int) -> int:
+        if not self.state_file.exists():
+            return default
+        try:
+            state = json.loads(self.state_file.read_text())
+            if state.get("contract") != self.consortium.address:
+                log.warning("event state %s is for another contract; starting afresh",
+                            self.state_file)
+                return default
+            return int(state["last_block"])
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"corrupt event state file {self.state_file}: {exc}") from exc
+
+    def _save_cursor(self, block: int) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"contract": self.consortium.address, "last_block": block}))
+        tmp.replace(self.state_file)
+        self.last_block = block
+
+    def fetch(self, from_block: int, to_block: int) -> list[ChainEvent]:
+        """All decoded events of the contract in a block range, in chain order."""
+        events = []
+        for start in range(from_block, to_block + 1, MAX_BLOCK_RANGE):
+            end = min(to_block, start + MAX_BLOCK_RANGE - 1)
+            logs = self.consortium.w3.eth.get_logs(
+                {"address": self.consortium.address, "fromBlock": start, "toBlock": end})
+            for entry in logs:
+                abi = self._abis.get(bytes(entry["topics"][0]))
+                if abi is None:
+                    continue
+                data = get_event_data(self.consortium.w3.codec, abi, entry)
+                events.append(ChainEvent(abi["name"], dict(data["args"]), entry["blockNumber"],
+                                         entry["logIndex"], entry["transactionHash"].hex()))
+        events.sort(key=lambda e: (e.block_number, e.log_index))
+        return events
+
+    def poll(self, handler: Callable[[ChainEvent], None]) -> int:
+        """Handle every new confirmed event once; returns how many were handled.
+
+        The cursor is saved after each block, so a crash inside `handler` repeats at most the
+        events of that block on restart; handlers are written to be idempotent for that case.
+        """
+        head = self.consortium.w3.eth.block_number - self.confirmations
+        if head <= self.last_block:
+            return 0
+        handled = 0
+        for block, events in _by_block(self.fetch(self.last_block + 1, head)):
+            for event in events:
+                handler(event)
+                handled += 1
+            self._save_cursor(block)
+        self._save_cursor(head)
+        return handled
+
+
+def _by_block(events: list[ChainEvent]) -> Iterator[tuple[int, list[ChainEvent]]]:
+    current: list[ChainEvent] = []
+    for event in events:
+        if current and event.block_number != current[0].block_number:
+            yield current[0].block_number, current
+            current = []
+        current.append(event)
+    if current:
+        yield current[0].block_number, current

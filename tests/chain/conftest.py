@@ -1,0 +1,48 @@
+"""A real anvil chain with a deployed consortium, driven through fleml_node.chain (web3.py)."""
+
+import time
+
+import pytest
+from eth_account import Account
+
+from fleml_node.chain.anvil import LocalAnvil, test_keys
+from fleml_node.chain.contract import Consortium, connect
+from fleml_node.chain.deploy import deploy_consortium
+
+
+@pytest.fixture(scope="module")
+def anvil(tmp_path_factory):
+    with LocalAnvil(accounts=8, log_file=tmp_path_factory.mktemp("anvil") / "anvil.log") as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+def keys():
+    return test_keys(8)
+
+
+@pytest.fixture
+def deployed(anvil, keys, tmp_path):
+    """A fresh consortium: key 0 operator, key 1 aggregator, keys 2..5 members."""
+    w3 = connect(anvil.url)
+    operator = Account.from_key(keys[0])
+    record = deploy_consortium(w3, operator, tmp_path / "deployment.json")
+    admin = Consortium(w3, record, operator)
+    admin.set_aggregator(Account.from_key(keys[1]).address)
+    for i in range(2, 6):
+        admin.admit_member(Account.from_key(keys[i]).address, f"member-{i}")
+    return w3, record
+
+
+@pytest.fixture
+def as_account(deployed, keys):
+    w3, record = deployed
+
+    def bind(index):
+        return Consortium(w3, record, Account.from_key(keys[index]))
+
+    return bind
+
+
+def future(seconds=600):
+    return int(time.time()) + seconds

@@ -1,0 +1,135 @@
+"""fleml_node.chain against a real anvil: transactions, decoded reverts, event following."""
+
+import pytest
+from eth_account import Account
+
+from fleml_node.chain.contract import ChainError, Consortium, RoundStatus, connect, load_account
+from fleml_node.chain.deployment import load_record
+from fleml_node.chain.events import EventFollower
+
+from .conftest import future
+
+H1, H2, H3 = (bytes([i]) * 32 for i in (1, 2, 3))
+CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+
+
+def test_round_through_the_binding(as_account, keys):
+    agg, member = as_account(1), as_account(2)
+    agg.open_round(H1, CID, future(), 1)
+    member.submit_update(1, H2, CID)
+    assert member.get_round(1).submissions == 1
+    assert member.latest_commitment(member.account.address) == (1, H2)
+    agg.close_round(1)
+    agg.finalize_round(1, H2, CID, H3, CID, [0b1])
+    info = agg.get_round(1)
+    assert info.status is RoundStatus.FINALIZED and info.result_hash == H2
+    assert agg.verify_result(1, H2, H3)
+    assert agg.is_flagged(1, Account.from_key(keys[2]).address)
+
+
+def test_reverts_are_decoded_from_custom_errors(as_account):
+    agg, member = as_account(1), as_account(2)
+    with pytest.raises(ChainError, match=r"openRound reverted: NotAggregator\(account=0x"):
+        member.open_round(H1, CID, future(), 1)
+    agg.open_round(H1, CID, future(), 2)
+    member.submit_update(1, H2, CID)
+    with pytest.raises(ChainError, match=r"AlreadySubmitted\(roundId=1, member=0x"):
+        member.submit_update(1, H2, CID)
+    with pytest.raises(ChainError, match=r"QuorumNotReached\(roundId=1, submissions=1, quorum=2"):
+        agg.close_round(1)
+
+
+def test_read_only_binding_refuses_to_send(deployed):
+    w3, record = deployed
+    with pytest.raises(ChainError, match="read-only"):
+        Consortium(w3, record).close_round(1)
+
+
+def test_wrong_chain_or_missing_contract_is_reported(deployed, tmp_path):
+    w3, record = deployed
+    other = tmp_path / "other.json"
+    text = record.path.read_text().replace(f'"chain_id": {record.chain_id}', '"chain_id": 5')
+    other.write_text(text)
+    with pytest.raises(ChainError, match="is for chain 5"):
+        Consortium(w3, load_record(other))
+    gone = tmp_path / "gone.json"
+    gone.write_text(record.path.read_text().replace(record.address,
+                                                    "0x" + "12" * 20))
+    with pytest.raises(ChainError, match="no contract at"):
+        Consortium(w3, load_record(gone))
+
+
+def test_unreachable_chain_and_missing_key_are_clear(monkeypatch):
+    with pytest.raises(ChainError, match="cannot reach the chain at http://127.0.0.1:9"):
+        connect("http://127.0.0.1:9", timeout=2)
+    monkeypatch.delenv("FLEML_PRIVATE_KEY", raising=False)
+    with pytest.raises(ChainError, match="no signing key"):
+        load_account()
+    monkeypatch.setenv("FLEML_PRIVATE_KEY", "not-a-key")
+    with pytest.raises(ChainError, match="not a valid private key"):
+        load_account()
+
+
+def test_keystore_account(tmp_path, monkeypatch, keys):
+    path = tmp_path / "key.json"
+    import json
+    path.write_text(json.dumps(Account.encrypt(keys[3], "pw")))
+    monkeypatch.setenv("FLEML_KEYSTORE_PASSWORD", "pw")
+    assert load_account(path).key.hex() == Account.from_key(keys[3]).key.hex()
+    monkeypatch.setenv("FLEML_KEYSTORE_PASSWORD", "wrong")
+    with pytest.raises(ChainError, match="wrong password"):
+        load_account(path)
+
+
+def test_follower_handles_each_event_once_across_restarts(deployed, as_account, tmp_path):
+    w3, record = deployed
+    agg, member = as_account(1), as_account(2)
+    state = tmp_path / "events.json"
+    seen = []
+    follower = EventFollower(Consortium(w3, record), state)
+    follower.poll(lambda e: seen.append(e.name))
+    assert seen.count("MemberAdmitted") == 4 and "AggregatorSet" in seen
+    agg.open_round(H1, CID, future(), 1)
+    member.submit_update(1, H2, CID)
+    # a restarted follower resumes after the last handled block
+    seen.clear()
+    restarted = EventFollower(Consortium(w3, record), state)
+    assert restarted.poll(lambda e: seen.append((e.name, e.args.get("roundId")))) == 2
+    assert seen == [("RoundOpened", 1), ("UpdateSubmitted", 1)]
+    assert restarted.poll(seen.append) == 0
+
+
+def test_follower_waits_for_confirmations(deployed, as_account, tmp_path):
+    w3, record = deployed
+    follower = EventFollower(Consortium(w3, record), tmp_path / "s.json", confirmations=3)
+    follower.poll(lambda e: None)
+    as_account(1).open_round(H1, CID, future(), 1)
+    opened = []
+
+    def handle(event):
+        if event.name == "RoundOpened":
+            opened.append(event.block_number)
+
+    follower.poll(handle)
+    assert opened == []  # mined, but not yet 3 blocks deep
+    for _ in range(3):
+        w3.provider.make_request("evm_mine", [])
+    follower.poll(handle)
+    assert len(opened) == 1 and follower.last_block == w3.eth.block_number - 3
+
+
+def test_a_failing_handler_does_not_advance_past_its_block(deployed, as_account, tmp_path):
+    w3, record = deployed
+    state = tmp_path / "s.json"
+    follower = EventFollower(Consortium(w3, record), state)
+    follower.poll(lambda e: None)
+    as_account(1).open_round(H1, CID, future(), 1)
+
+    def crash(event):
+        raise RuntimeError("node died")
+
+    with pytest.raises(RuntimeError):
+        follower.poll(crash)
+    names = []
+    EventFollower(Consortium(w3, record), state).poll(lambda e: names.append(e.name))
+    assert names == ["RoundOpened"]
