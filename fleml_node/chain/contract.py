@@ -13,6 +13,7 @@ import getpass
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,8 +187,13 @@ class Consortium:
     def is_flagged(self, round_id: int, member: str) -> bool:
         return self.contract.functions.isFlagged(round_id, member).call()
 
-    def block_timestamp(self) -> int:
-        return int(self.w3.eth.get_block("latest")["timestamp"])
+    def now(self) -> int:
+        """The chain's notion of now: the latest block's time, or the wall clock if later.
+
+        A local anvil mines only when a transaction arrives, so its latest block can be old;
+        the next block will carry the wall-clock time, and that is what deadlines meet.
+        """
+        return max(int(self.w3.eth.get_block("latest")["timestamp"]), int(time.time()))
 
     # -- writes --------------------------------------------------------------------------
     def open_round(self, model_hash: bytes, model_cid: str, deadline: int, quorum: int) -> Any:

@@ -57,12 +57,7 @@ class EventFollower:
         self.consortium = consortium
         self.state_file = Path(state_file)
         self.confirmations = confirmations
-        self._abis = {}
-        for item in consortium.contract.abi:
-            if item.get("type") == "event":
-                topic = consortium.w3.keccak(
-                    text=f"{item['name']}({','.join(i['type'] for i in item['inputs'])})")
-                self._abis[bytes(topic)] = item
+        self._abis = _event_abis(consortium)
         default = consortium.deployment.block_number if start_block is None else start_block
         self.last_block = self._load_cursor(default - 1)
 
@@ -88,20 +83,7 @@ class EventFollower:
 
     def fetch(self, from_block: int, to_block: int) -> list[ChainEvent]:
         """All decoded events of the contract in a block range, in chain order."""
-        events = []
-        for start in range(from_block, to_block + 1, MAX_BLOCK_RANGE):
-            end = min(to_block, start + MAX_BLOCK_RANGE - 1)
-            logs = self.consortium.w3.eth.get_logs(
-                {"address": self.consortium.address, "fromBlock": start, "toBlock": end})
-            for entry in logs:
-                abi = self._abis.get(bytes(entry["topics"][0]))
-                if abi is None:
-                    continue
-                data = get_event_data(self.consortium.w3.codec, abi, entry)
-                events.append(ChainEvent(abi["name"], dict(data["args"]), entry["blockNumber"],
-                                         entry["logIndex"], entry["transactionHash"].hex()))
-        events.sort(key=lambda e: (e.block_number, e.log_index))
-        return events
+        return fetch_events(self.consortium, from_block, to_block, abis=self._abis)
 
     def poll(self, handler: Callable[[ChainEvent], None]) -> int:
         """Handle every new confirmed event once; returns how many were handled.
@@ -120,6 +102,54 @@ class EventFollower:
             self._save_cursor(block)
         self._save_cursor(head)
         return handled
+
+
+def round_events(consortium: Consortium, round_id: int) -> dict[str, list[ChainEvent]]:
+    """Every event of one round (opened, submissions, closed, finalized), by event name.
+
+    All round events index the round id as their first topic, so one filtered log query from
+    the deployment block finds them.
+    """
+    topic = "0x" + round_id.to_bytes(32, "big").hex()
+    found: dict[str, list[ChainEvent]] = {}
+    head = consortium.w3.eth.block_number
+    for event in fetch_events(consortium, consortium.deployment.block_number, head,
+                              topics=[None, topic]):
+        if event.args.get("roundId") == round_id:
+            found.setdefault(event.name, []).append(event)
+    return found
+
+
+def fetch_events(consortium: Consortium, from_block: int, to_block: int,
+                 topics: list[str | None] | None = None,
+                 abis: dict[bytes, dict[str, Any]] | None = None) -> list[ChainEvent]:
+    """Decoded events of the contract in a block range (optionally topic-filtered), in order."""
+    abis = abis or _event_abis(consortium)
+    events = []
+    for start in range(from_block, to_block + 1, MAX_BLOCK_RANGE):
+        end = min(to_block, start + MAX_BLOCK_RANGE - 1)
+        query: dict[str, Any] = {"address": consortium.address, "fromBlock": start,
+                                 "toBlock": end}
+        if topics:
+            query["topics"] = topics
+        for entry in consortium.w3.eth.get_logs(query):
+            abi = abis.get(bytes(entry["topics"][0]))
+            if abi is None:
+                continue
+            data = get_event_data(consortium.w3.codec, abi, entry)
+            events.append(ChainEvent(abi["name"], dict(data["args"]), entry["blockNumber"],
+                                     entry["logIndex"], entry["transactionHash"].hex()))
+    events.sort(key=lambda e: (e.block_number, e.log_index))
+    return events
+
+
+def _event_abis(consortium: Consortium) -> dict[bytes, dict[str, Any]]:
+    abis = {}
+    for item in consortium.contract.abi:
+        if item.get("type") == "event":
+            signature = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
+            abis[bytes(consortium.w3.keccak(text=signature))] = item
+    return abis
 
 
 def _by_block(events: list[ChainEvent]) -> Iterator[tuple[int, list[ChainEvent]]]:

@@ -1,0 +1,348 @@
+"""`fleml-node`: the command line of FLEML's nodes.
+
+Every option can also come from a TOML config file (``--config FILE``): a ``[common]`` table
+applies to every command, and a table named after a command (``[client]``, ``[aggregator]``,
+``[audit]``, ``[status]``, ``[simulate]``) to that command; keys are option names with
+underscores (``ipfs_api = "/ip4/127.0.0.1/tcp/5001"``). Options given on the command line win.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tomllib
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fleml_node import __version__
+
+log = logging.getLogger("fleml_node")
+
+COMMANDS = ("client", "aggregator", "audit", "status", "simulate", "account")
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if not value:
+        return value
+    try:
+        data = tomllib.loads(Path(value).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise click.BadParameter(f"cannot read config {value}: {exc}") from exc
+    common = data.get("common", {})
+    unknown = sorted(set(data) - {"common", *COMMANDS})
+    if unknown:
+        raise click.BadParameter(f"unknown table(s) {unknown} in {value}; "
+                                 f"use [common] or one of {list(COMMANDS)}")
+    ctx.default_map = {cmd: {**common, **data.get(cmd, {})} for cmd in COMMANDS}
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"],
+                               "max_content_width": 100})
+@click.version_option(__version__, prog_name="fleml-node")
+@click.option("--config", type=click.Path(dir_okay=False), callback=_load_config,
+              is_eager=True, expose_value=False,
+              help="TOML file with option defaults ([common] and one table per command).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """FLEML nodes: federated learning coordinated by contracts, weights on IPFS.
+
+    Members run `client`, the aggregator runs `aggregator`, anyone can `audit` a round;
+    `simulate` runs a whole federation on this machine.
+    """
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.getLogger("fleml_node").setLevel(min(level, logging.INFO))
+
+
+def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the expected failures (no chain, no IPFS, bad key or record) into one clear line."""
+    from fleml_node.chain.contract import ChainError
+    from fleml_node.chain.deployment import DeploymentError
+    from fleml_node.storage import StorageError
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ChainError, DeploymentError, StorageError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:
+            click.echo("stopped", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+# -- shared options -------------------------------------------------------------------------
+def chain_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--rpc", default="http://127.0.0.1:8545", show_default=True,
+                     envvar="FLEML_RPC", help="JSON-RPC URL of the chain [env FLEML_RPC]."),
+        click.option("--deployment", type=click.Path(dir_okay=False), envvar="FLEML_DEPLOYMENT",
+                     help="Deployment record from `brownie run deploy` "
+                          "[default: deployments/<chain id>.json; env FLEML_DEPLOYMENT]."),
+        click.option("--ipfs-api", envvar="FLEML_IPFS_API",
+                     default="/ip4/127.0.0.1/tcp/5001", show_default=True,
+                     help="IPFS HTTP RPC API (multiaddr or URL); kubo or js-ipfs "
+                          "[env FLEML_IPFS_API]."),
+        click.option("--ipfs-timeout", default=60.0, show_default=True,
+                     help="Seconds allowed for each IPFS call."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def key_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--keystore", type=click.Path(exists=True, dir_okay=False),
+        help="Encrypted keystore of this node's account (password from "
+             "FLEML_KEYSTORE_PASSWORD or a prompt); without it FLEML_PRIVATE_KEY is used.")(fn)
+
+
+def task_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--dataset", type=click.Choice(["mnist", "fashion_mnist", "cifar10"]),
+                     default="mnist", show_default=True, help="Dataset; fixes the model."),
+        click.option("--seed", default=0, show_default=True,
+                     help="Seed of the initial model, the split and the clients' streams."),
+        click.option("--num-clients", default=10, show_default=True,
+                     help="Members the public dataset is split over."),
+        click.option("--partition", type=click.Choice(["dirichlet", "iid"]),
+                     default="dirichlet", show_default=True, help="How the data is split."),
+        click.option("--alpha", default=0.5, show_default=True,
+                     help="Dirichlet concentration (smaller = more non-IID)."),
+        click.option("--validation-size", default=500, show_default=True,
+                     help="Clean samples reserved for the aggregator."),
+        click.option("--max-client-samples", default=0, show_default=True,
+                     help="Cap on each member's share of the public dataset (0 = none)."),
+        click.option("--epochs", default=1, show_default=True, help="Local epochs."),
+        click.option("--batch-size", default=32, show_default=True, help="Local batch size."),
+        click.option("--lr", default=0.05, show_default=True, help="Local learning rate."),
+        click.option("--momentum", default=0.0, show_default=True, help="SGD momentum."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def task_from(opts: dict[str, Any]):
+    from fleml_node.learning import TrainConfig
+    from fleml_node.task import TaskConfig
+
+    return TaskConfig(
+        dataset=opts["dataset"], seed=opts["seed"], num_clients=opts["num_clients"],
+        partition=opts["partition"], alpha=opts["alpha"],
+        validation_size=opts["validation_size"], max_client_samples=opts["max_client_samples"],
+        train=TrainConfig(epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
+                          momentum=opts["momentum"]),
+    )
+
+
+def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` pairs; values parsed as JSON where they can be (numbers, lists, bools)."""
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {item!r}")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except ValueError:
+            out[key.replace("-", "_")] = value
+    return out
+
+
+def _bind(opts: dict[str, Any], with_key: bool):
+    """Connect to the chain and IPFS, and load the key when the command signs."""
+    from fleml_node.chain.contract import Consortium, connect, load_account
+    from fleml_node.chain.deployment import default_record_path, load_record
+    from fleml_node.storage import IpfsStore, IpfsUnavailable
+
+    w3 = connect(opts["rpc"])
+    record = load_record(opts["deployment"] or default_record_path(w3.eth.chain_id))
+    account = load_account(opts.get("keystore")) if with_key else None
+    consortium = Consortium(w3, record, account)
+    store = IpfsStore(opts["ipfs_api"], timeout=opts["ipfs_timeout"])
+    if not store.is_available():
+        raise IpfsUnavailable(
+            f"no IPFS API answers at {opts['ipfs_api']}: start a daemon (kubo: `ipfs daemon`; "
+            f"or the project's local js-ipfs: python -m fleml_node.storage.daemon start ...) "
+            f"or pass --ipfs-api")
+    return consortium, store
+
+
+# -- commands -------------------------------------------------------------------------------
+@main.command()
+@chain_options
+@key_option
+@task_options
+@click.option("--client-index", type=int,
+              help="This member's share of the public dataset (0-based).")
+@click.option("--data-file", type=click.Path(exists=True, dir_okay=False),
+              help="This member's own data: safetensors with x (float32) and y (int64).")
+@click.option("--attack", default="", help="Simulated malicious member: attack name "
+                                          "(random_label, sign_flip, gaussian, label_flip, "
+                                          "backdoor).")
+@click.option("--attack-param", multiple=True, metavar="KEY=VALUE",
+              help="Attack parameter, repeatable (e.g. scale=10).")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=".fleml/client",
+              show_default=True, help="Where the node keeps its event cursor.")
+@click.option("--confirmations", default=0, show_default=True,
+              help="Blocks to wait before acting on an event.")
+@click.option("--poll-interval", default=1.0, show_default=True, help="Seconds between polls.")
+@click.option("--max-rounds", type=int, help="Exit after submitting this many updates.")
+@_fail_cleanly
+def client(**opts: Any) -> None:
+    """Take part in every round: train on local data, publish and commit the update."""
+    from fleml_node.attacks import make_attack
+    from fleml_node.chain.events import EventFollower
+    from fleml_node.client import ClientNode
+    from fleml_node.task import client_data
+
+    task = task_from(opts)
+    consortium, store = _bind(opts, with_key=True)
+    x, y = client_data(task, opts["client_index"], opts["data_file"])
+    attack = make_attack(opts["attack"], **parse_params(opts["attack_param"])) \
+        if opts["attack"] else None
+    state = Path(opts["state_dir"]) / f"{consortium.account.address}.events.json"
+    follower = EventFollower(consortium, state, confirmations=opts["confirmations"])
+    index = consortium.member_info(consortium.account.address)[2] \
+        if opts["client_index"] is None else opts["client_index"]
+    node = ClientNode(consortium, store, follower, task, x, y, index, attack=attack)
+    click.echo(f"client {consortium.account.address}: {len(y)} local samples"
+               f"{', attack ' + opts['attack'] if attack else ''}; waiting for rounds "
+               f"(Ctrl-C to stop)", err=True)
+    node.run(poll_interval=opts["poll_interval"], max_rounds=opts["max_rounds"])
+
+
+@main.command()
+@chain_options
+@key_option
+@task_options
+@click.option("--defense", default="fleml", show_default=True,
+              help="fleml, fedavg, krum, multikrum, median, trimmedmean or fltrust.")
+@click.option("--defense-param", multiple=True, metavar="KEY=VALUE",
+              help="Defense parameter, repeatable (e.g. f=3 for Krum).")
+@click.option("--rounds", default=5, show_default=True,
+              help="Finalize rounds until this round number.")
+@click.option("--round-seconds", default=300, show_default=True,
+              help="Submission window of each round.")
+@click.option("--quorum", default=0, show_default=True,
+              help="Submissions that close a round early (0 = every active member).")
+@click.option("--evaluate/--no-evaluate", default=True, show_default=True,
+              help="Report test accuracy of each new global model.")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=".fleml/aggregator",
+              show_default=True, help="Where the defense's learned state is kept.")
+@click.option("--poll-interval", default=1.0, show_default=True, help="Seconds between polls.")
+@_fail_cleanly
+def aggregator(**opts: Any) -> None:
+    """Run rounds: open, close at quorum or deadline, defend, publish, finalize."""
+    from fleml_node.aggregator import AggregatorNode
+    from fleml_node.defense import make_aggregator
+    from fleml_node.task import test_data, validation_data
+
+    task = task_from(opts)
+    consortium, store = _bind(opts, with_key=True)
+    defense = make_aggregator(opts["defense"], **parse_params(opts["defense_param"]))
+    evaluate = _test_evaluator(task) if opts["evaluate"] else None
+    if evaluate:
+        test_data(task)  # load now, so a missing dataset fails before the first round
+    node = AggregatorNode(consortium, store, defense, task, Path(opts["state_dir"]),
+                          rounds=opts["rounds"], round_seconds=opts["round_seconds"],
+                          quorum=opts["quorum"], validation=validation_data(task),
+                          evaluate=evaluate)
+
+    def progress(did: str) -> None:
+        if did == "finalized":
+            s = node.summaries[-1]
+            acc = f", test accuracy {s.metrics['accuracy']:.4f}" if s.metrics else ""
+            click.echo(f"round {s.round_id}: {len(s.accepted)} accepted, "
+                       f"{len(s.rejected)} rejected, {len(s.flagged)} flagged{acc}", err=True)
+
+    node.run(poll_interval=opts["poll_interval"], on_step=progress)
+    click.echo(f"done: round {opts['rounds']} finalized", err=True)
+
+
+def _test_evaluator(task):
+    from fleml_node.learning import evaluate
+    from fleml_node.task import test_data
+
+    def run(model):
+        x, y = test_data(task)
+        return {"accuracy": evaluate(model, x, y).accuracy}
+
+    return run
+
+
+@main.command()
+@chain_options
+@click.option("--round", "round_id", type=int, help="The round to audit [default: all].")
+@_fail_cleanly
+def audit(**opts: Any) -> None:
+    """Check a finalized round from the chain and IPFS alone; exit 1 if any check fails."""
+    from fleml_node.audit import audit_round
+
+    consortium, store = _bind(opts, with_key=False)
+    last = consortium.current_round()
+    rounds = [opts["round_id"]] if opts["round_id"] else range(1, last + 1)
+    if opts["round_id"] and not 1 <= opts["round_id"] <= last:
+        raise click.ClickException(f"round {opts['round_id']} does not exist "
+                                   f"(latest is {last})")
+    failed = False
+    for r in rounds:
+        verdict = audit_round(consortium, store, r)
+        if verdict.checks.get("round is finalized", (True, ""))[0] is False \
+                and opts["round_id"] is None:
+            click.echo(f"round {r}: not finalized yet, skipped")
+            continue
+        click.echo("\n".join(verdict.lines()))
+        failed |= not verdict.ok
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@chain_options
+@_fail_cleanly
+def status(**opts: Any) -> None:
+    """Show the consortium: roles, members and the current round."""
+    consortium, _ = _bind(opts, with_key=False)
+    click.echo(f"consortium {consortium.address} on chain {consortium.deployment.chain_id}")
+    click.echo(f"aggregator {consortium.aggregator()}")
+    for index in range(consortium.member_slots()):
+        address = consortium.member_at(index)
+        _, active, _, label = consortium.member_info(address)
+        click.echo(f"member {index}: {address} {label!r} {'active' if active else 'removed'}")
+    current = consortium.current_round()
+    if current:
+        info = consortium.get_round(current)
+        click.echo(f"round {current}: {info.status.name.lower()}, {info.submissions} of "
+                   f"quorum {info.quorum} submitted, deadline {info.deadline}")
+    else:
+        click.echo("no round yet")
+
+
+@main.command("account")
+@click.argument("keystore", type=click.Path(dir_okay=False))
+def account_new(keystore: str) -> None:
+    """Create a new account in an encrypted KEYSTORE file and print its address."""
+    import json
+
+    from eth_account import Account
+
+    path = Path(keystore)
+    if path.exists():
+        raise click.ClickException(f"{path} exists; not overwriting a key")
+    password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    account = Account.create()
+    path.write_text(json.dumps(Account.encrypt(account.key, password)))
+    path.chmod(0o600)
+    click.echo(account.address)
