@@ -1,0 +1,526 @@
+"""Run a private, offline js-ipfs daemon (npm ``ipfs`` 0.66.1) for nodes, tests and scripts.
+
+No kubo binary can be installed here, so FLEML runs js-ipfs from ``node_modules``. The
+repository is initialised once (``jsipfs init --profile test --emptyRepo``) and, before every
+start, its config is rewritten for an isolated loopback node: the API on ``127.0.0.1`` (port
+0 lets the kernel pick a free one, so several daemons coexist), no gateway, no swarm
+listeners, no gRPC endpoint, no bootstrap peers, no MDNS/webRTC discovery. The daemon runs as
+``jsipfs daemon --offline --enable-preload=false`` with ``IPFS_PATH`` set to the repository;
+it writes its actual API address to ``<repo>/api``, which is polled until ``version``
+answers.
+
+From Python::
+
+    with LocalIpfsDaemon("/tmp/ipfs-repo") as daemon:
+        store = IpfsStore(daemon.api_addr)
+
+From a shell script::
+
+    python -m fleml_node.storage.daemon start --repo .fleml/ipfs \\
+        --pidfile .fleml/ipfs.pid --addr-file .fleml/ipfs.addr
+    export FLEML_IPFS_API="$(cat .fleml/ipfs.addr)"
+    ...
+    python -m fleml_node.storage.daemon stop --pidfile .fleml/ipfs.pid
+
+Test suites use :func:`ensure_test_daemon`, which honours ``FLEML_IPFS_API`` when it is set
+and otherwise starts a throw-away daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from fleml_node.storage.errors import DaemonError
+from fleml_node.storage.ipfs import ENV_API, IpfsStore
+from fleml_node.storage.local import atomic_write
+
+log = logging.getLogger(__name__)
+
+ENV_JSIPFS = "FLEML_JSIPFS"
+"""Environment variable overriding the path of the ``jsipfs`` executable."""
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+"""The checkout that holds ``node_modules`` (two levels above ``fleml_node/storage``)."""
+
+PID_FILE = "daemon.pid"
+LOG_FILE = "daemon.log"
+_LOCK = "repo.lock"
+_API_FILE = "api"
+_LOG_TAIL_LINES = 30
+_POLL_SECONDS = 0.1
+_INIT_TIMEOUT = 120.0
+# js-ipfs logs these and keeps running without an API (e.g. on a port conflict): fail fast.
+_FATAL_LOG_MARKERS = ("EADDRINUSE", "EACCES", "EADDRNOTAVAIL")
+
+
+def find_jsipfs(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Locate the ``jsipfs`` executable.
+
+    Parameters
+    ----------
+    explicit
+        A path to use instead of the search.
+
+    Returns
+    -------
+    Path
+        ``explicit`` if given, else ``$FLEML_JSIPFS`` if set, else the first that exists of
+        ``<project>/node_modules/.bin/jsipfs`` and ``jsipfs`` on ``PATH``.
+
+    Raises
+    ------
+    DaemonError
+        If the chosen path does not exist or nothing is found.
+    """
+    chosen = explicit or os.environ.get(ENV_JSIPFS)
+    if chosen:
+        if not Path(chosen).is_file():
+            raise DaemonError(f"jsipfs executable {chosen} does not exist")
+        return Path(chosen)
+    bundled = PROJECT_ROOT / "node_modules" / ".bin" / "jsipfs"
+    if bundled.is_file():
+        return bundled
+    on_path = shutil.which("jsipfs")
+    if on_path:
+        return Path(on_path)
+    raise DaemonError(
+        f"jsipfs not found at {bundled} nor on PATH: run tools/setup.sh (its `npm ci` "
+        f"installs js-ipfs) or set {ENV_JSIPFS} to the executable"
+    )
+
+
+class LocalIpfsDaemon:
+    """A js-ipfs daemon on a private repository, started as a subprocess.
+
+    Parameters
+    ----------
+    repo_dir
+        The IPFS repository (created and initialised if needed). It also holds
+        ``daemon.log`` (the daemon's output) and ``daemon.pid`` while it runs.
+    api_port
+        Fixed API port on 127.0.0.1; ``None`` lets the kernel choose a free one.
+    jsipfs
+        Path of the ``jsipfs`` executable; ``None`` searches (see :func:`find_jsipfs`).
+    startup_timeout
+        Seconds to wait for the API to answer after starting.
+    stop_timeout
+        Seconds to wait after SIGTERM before sending SIGKILL.
+    """
+
+    def __init__(
+        self,
+        repo_dir: str | os.PathLike[str],
+        api_port: int | None = None,
+        *,
+        jsipfs: str | os.PathLike[str] | None = None,
+        startup_timeout: float = 60.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.repo_dir = Path(repo_dir).resolve()
+        self.api_port = api_port
+        self.jsipfs = find_jsipfs(jsipfs)
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._api_addr: str | None = None
+
+    def __repr__(self) -> str:
+        return f"LocalIpfsDaemon({str(self.repo_dir)!r}, api={self._api_addr!r})"
+
+    def __enter__(self) -> LocalIpfsDaemon:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def log_path(self) -> Path:
+        """The daemon's combined stdout/stderr."""
+        return self.repo_dir / LOG_FILE
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while running, else ``None``."""
+        return self._proc.pid if self.is_running() else None
+
+    @property
+    def api_addr(self) -> str:
+        """The API multiaddr, e.g. ``/ip4/127.0.0.1/tcp/40123/http``.
+
+        Raises
+        ------
+        DaemonError
+            If the daemon is not running.
+        """
+        if self._api_addr is None or not self.is_running():
+            raise DaemonError(f"the js-ipfs daemon for {self.repo_dir} is not running")
+        return self._api_addr
+
+    def is_running(self) -> bool:
+        """Return whether the daemon process started by this object is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def init(self) -> None:
+        """Initialise the repository if needed and (re)write its isolated network config.
+
+        Idempotent: an existing repository keeps its identity and blocks.
+
+        Raises
+        ------
+        DaemonError
+            If ``jsipfs init`` fails or the config cannot be read.
+        """
+        self.repo_dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.repo_dir / "config"
+        if not config_path.exists():
+            log.info("initialising js-ipfs repository %s", self.repo_dir)
+            try:
+                result = subprocess.run(
+                    [str(self.jsipfs), "init", "--profile", "test", "--emptyRepo"],
+                    env=self._env(),
+                    cwd=self.repo_dir,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=_INIT_TIMEOUT,
+                    check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired) as err:
+                raise DaemonError(f"jsipfs init failed for {self.repo_dir}: {err}") from err
+            if result.returncode != 0 or not config_path.exists():
+                output = (result.stdout + result.stderr).decode(errors="replace")
+                raise DaemonError(
+                    f"jsipfs init failed for {self.repo_dir} (exit {result.returncode}):\n"
+                    f"{_tail(output)}"
+                )
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise DaemonError(f"cannot read js-ipfs config {config_path}: {err}") from err
+        config["Addresses"] = {
+            "API": f"/ip4/127.0.0.1/tcp/{self.api_port or 0}",
+            "Gateway": [],
+            "Swarm": [],
+            "Announce": [],
+            "NoAnnounce": [],
+            "Delegates": [],
+        }
+        config["Bootstrap"] = []
+        discovery = config.setdefault("Discovery", {})
+        discovery["MDNS"] = {**discovery.get("MDNS", {}), "Enabled": False}
+        discovery["webRTCStar"] = {"Enabled": False}
+        atomic_write(config_path, json.dumps(config, indent=2).encode("utf-8"))
+
+    def start(self) -> str:
+        """Initialise if needed, start the daemon and wait until its API answers.
+
+        Returns
+        -------
+        str
+            The API multiaddr.
+
+        Raises
+        ------
+        DaemonError
+            If another daemon runs on this repository, or the daemon exits or does not answer
+            within ``startup_timeout`` (the message includes the tail of its log).
+        """
+        if self.is_running():
+            return self.api_addr
+        self.init()
+        self._clear_stale_state()
+        with open(self.log_path, "ab") as log_file:
+            log_offset = log_file.tell()
+            try:
+                self._proc = subprocess.Popen(
+                    [str(self.jsipfs), "daemon", "--offline", "--enable-preload=false"],
+                    env=self._env(),
+                    cwd=self.repo_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as err:
+                raise DaemonError(f"cannot run {self.jsipfs}: {err}") from err
+        atomic_write(self.repo_dir / PID_FILE, f"{self._proc.pid}\n".encode("ascii"))
+        log.info("started js-ipfs daemon pid %d on %s", self._proc.pid, self.repo_dir)
+        self._api_addr = self._wait_ready(self._proc, log_offset)
+        log.info("js-ipfs API ready at %s", self._api_addr)
+        return self._api_addr
+
+    def stop(self) -> None:
+        """Stop the daemon: SIGTERM, then SIGKILL after ``stop_timeout``. Idempotent."""
+        if self._proc is None:
+            return
+        proc, self._proc, self._api_addr = self._proc, None, None
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("js-ipfs daemon pid %d ignored SIGTERM; killing it", proc.pid)
+                proc.kill()
+                proc.wait()
+        log.info("js-ipfs daemon pid %d stopped (exit %s)", proc.pid, proc.returncode)
+        # A daemon that was killed leaves its lock and API file behind.
+        _remove_state(self.repo_dir)
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "IPFS_PATH": str(self.repo_dir), "NO_UPDATE_NOTIFIER": "1"}
+
+    def _clear_stale_state(self) -> None:
+        """Refuse to start twice on one repository; clean up after a daemon that died."""
+        pid_path = self.repo_dir / PID_FILE
+        pid = _read_pid(pid_path)
+        if pid is not None and _is_ipfs_daemon(pid):
+            raise DaemonError(
+                f"a js-ipfs daemon (pid {pid}) already runs on {self.repo_dir}; stop it with "
+                f"`python -m fleml_node.storage.daemon stop --pidfile {pid_path}`"
+            )
+        if pid is not None:
+            log.info("removing state left by dead js-ipfs daemon pid %d", pid)
+            _remove_state(self.repo_dir)
+        (self.repo_dir / _API_FILE).unlink(missing_ok=True)
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], log_offset: int) -> str:
+        """Poll until the API answers; raise with the log tail if the daemon exits or hangs."""
+        deadline = time.monotonic() + self.startup_timeout
+        api_file = self.repo_dir / _API_FILE
+        while time.monotonic() < deadline:
+            code = proc.poll()
+            if code is not None:
+                # Leave the lock alone: it may belong to another daemon that made this one fail.
+                self._proc = None
+                (self.repo_dir / PID_FILE).unlink(missing_ok=True)
+                raise DaemonError(
+                    f"js-ipfs daemon on {self.repo_dir} exited with code {code} while starting; "
+                    f"log tail:\n{self._log_tail(log_offset)}"
+                )
+            fatal = self._fatal_log_line(log_offset)
+            if fatal is not None:
+                tail = self._log_tail(log_offset)
+                self.stop()
+                raise DaemonError(
+                    f"js-ipfs daemon on {self.repo_dir} failed while starting ({fatal}); "
+                    f"log tail:\n{tail}"
+                )
+            if api_file.exists():
+                addr = api_file.read_text(encoding="utf-8").strip()
+                if addr and IpfsStore(addr, timeout=1.0, retries=0).is_available():
+                    return addr
+            time.sleep(_POLL_SECONDS)
+        tail = self._log_tail(log_offset)
+        self.stop()
+        raise DaemonError(
+            f"js-ipfs daemon on {self.repo_dir} did not answer within "
+            f"{self.startup_timeout:g} s; log tail:\n{tail}"
+        )
+
+    def _fatal_log_line(self, offset: int) -> str | None:
+        """Return the first log line of this run that marks a fatal startup error."""
+        for line in self._read_log(offset).splitlines():
+            if any(marker in line for marker in _FATAL_LOG_MARKERS):
+                return line.strip()
+        return None
+
+    def _read_log(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(offset)
+                return handle.read().decode(errors="replace")
+        except OSError as err:
+            return f"(log {self.log_path} unreadable: {err})"
+
+    def _log_tail(self, offset: int) -> str:
+        return _tail(self._read_log(offset))
+
+
+def _tail(text: str) -> str:
+    lines = text.strip().splitlines()[-_LOG_TAIL_LINES:]
+    return "\n".join(lines) if lines else "(no output)"
+
+
+def _remove_state(repo_dir: Path) -> None:
+    """Remove the pid file, API file and repo lock of a daemon that is no longer running."""
+    (repo_dir / PID_FILE).unlink(missing_ok=True)
+    (repo_dir / _API_FILE).unlink(missing_ok=True)
+    lock = repo_dir / _LOCK
+    if lock.is_dir():
+        shutil.rmtree(lock, ignore_errors=True)
+    else:
+        lock.unlink(missing_ok=True)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text(encoding="ascii").strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _is_alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (PID 1 in containers may not reap)."""
+    if Path("/proc/self/stat").exists():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            return False
+        # The state follows the parenthesised command name, which may itself hold spaces.
+        return stat.rpartition(")")[2].split()[0] != "Z"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_ipfs_daemon(pid: int) -> bool:
+    """Whether ``pid`` is alive and, where /proc tells, an IPFS process.
+
+    js-ipfs sets ``process.title = 'ipfs'``, which replaces its whole command line, so the
+    command line is all there is to check.
+    """
+    if not _is_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"ipfs" in cmdline
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> bool:
+    """Stop a detached daemon by pid: SIGTERM, then SIGKILL after ``timeout``.
+
+    Parameters
+    ----------
+    pid
+        Process id from a pid file; ignored unless it is a live IPFS daemon.
+    timeout
+        Seconds between SIGTERM and SIGKILL.
+
+    Returns
+    -------
+    bool
+        ``True`` if a daemon was stopped, ``False`` if none was running under ``pid``.
+
+    Raises
+    ------
+    DaemonError
+        If the process survives SIGKILL.
+    """
+    if not _is_ipfs_daemon(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _is_alive(pid):
+            return True
+        time.sleep(_POLL_SECONDS)
+    log.warning("js-ipfs daemon pid %d ignored SIGTERM for %g s; killing it", pid, timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _is_alive(pid):
+            return True
+        time.sleep(_POLL_SECONDS)
+    raise DaemonError(f"js-ipfs daemon pid {pid} survived SIGKILL")
+
+
+@contextlib.contextmanager
+def ensure_test_daemon(repo_dir: str | os.PathLike[str] | None = None) -> Iterator[str]:
+    """Provide an IPFS API address for a test session.
+
+    Yields ``$FLEML_IPFS_API`` when it is set (a daemon started by the test runner or a
+    user's kubo); otherwise starts a :class:`LocalIpfsDaemon` on ``repo_dir`` (a temporary
+    directory when ``None``) and stops it on exit.
+
+    Parameters
+    ----------
+    repo_dir
+        Where to keep the throw-away repository.
+
+    Yields
+    ------
+    str
+        The API address (multiaddr).
+    """
+    external = os.environ.get(ENV_API)
+    if external:
+        log.info("using the IPFS daemon at %s=%s", ENV_API, external)
+        yield external
+        return
+    with contextlib.ExitStack() as stack:
+        if repo_dir is None:
+            repo_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fleml-ipfs-"))
+        daemon = stack.enter_context(LocalIpfsDaemon(repo_dir))
+        yield daemon.api_addr
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``start`` a detached daemon or ``stop`` it by pid file.
+
+    Parameters
+    ----------
+    argv
+        Arguments without the program name; ``None`` reads ``sys.argv``.
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 1 on a :class:`DaemonError`.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m fleml_node.storage.daemon",
+        description="Start or stop a private offline js-ipfs daemon for FLEML.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("start", help="start a detached daemon; print its API address")
+    start.add_argument("--repo", required=True, type=Path, help="IPFS repository directory")
+    start.add_argument("--pidfile", type=Path, help="write the daemon's pid here")
+    start.add_argument("--addr-file", type=Path, help="write the API multiaddr here")
+    start.add_argument("--api-port", type=int, help="fixed API port (default: a free one)")
+    start.add_argument("--timeout", type=float, default=60.0, help="startup timeout, seconds")
+    stop = commands.add_parser("stop", help="stop the daemon named by a pid file")
+    stop.add_argument("--pidfile", required=True, type=Path)
+    stop.add_argument("--timeout", type=float, default=10.0, help="seconds before SIGKILL")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "start":
+            daemon = LocalIpfsDaemon(args.repo, args.api_port, startup_timeout=args.timeout)
+            addr = daemon.start()
+            if args.pidfile:
+                atomic_write(args.pidfile, f"{daemon.pid}\n".encode("ascii"))
+            if args.addr_file:
+                atomic_write(args.addr_file, f"{addr}\n".encode("ascii"))
+            sys.stdout.write(f"{addr}\n")
+        else:
+            pid = _read_pid(args.pidfile)
+            if pid is None or not stop_pid(pid, args.timeout):
+                log.info("no js-ipfs daemon running for pid file %s", args.pidfile)
+            args.pidfile.unlink(missing_ok=True)
+    except DaemonError as err:
+        log.error("%s", err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
