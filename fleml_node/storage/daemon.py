@@ -9,6 +9,16 @@ listeners, no gRPC endpoint, no bootstrap peers, no MDNS/webRTC discovery. The d
 it writes its actual API address to ``<repo>/api``, which is polled until ``version``
 answers.
 
+js-ipfs 0.66 quirks handled here:
+
+* On a port conflict it logs ``listen EADDRINUSE`` and keeps running without an API, so the
+  log is watched for such lines and startup fails at once with the log tail.
+* A second daemon on a repository in use exits 0 after "Database is not open"; a pid file
+  (``<repo>/daemon.pid``) refuses that case up front with a clear message.
+* SIGKILL leaves ``repo.lock`` (a proper-lockfile directory, stale only after 20 s) and
+  ``api``; they are removed when the recorded daemon is known to be dead.
+* It sets ``process.title = 'ipfs'``, which replaces its command line in ``/proc``.
+
 From Python::
 
     with LocalIpfsDaemon("/tmp/ipfs-repo") as daemon:

@@ -9,7 +9,8 @@ Only RPC calls that kubo and js-ipfs both serve are used, always as POST: ``add`
 
 * ``add`` answers one JSON object (js-ipfs) or newline-delimited JSON (kubo); ``Size`` is a
   number in one and a string in the other, so only ``Hash`` is read.
-* ``pin/ls`` lists keys in base58btc unless ``cid-base=base32`` is passed (js-ipfs).
+* js-ipfs answers ``add`` and ``pin/ls`` with CIDv1 in base58btc (``zb2...``) unless
+  ``cid-base=base32`` is passed; kubo defaults to base32. It is always passed.
 * A daemon-side timeout (the ``timeout`` query option both support) fails with
   "request timed out" (js-ipfs) or "context deadline exceeded" (kubo); both map to
   :class:`~fleml_node.storage.errors.IpfsTimeout`.
