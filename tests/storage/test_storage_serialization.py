@@ -130,6 +130,12 @@ def test_non_finite_values_are_rejected(craft: Craft, value: float) -> None:
         decode_tensors(data)
 
 
+def test_finite_values_whose_sum_overflows_are_accepted() -> None:
+    huge = torch.full((4,), 3e38)  # float32 max is 3.4e38: the sum is inf, every value finite
+    data = encode_tensors({"w": huge}, kind="update", round=0)
+    assert torch.equal(decode_tensors(data).tensors["w"], huge)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16, torch.int64])
 def test_dtypes_other_than_float32_are_rejected(craft: Craft, dtype: torch.dtype) -> None:
     with pytest.raises(UnsupportedDtype, match="only float32"):
