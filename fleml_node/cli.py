@@ -57,7 +57,13 @@ def main(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    logging.getLogger("fleml_node").setLevel(min(level, logging.INFO))
+
+
+def _node_logging() -> None:
+    """Long-running nodes log what they do at INFO even without -v."""
+    logger = logging.getLogger("fleml_node")
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
 
 
 def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -190,8 +196,8 @@ def _bind(opts: dict[str, Any], with_key: bool):
 @click.option("--data-file", type=click.Path(exists=True, dir_okay=False),
               help="This member's own data: safetensors with x (float32) and y (int64).")
 @click.option("--attack", default="", help="Simulated malicious member: attack name "
-                                          "(random_label, sign_flip, gaussian, label_flip, "
-                                          "backdoor).")
+                                          "(random_label, sign_flip, gaussian_noise, "
+                                          "label_flip, backdoor).")
 @click.option("--attack-param", multiple=True, metavar="KEY=VALUE",
               help="Attack parameter, repeatable (e.g. scale=10).")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=".fleml/client",
@@ -203,6 +209,7 @@ def _bind(opts: dict[str, Any], with_key: bool):
 @_fail_cleanly
 def client(**opts: Any) -> None:
     """Take part in every round: train on local data, publish and commit the update."""
+    _node_logging()
     from fleml_node.attacks import make_attack
     from fleml_node.chain.events import EventFollower
     from fleml_node.client import ClientNode
@@ -246,6 +253,7 @@ def client(**opts: Any) -> None:
 @_fail_cleanly
 def aggregator(**opts: Any) -> None:
     """Run rounds: open, close at quorum or deadline, defend, publish, finalize."""
+    _node_logging()
     from fleml_node.aggregator import AggregatorNode
     from fleml_node.defense import make_aggregator
     from fleml_node.task import test_data, validation_data
@@ -346,3 +354,101 @@ def account_new(keystore: str) -> None:
     path.write_text(json.dumps(Account.encrypt(account.key, password)))
     path.chmod(0o600)
     click.echo(account.address)
+
+
+@main.command()
+@click.option("--dataset", type=click.Choice(["mnist", "fashion_mnist", "cifar10"]),
+              default="mnist", show_default=True, help="Dataset (CIFAR-10 needs its files: "
+                                                      "FLEML_CIFAR10_DIR).")
+@click.option("--clients", "num_clients", default=10, show_default=True, help="Members.")
+@click.option("--malicious", "malicious_fraction", default=0.3, show_default=True,
+              help="Fraction of malicious members.")
+@click.option("--attack", default="label_flip", show_default=True,
+              help="none, random_label, sign_flip, gaussian_noise, label_flip or backdoor.")
+@click.option("--attack-param", multiple=True, metavar="KEY=VALUE",
+              help="Attack parameter, repeatable (e.g. scale=10).")
+@click.option("--defense", "defenses", multiple=True, default=("fedavg", "fleml"),
+              show_default=True, help="Defense to run, repeatable; 'all' for every one.")
+@click.option("--defense-param", multiple=True, metavar="NAME.KEY=VALUE",
+              help="Parameter of one defense, repeatable (e.g. krum.f=3).")
+@click.option("--rounds", default=5, show_default=True, help="Rounds per defense.")
+@click.option("--partition", type=click.Choice(["dirichlet", "iid"]), default="dirichlet",
+              show_default=True)
+@click.option("--alpha", default=0.5, show_default=True, help="Dirichlet concentration.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--epochs", default=1, show_default=True, help="Local epochs.")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--lr", default=0.05, show_default=True)
+@click.option("--max-client-samples", default=600, show_default=True,
+              help="Cap on each member's share (0 = its whole share).")
+@click.option("--validation-size", default=500, show_default=True,
+              help="Clean samples held by the aggregator.")
+@click.option("--test-samples", default=2000, show_default=True,
+              help="Test images evaluated per round (0 = all).")
+@click.option("--mode", type=click.Choice(["chain", "memory"]), default="chain",
+              show_default=True, help="chain: anvil + IPFS (real path); memory: no chain, "
+                                      "for large sweeps.")
+@click.option("--ipfs-api", envvar="FLEML_IPFS_API",
+              help="Use this IPFS daemon instead of starting a local one.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Results folder [default: results/sim-<time>].")
+@_fail_cleanly
+def simulate(**opts: Any) -> None:
+    """Run a whole federation here and compare defenses under attack.
+
+    Starts its own anvil chain and IPFS daemon (unless --ipfs-api is given), runs every
+    defense on the same clients, data and attackers, prints a line per round and a summary,
+    and writes results.json, results.csv, accuracy.png and detection.png.
+    """
+    import time as _time
+
+    from fleml_node.simulate import DEFENSES, SimulationConfig
+    from fleml_node.simulate import simulate as run
+
+    defenses = DEFENSES if "all" in opts["defenses"] else opts["defenses"]
+    per_defense: dict[str, dict[str, Any]] = {}
+    for key, value in parse_params(opts["defense_param"]).items():
+        name, _, param = key.partition(".")
+        if not param:
+            raise click.BadParameter(f"--defense-param needs NAME.KEY=VALUE, got {key}")
+        per_defense.setdefault(name, {})[param] = value
+    config = SimulationConfig(
+        dataset=opts["dataset"], num_clients=opts["num_clients"],
+        malicious_fraction=opts["malicious_fraction"], attack=opts["attack"],
+        attack_params=parse_params(opts["attack_param"]), defenses=tuple(defenses),
+        defense_params=per_defense, rounds=opts["rounds"], partition=opts["partition"],
+        alpha=opts["alpha"], seed=opts["seed"], epochs=opts["epochs"],
+        batch_size=opts["batch_size"], lr=opts["lr"],
+        max_client_samples=opts["max_client_samples"],
+        validation_size=opts["validation_size"], test_samples=opts["test_samples"],
+        mode=opts["mode"], ipfs_api=opts["ipfs_api"])
+    out = Path(opts["out_dir"] or f"results/sim-{_time.strftime('%Y%m%d-%H%M%S')}")
+    malicious = config.malicious_clients()
+    click.echo(f"FLEML simulation: {config.dataset}, {config.num_clients} clients "
+               f"({len(malicious)} malicious: {config.attack} {malicious}), "
+               f"{config.partition} alpha={config.alpha}, {config.rounds} rounds, "
+               f"defenses {', '.join(config.defenses)}, mode {config.mode}", err=True)
+    if config.mode == "chain":
+        click.echo("starting a local anvil chain and IPFS daemon for each run...", err=True)
+
+    def line(r) -> None:
+        asr = "" if r.backdoor_asr is None else f"  asr {100 * r.backdoor_asr:5.1f}%"
+        det = ("  precision " + ("  -  " if r.precision is None else f"{r.precision:.2f}")
+               + " recall " + ("  -  " if r.recall is None else f"{r.recall:.2f}"))
+        click.echo(f"[{r.defense:>11}] round {r.round:>2}  acc {100 * r.accuracy:5.2f}%{asr}"
+                   f"  flagged {r.flagged}{det}  {r.bytes_moved / 1e6:6.2f} MB"
+                   f"  gas {r.gas_used:>9,}  {r.seconds:5.1f}s")
+
+    results = run(config, out, on_round=line)
+    click.echo("\nsummary (final round; detection over all rounds)")
+    click.echo(f"{'defense':>11}  {'accuracy':>8}  {'asr':>6}  {'precision':>9}  {'recall':>6}"
+               f"  {'MB/round':>8}  {'gas/round':>10}")
+    for name, s in results["summary"].items():
+        det = s["detection"]
+        fmt = lambda v: "   -" if v is None else f"{v:.2f}"  # noqa: E731
+        asr = "     -" if s["final_backdoor_asr"] is None else \
+            f"{100 * s['final_backdoor_asr']:5.1f}%"
+        click.echo(f"{name:>11}  {100 * s['final_accuracy']:7.2f}%  {asr}  "
+                   f"{fmt(det['precision']):>9}  {fmt(det['recall']):>6}  "
+                   f"{s['bytes_per_round'] / 1e6:8.2f}  {s['gas_per_round']:>10,.0f}")
+    click.echo(f"\nresults: {out}/results.json, results.csv, accuracy.png, detection.png")

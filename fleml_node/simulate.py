@@ -1,0 +1,393 @@
+"""Run a whole federation on one machine and measure it: `fleml-node simulate`.
+
+By default every round goes through the real path: a fresh FlemlConsortium on a local anvil
+chain, weights and reports on a local IPFS daemon, the same ClientNode and AggregatorNode code
+that members and aggregators run, stepped in one process (the clients take turns, so results
+do not depend on thread timing). Each defense gets its own fresh chain and the same clients,
+data split, malicious set and random streams, so defenses are compared on identical rounds.
+
+``mode="memory"`` skips the chain and IPFS and calls the same training, attack and defense
+functions directly. It is for large sweeps (benchmarks/sweep.py); because clients draw their
+random streams from ``(seed, round, client)`` in both modes, a round's numbers are the same.
+
+Per round and defense it records test accuracy, backdoor attack success rate, the flagged
+clients, detection precision and recall against the known malicious set, bytes moved
+(IPFS uploads and downloads of every node) and gas used (all transactions of the round).
+Results are written as JSON and CSV with the full config, seed and machine, and as PNG plots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from eth_account import Account
+
+from fleml_node.attacks import Attack, make_attack
+from fleml_node.defense import RoundContext, make_aggregator
+from fleml_node.defense.metrics import DetectionMetrics, detection_metrics
+from fleml_node.learning import (
+    TrainConfig,
+    attack_success_rate,
+    configure_threads,
+    evaluate,
+    flatten,
+    get_params,
+    local_train,
+    make_generator,
+    unflatten,
+)
+from fleml_node.learning.params import ParamSpec
+from fleml_node.task import TaskConfig, client_data, test_data, validation_data
+
+log = logging.getLogger(__name__)
+
+DEFENSES = ("fedavg", "krum", "multikrum", "median", "trimmedmean", "fltrust", "fleml")
+
+
+@dataclass
+class SimulationConfig:
+    """Everything a simulation depends on (written beside its results)."""
+
+    dataset: str = "mnist"
+    num_clients: int = 10
+    malicious_fraction: float = 0.3
+    attack: str = "label_flip"
+    attack_params: dict[str, Any] = field(default_factory=dict)
+    defenses: tuple[str, ...] = ("fedavg", "fleml")
+    defense_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rounds: int = 5
+    partition: str = "dirichlet"
+    alpha: float = 0.5
+    seed: int = 0
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.0
+    max_client_samples: int = 600
+    validation_size: int = 500
+    test_samples: int = 2000
+    mode: str = "chain"  # chain | memory
+    ipfs_api: str | None = None  # external IPFS daemon; None starts a local one
+    round_seconds: int = 600
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.malicious_fraction < 1:
+            raise ValueError("malicious_fraction must be in [0, 1)")
+        unknown = [d for d in self.defenses if d not in DEFENSES]
+        if unknown or not self.defenses:
+            raise ValueError(f"unknown defense(s) {unknown}; choose from {list(DEFENSES)}")
+        if self.mode not in ("chain", "memory"):
+            raise ValueError("mode must be 'chain' or 'memory'")
+        if self.rounds < 1 or self.num_clients < 2:
+            raise ValueError("rounds must be >= 1 and num_clients >= 2")
+        self.defenses = tuple(self.defenses)
+
+    def task(self) -> TaskConfig:
+        return TaskConfig(
+            dataset=self.dataset, seed=self.seed, num_clients=self.num_clients,
+            partition=self.partition, alpha=self.alpha, validation_size=self.validation_size,
+            max_client_samples=self.max_client_samples,
+            train=TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                              momentum=self.momentum),
+        )
+
+    def malicious_clients(self) -> list[int]:
+        """The malicious client indices: a seeded draw of round(fraction * N) clients."""
+        count = round(self.malicious_fraction * self.num_clients)
+        order = torch.randperm(self.num_clients, generator=torch.Generator().manual_seed(
+            self.seed + 7919))
+        return sorted(order[:count].tolist())
+
+    def make_attack(self) -> Attack | None:
+        if not self.attack or self.attack == "none" or self.malicious_fraction == 0:
+            return None
+        return make_attack(self.attack, **self.attack_params)
+
+
+@dataclass
+class RoundRecord:
+    defense: str
+    round: int
+    accuracy: float
+    backdoor_asr: float | None
+    flagged: list[int]
+    precision: float | None
+    recall: float | None
+    bytes_moved: int
+    gas_used: int
+    seconds: float
+
+
+class Evaluator:
+    """Test accuracy and, for a backdoor, attack success rate of a global model."""
+
+    def __init__(self, config: SimulationConfig, attack: Attack | None) -> None:
+        x, y = test_data(config.task())
+        if config.test_samples and config.test_samples < y.numel():
+            keep = torch.randperm(y.numel(), generator=torch.Generator().manual_seed(
+                config.seed))[: config.test_samples]
+            x, y = x[keep], y[keep]
+        self.x, self.y = x, y
+        self.backdoor = attack if getattr(attack, "name", "") == "backdoor" else None
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
+        out = {"accuracy": evaluate(model, self.x, self.y).accuracy}
+        if self.backdoor is not None:
+            out["backdoor_asr"] = attack_success_rate(model, self.x, self.y,
+                                                      self.backdoor.target_class,
+                                                      self.backdoor.stamp)
+        return out
+
+
+def _detection(flagged: list[int], malicious: list[int], present: list[int]) -> DetectionMetrics:
+    return detection_metrics([str(i) for i in flagged], [str(i) for i in malicious],
+                             [str(i) for i in present])
+
+
+# -- the real path: anvil + IPFS --------------------------------------------------------------
+@contextlib.contextmanager
+def _ipfs(config: SimulationConfig, work: Path) -> Iterator[str]:
+    if config.ipfs_api:
+        yield config.ipfs_api
+        return
+    from fleml_node.storage.daemon import LocalIpfsDaemon
+
+    with LocalIpfsDaemon(work / "ipfs") as daemon:
+        yield daemon.api_addr
+
+
+def run_chain(config: SimulationConfig, defense_name: str, work: Path, ipfs_api: str,
+              on_round: Callable[[RoundRecord], None]) -> list[RoundRecord]:
+    """One defense through the real path on a fresh chain."""
+    from fleml_node.aggregator import AggregatorNode
+    from fleml_node.chain.anvil import LocalAnvil, test_keys
+    from fleml_node.chain.contract import Consortium, connect
+    from fleml_node.chain.deploy import deploy_consortium
+    from fleml_node.chain.events import EventFollower
+    from fleml_node.client import ClientNode
+    from fleml_node.storage import IpfsStore
+
+    task, attack, malicious = config.task(), config.make_attack(), config.malicious_clients()
+    evaluator = Evaluator(config, attack)
+    run_dir = work / defense_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    n = config.num_clients
+    with LocalAnvil(accounts=n + 2, log_file=run_dir / "anvil.log") as anvil:
+        keys = test_keys(n + 2)
+        w3 = connect(anvil.url)
+        operator = Account.from_key(keys[0])
+        record = deploy_consortium(w3, operator, run_dir / "deployment.json")
+        admin = Consortium(w3, record, operator)
+        admin.set_aggregator(Account.from_key(keys[1]).address)
+        for i in range(n):
+            admin.admit_member(Account.from_key(keys[2 + i]).address, f"client-{i}")
+        store = IpfsStore(ipfs_api, timeout=60)
+        clients = []
+        for i in range(n):
+            consortium = Consortium(w3, record, Account.from_key(keys[2 + i]))
+            x, y = client_data(task, i)
+            follower = EventFollower(consortium, run_dir / f"client{i}.events.json")
+            clients.append(ClientNode(consortium, store, follower, task, x, y, i,
+                                      attack=attack if i in malicious else None))
+        index_of = {c.address: i for i, c in enumerate(clients)}
+        defense = make_aggregator(defense_name, **config.defense_params.get(defense_name, {}))
+        aggregator = AggregatorNode(
+            Consortium(w3, record, Account.from_key(keys[1])), store, defense, task,
+            run_dir / "aggregator", rounds=config.rounds, round_seconds=config.round_seconds,
+            validation=validation_data(task), evaluate=evaluator)
+        records: list[RoundRecord] = []
+        block_before, started = w3.eth.block_number, time.perf_counter()
+        while True:
+            did = aggregator.step()
+            for c in clients:
+                c.poll_once()
+            if did == "finalized":
+                s = aggregator.summaries[-1]
+                block_after = w3.eth.block_number
+                gas = sum(w3.eth.get_block(b)["gasUsed"]
+                          for b in range(block_before + 1, block_after + 1))
+                moved = s.bytes_down + s.bytes_up + sum(
+                    h.bytes_up + h.bytes_down for c in clients for h in c.history
+                    if h.round_id == s.round_id)
+                flagged = sorted(index_of[a] for a in (*s.flagged, *s.rejected))
+                present = sorted(index_of[a] for a in (*s.accepted, *s.rejected))
+                det = _detection(flagged, malicious, present)
+                rec = RoundRecord(defense_name, s.round_id, s.metrics["accuracy"],
+                                  s.metrics.get("backdoor_asr"), flagged, det.precision,
+                                  det.recall, moved, gas, time.perf_counter() - started)
+                records.append(rec)
+                on_round(rec)
+                block_before, started = block_after, time.perf_counter()
+            if did == "done":
+                return records
+
+
+# -- the in-memory path ------------------------------------------------------------------------
+def run_memory(config: SimulationConfig, defense_name: str,
+               on_round: Callable[[RoundRecord], None]) -> list[RoundRecord]:
+    """One defense without chain or IPFS: the same training, attacks and defense calls."""
+    task, attack, malicious = config.task(), config.make_attack(), config.malicious_clients()
+    evaluator = Evaluator(config, attack)
+    model, scratch = task.initial_model(), task.initial_model()
+    global_params = get_params(model)
+    spec = ParamSpec.from_named(global_params)
+    data = [client_data(task, i) for i in range(config.num_clients)]
+    x_val, y_val = validation_data(task)
+    defense = make_aggregator(defense_name, **config.defense_params.get(defense_name, {}))
+    bytes_per_update = 4 * spec.numel
+    records = []
+    for r in range(1, config.rounds + 1):
+        started = time.perf_counter()
+        updates = []
+        for i, (x, y) in enumerate(data):
+            update, _ = local_train(scratch, global_params, x, y, task.train,
+                                    make_generator(task.seed, r, i),
+                                    attack=attack if i in malicious else None)
+            updates.append(flatten(update))
+        base = flatten(global_params)
+
+        def root_update(base_params=global_params, round_id=r):
+            update, _ = local_train(scratch, base_params, x_val, y_val, task.train,
+                                    make_generator(task.seed, round_id, 10**6))
+            return flatten(update)
+
+        ids = [str(i) for i in range(config.num_clients)]
+        ctx = RoundContext(client_ids=ids, sample_counts=[int(y.numel()) for _, y in data],
+                           round_number=r, global_params=base, model=model, x_val=x_val,
+                           y_val=y_val, root_update=root_update, seed=task.seed)
+        result = defense.aggregate(torch.stack(updates), ctx)
+        global_params = unflatten(base + result.update, spec)
+        model.load_state_dict(global_params)
+        metrics = evaluator(model)
+        flagged = sorted(int(c) for c in result.flagged_ids)
+        det = _detection(flagged, malicious, list(range(config.num_clients)))
+        # what the real path would move: each client fetches the model and uploads its update
+        moved = 2 * config.num_clients * bytes_per_update
+        rec = RoundRecord(defense_name, r, metrics["accuracy"], metrics.get("backdoor_asr"),
+                          flagged, det.precision, det.recall, moved, 0,
+                          time.perf_counter() - started)
+        records.append(rec)
+        on_round(rec)
+    return records
+
+
+# -- orchestration and output ----------------------------------------------------------------
+def machine_info() -> dict[str, Any]:
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads()}
+
+
+def simulate(config: SimulationConfig, out_dir: Path,
+             on_round: Callable[[RoundRecord], None] = lambda r: None) -> dict[str, Any]:
+    """Run every configured defense and write results.json, results.csv and plots."""
+    configure_threads()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    records: list[RoundRecord] = []
+    work = out_dir / "work"
+    with contextlib.ExitStack() as stack:
+        ipfs_api = stack.enter_context(_ipfs(config, work)) if config.mode == "chain" else ""
+        for name in config.defenses:
+            if config.mode == "chain":
+                records += run_chain(config, name, work, ipfs_api, on_round)
+            else:
+                records += run_memory(config, name, on_round)
+    results = {
+        "config": asdict(config),
+        "malicious_clients": config.malicious_clients(),
+        "machine": machine_info(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": time.time() - started,
+        "rounds": [asdict(r) for r in records],
+        "summary": summarize(records, config),
+    }
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_csv(records, out_dir / "results.csv")
+    plot(records, out_dir)
+    return results
+
+
+def summarize(records: list[RoundRecord], config: SimulationConfig) -> dict[str, Any]:
+    """Final accuracy, ASR, detection over all rounds, bytes and gas per round, per defense."""
+    malicious = config.malicious_clients()
+    out = {}
+    for name in config.defenses:
+        rows = [r for r in records if r.defense == name]
+        if not rows:
+            continue
+        total = DetectionMetrics(0, 0, 0, 0)
+        for r in rows:
+            total = total + _detection(r.flagged, malicious, list(range(config.num_clients)))
+        out[name] = {
+            "final_accuracy": rows[-1].accuracy,
+            "final_backdoor_asr": rows[-1].backdoor_asr,
+            "detection": total.to_dict(),
+            "bytes_per_round": sum(r.bytes_moved for r in rows) / len(rows),
+            "gas_per_round": sum(r.gas_used for r in rows) / len(rows),
+            "seconds_per_round": sum(r.seconds for r in rows) / len(rows),
+        }
+    return out
+
+
+def write_csv(records: list[RoundRecord], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["defense", "round", "accuracy", "backdoor_asr", "flagged",
+                         "precision", "recall", "bytes_moved", "gas_used", "seconds"])
+        for r in records:
+            writer.writerow([r.defense, r.round, f"{r.accuracy:.4f}",
+                             "" if r.backdoor_asr is None else f"{r.backdoor_asr:.4f}",
+                             " ".join(map(str, r.flagged)),
+                             "" if r.precision is None else f"{r.precision:.3f}",
+                             "" if r.recall is None else f"{r.recall:.3f}",
+                             r.bytes_moved, r.gas_used, f"{r.seconds:.2f}"])
+
+
+def plot(records: list[RoundRecord], out_dir: Path) -> None:
+    """accuracy.png (accuracy per round per defense) and detection.png (precision/recall)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    names = list(dict.fromkeys(r.defense for r in records))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in names:
+        rows = [r for r in records if r.defense == name]
+        ax.plot([r.round for r in rows], [100 * r.accuracy for r in rows], marker="o",
+                label=name)
+    ax.set(xlabel="round", ylabel="test accuracy (%)", title="Accuracy per round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "accuracy.png", dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, metric in zip(axes, ("precision", "recall"), strict=True):
+        for name in names:
+            rows = [r for r in records if r.defense == name]
+            ax.plot([r.round for r in rows],
+                    [float("nan") if getattr(r, metric) is None else getattr(r, metric)
+                     for r in rows], marker="o", label=name)
+        ax.set(xlabel="round", title=f"Detection {metric}", ylim=(-0.05, 1.05))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "detection.png", dpi=120)
+    plt.close(fig)
