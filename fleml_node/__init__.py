@@ -1,4 +1,4 @@
-"""FLEML: federated learning with entropy-based meta-learned aggregation, coordinated on an EVM chain.
+"""FLEML: federated learning with entropy-based meta-learned aggregation on an EVM chain.
 
 Subpackages
 -----------
@@ -7,6 +7,7 @@ attacks    data and model poisoning used by simulated malicious clients
 defense    FLEML (entropy detection + meta-learned weighting) and the baseline aggregators
 storage    pickle-free serialization, hashing and IPFS
 chain      contract bindings and the event follower
+client, aggregator, audit, simulate, cli   the nodes, the round audit, experiments, `fleml-node`
 """
 
 __version__ = "0.1.0"
