@@ -329,8 +329,10 @@ class LocalIpfsDaemon:
                 )
             if api_file.exists():
                 addr = api_file.read_text(encoding="utf-8").strip()
-                if addr and IpfsStore(addr, timeout=1.0, retries=0).is_available():
-                    return addr
+                if addr:
+                    with IpfsStore(addr, timeout=1.0, retries=0) as probe:
+                        if probe.is_available():
+                            return addr
             time.sleep(_POLL_SECONDS)
         tail = self._log_tail(log_offset)
         self.stop()

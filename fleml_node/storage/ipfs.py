@@ -136,6 +136,12 @@ class IpfsStore:
     cache
         Optional :class:`~fleml_node.storage.local.LocalStore`: objects put or fetched are
         kept there and later gets are served from it without asking the daemon.
+
+    Notes
+    -----
+    One instance keeps a pooled HTTP session: use one per thread. Always pass
+    ``expected_hash`` to :meth:`get` for objects named by another party: kubo reports
+    errors met mid-stream only in HTTP trailers, so the hash is what proves completeness.
     """
 
     def __init__(

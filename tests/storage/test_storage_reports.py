@@ -112,7 +112,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.dictionaries(st.text(), json_values, max_size=5))
 def test_any_json_object_round_trips_to_identical_bytes(report: dict) -> None:
     data = encode_report(report)
