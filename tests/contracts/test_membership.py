@@ -3,7 +3,7 @@
 import brownie
 from brownie import ZERO_ADDRESS
 
-from .conftest import CID, MODEL_HASH, ROUND_SECONDS, error
+from .conftest import CID, MODEL_HASH, ROUND_SECONDS, error, now
 
 
 def test_deployer_is_operator(consortium, operator):
@@ -116,7 +116,7 @@ def test_remove_member_reverts(consortium, operator, members, outsider):
 
 
 def test_removed_member_cannot_submit(consortium, operator, aggregator_account, members, chain):
-    consortium.openRound(MODEL_HASH, CID, chain.time() + ROUND_SECONDS, 1,
+    consortium.openRound(MODEL_HASH, CID, now(chain) + ROUND_SECONDS, 1,
                          {"from": aggregator_account})
     consortium.removeMember(members[0], {"from": operator})
     with brownie.reverts(error('NotMember', members[0])):

@@ -11,7 +11,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from .conftest import CID
+from .conftest import CID, now
 
 NONE, OPEN, CLOSED, FINALIZED = 0, 1, 2, 3
 
@@ -54,7 +54,7 @@ class RoundMachine(RuleBasedStateMachine):
     def open(self, caller, value, seconds):
         account = self.accounts[caller]
         quorum = 1 + value % 4
-        deadline = self.chain.time() + seconds
+        deadline = now(self.chain) + seconds
         prev = self.rounds.get(self.current)
         ok = (caller == 1 and (prev is None or prev["status"] == FINALIZED)
               and quorum <= len(self.active))
@@ -71,9 +71,9 @@ class RoundMachine(RuleBasedStateMachine):
         account = self.accounts[member]
         rnd = self.rounds.get(self.current)
         ok = (account.address in self.active and rnd is not None and rnd["status"] == OPEN
-              and self.chain.time() <= rnd["deadline"] and account.address not in rnd["subs"])
+              and now(self.chain) <= rnd["deadline"] and account.address not in rnd["subs"])
         # a submission may be mined a second after chain.time(): keep clear of the deadline
-        if rnd is not None and abs(self.chain.time() - rnd["deadline"]) <= 2:
+        if rnd is not None and abs(now(self.chain) - rnd["deadline"]) <= 2:
             return
         self._call(ok, self.consortium.submitUpdate, self.current, h(value), CID, caller=account)
         if ok:
@@ -82,10 +82,10 @@ class RoundMachine(RuleBasedStateMachine):
     @rule(caller=caller)
     def close(self, caller):
         rnd = self.rounds.get(self.current)
-        if rnd is not None and abs(self.chain.time() - rnd["deadline"]) <= 2:
+        if rnd is not None and abs(now(self.chain) - rnd["deadline"]) <= 2:
             return
         ok = (caller == 1 and rnd is not None and rnd["status"] == OPEN
-              and (len(rnd["subs"]) >= rnd["quorum"] or self.chain.time() > rnd["deadline"]))
+              and (len(rnd["subs"]) >= rnd["quorum"] or now(self.chain) > rnd["deadline"]))
         self._call(ok, self.consortium.closeRound, self.current, caller=self.accounts[caller])
         if ok:
             rnd["status"] = CLOSED

@@ -3,10 +3,26 @@
 import brownie
 import pytest
 
-from .conftest import CID, MODEL_HASH, REPORT_HASH, RESULT_HASH, ROUND_SECONDS, UPDATE_HASH, error
+from .conftest import (
+    CID,
+    MODEL_HASH,
+    REPORT_HASH,
+    RESULT_HASH,
+    ROUND_SECONDS,
+    UPDATE_HASH,
+    error,
+    now,
+)
 
 OPEN, CLOSED, FINALIZED = 1, 2, 3
 OTHER_CID = "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"
+
+
+def pass_deadline(chain, deadline):
+    """Mine a block later than `deadline` (anvil's clock, not brownie's, is what counts)."""
+    chain.sleep(max(1, deadline - chain[-1].timestamp + 5))
+    chain.mine()
+    assert chain[-1].timestamp > deadline
 
 
 def finalize(consortium, round_id, aggregator_account, bitmap=()):
@@ -17,7 +33,7 @@ def finalize(consortium, round_id, aggregator_account, bitmap=()):
 
 
 def test_open_round(consortium, aggregator_account, chain):
-    deadline = chain.time() + ROUND_SECONDS
+    deadline = now(chain) + ROUND_SECONDS
     tx = consortium.openRound(MODEL_HASH, CID, deadline, 3, {"from": aggregator_account})
     assert tx.return_value == 1
     assert tx.events["RoundOpened"] == {
@@ -33,7 +49,7 @@ def test_open_round(consortium, aggregator_account, chain):
 
 
 def test_open_round_reverts(consortium, aggregator_account, outsider, chain):
-    deadline = chain.time() + ROUND_SECONDS
+    deadline = now(chain) + ROUND_SECONDS
     with brownie.reverts(error('NotAggregator', outsider)):
         consortium.openRound(MODEL_HASH, CID, deadline, 1, {"from": outsider})
     with brownie.reverts(error('EmptyHash')):
@@ -44,13 +60,13 @@ def test_open_round_reverts(consortium, aggregator_account, outsider, chain):
         consortium.openRound(MODEL_HASH, CID, deadline, 0, {"from": aggregator_account})
     with brownie.reverts(error('InvalidQuorum', 5, 4)):
         consortium.openRound(MODEL_HASH, CID, deadline, 5, {"from": aggregator_account})
-    past = chain.time() - 1
+    past = now(chain) - 1
     with brownie.reverts(revert_pattern=f"DeadlineNotInFuture: {past}, \\d+"):
         consortium.openRound(MODEL_HASH, CID, past, 1, {"from": aggregator_account})
 
 
 def test_next_round_waits_for_finalization(consortium, closed_round, aggregator_account, chain):
-    deadline = chain.time() + ROUND_SECONDS
+    deadline = now(chain) + ROUND_SECONDS
     with brownie.reverts(error('PreviousRoundNotFinalized', 1)):
         consortium.openRound(MODEL_HASH, CID, deadline, 1, {"from": aggregator_account})
     finalize(consortium, closed_round, aggregator_account)
@@ -87,8 +103,7 @@ def test_submit_update_reverts(consortium, open_round, members, outsider, chain)
 
 def test_submit_after_deadline_reverts(consortium, open_round, members, chain):
     deadline = consortium.getRound(open_round)[3]
-    chain.sleep(ROUND_SECONDS + 5)
-    chain.mine()
+    pass_deadline(chain, deadline)
     with brownie.reverts(error('DeadlinePassed', open_round, deadline)):
         consortium.submitUpdate(open_round, UPDATE_HASH, CID, {"from": members[0]})
 
@@ -109,8 +124,7 @@ def test_close_below_quorum_waits_for_deadline(
     consortium.submitUpdate(open_round, UPDATE_HASH, CID, {"from": members[0]})
     with brownie.reverts(error('QuorumNotReached', open_round, 1, 2)):
         consortium.closeRound(open_round, {"from": aggregator_account})
-    chain.sleep(ROUND_SECONDS + 5)
-    chain.mine()
+    pass_deadline(chain, consortium.getRound(open_round)[3])
     tx = consortium.closeRound(open_round, {"from": aggregator_account})
     assert tx.events["RoundClosed"] == {
         "roundId": open_round, "submissions": 1, "quorumReached": False

@@ -2,7 +2,16 @@
 
 import brownie
 
-from .conftest import CID, MODEL_HASH, REPORT_HASH, RESULT_HASH, ROUND_SECONDS, UPDATE_HASH, error
+from .conftest import (
+    CID,
+    MODEL_HASH,
+    REPORT_HASH,
+    RESULT_HASH,
+    ROUND_SECONDS,
+    UPDATE_HASH,
+    error,
+    now,
+)
 from .test_rounds import finalize
 
 ZERO = "0x" + "00" * 32
@@ -21,7 +30,7 @@ def test_older_commitments_are_in_events(
     consortium, closed_round, members, aggregator_account, chain
 ):
     finalize(consortium, closed_round, aggregator_account)
-    consortium.openRound(RESULT_HASH, CID, chain.time() + ROUND_SECONDS, 1,
+    consortium.openRound(RESULT_HASH, CID, now(chain) + ROUND_SECONDS, 1,
                          {"from": aggregator_account})
     consortium.submitUpdate(2, MODEL_HASH, CID, {"from": members[0]})
     assert consortium.verifyCommitment(2, members[0], MODEL_HASH)
