@@ -1,0 +1,521 @@
+"""FLEML: entropy-guided anomaly detection with meta-learned aggregation weights.
+
+Implements the aggregator of "Entropy-guided meta-learning defense against data poisoning
+attacks in blockchain-assisted federated learning" (Information Sciences, 2026,
+doi:10.1016/j.ins.2026.123389). The paper states the ingredients (von Neumann entropy,
+conditional entropy and mutual information to detect anomalous updates; a meta-learned
+weighting function for the aggregation coefficients) but no formulas; this module fixes them.
+
+One round, given updates ``u_i`` (``n x d``) and a :class:`~fleml_node.defense.base.RoundContext`:
+
+1. **Norms and clipping.** ``|u_i|`` (float32 accumulation); with ``clip=True`` every update
+   longer than the round's (lower) median norm is scaled down to it,
+   ``k_i = min(1, med / |u_i|)``: no client, flagged or not, contributes more than a median
+   step in magnitude, which neutralises boosted (scaled) updates.
+2. **Signals** on ``sample_coords`` coordinates drawn without replacement from a generator
+   seeded by ``(ctx.seed, ctx.round_number)`` (all coordinates when ``d`` is smaller), against
+   the reference ``R`` = coordinate-wise (lower) median of those coordinates (:mod:`.entropy`
+   documents the estimators):
+
+   * ``cos_ref``      cosine of ``u_i`` to ``R`` (low = anomalous);
+   * ``log_norm``     ``log(|u_i| / med)`` on all coordinates (high = anomalous; a short
+     update is harmless once long ones are clipped, and small-data clients send short ones);
+   * ``vne_loo``      von Neumann entropy change ``S(all) - S(all without i)`` of the cosine
+     Gram matrix (high = anomalous);
+   * ``cond_entropy`` ``H(U_i | R)`` (high = anomalous) and ``mutual_info`` ``I(U_i; R)``
+     (low = anomalous), only with at least 256 compared coordinates (fewer cannot fill a 2-D
+     histogram);
+   * ``val_align`` (only with a validation set) cosine of ``u_i`` to the descent direction
+     ``-grad L_val`` at the current global model on ``align_batch`` validation samples (low =
+     anomalous). Unlike the others it sees the *effect* of an update, which exposes label
+     flipping whose updates are not outliers in shape or size.
+
+3. **Anomaly score and flags.** Each signal becomes a robust z-score across the round,
+   ``(x - median) / max(1.4826 MAD, 0.02)`` (0.02 in the signal's unit: cosine, log-ratio or
+   nats; smaller differences are never anomalous), oriented so that positive = anomalous. The
+   *shape* score is the mean of the positive parts of the update-statistics signals (the first
+   five); with a validation set the anomaly score is the larger of the shape score and the
+   positive part of the alignment z-score, so harm on clean data counts on its own. A client is
+   **flagged** when
+
+   * the robust z-score of its anomaly score (scale floor ``score_floor``), or that of its
+     smoothed score (EMA over its rounds, :meth:`.meta.MetaWeighter.smoothed_scores`, which
+     exposes clients that are moderately but persistently off), exceeds
+     ``flag_threshold`` (default 3.5, the modified z-score cut-off of Iglewicz and Hoaglin,
+     1993; fixed, not tuned to a dataset), and
+   * with a validation set, its update does not descend the clean loss (``val_align <= 0``):
+     an unusual update that still helps on clean data is not excluded, only weighted.
+
+   The current-round test alone never flags the client with the lowest score (it flags only
+   scores above the median); if both tests together would flag everybody (possible with two
+   clients), only the current-round test is used, so at least one client is aggregated.
+4. **Meta-learned weights.** :class:`~fleml_node.defense.meta.MetaWeighter` maps each
+   client's features (oriented z-scores, score, history, reported sample share) to a logit;
+   coefficients are the softmax over non-flagged clients, flagged clients get exactly 0. With a
+   validation set its parameters take ``meta_steps`` Adam steps on the one-step look-ahead loss
+   ``CE(model(global + sum_i c_i(theta) k_i u_i), validation batch)`` (evaluated with
+   ``torch.func.functional_call`` on the flat vector) plus ``kl_weight * KL(c || c_prior)``,
+   before the final coefficients are computed. Without a validation set (or global parameters
+   / model) the current ``theta`` is used as is: coefficients then come from the scores, the
+   correction learned in earlier rounds, history and sample counts.
+5. **Aggregate** ``sum_i (c_i k_i) u_i`` through :func:`~fleml_node.defense.base.weighted_sum`;
+   the report stores the effective coefficients ``c_i k_i`` exactly, so replay needs nothing
+   else. The per-client history (smoothed scores, EMA of shares) is then updated.
+
+Everything is deterministic given the updates, the context, the aggregator's state and seeds;
+:meth:`FLEMLAggregator.state_dict` round-trips that state through JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from fleml_node.learning.params import ParamSpec
+from fleml_node.learning.runtime import make_generator
+
+from .base import (
+    AggregationResult,
+    Aggregator,
+    ClientReport,
+    InvalidRoundError,
+    RoundContext,
+    register,
+    robust_z,
+    row_norms,
+)
+from .entropy import cosine_gram, leave_one_out_entropy, reference_information, von_neumann_entropy
+from .meta import FEATURE_CLIP, FEATURES, MetaWeighter
+
+logger = logging.getLogger(__name__)
+
+STATE_FORMAT = "fleml.defense.fleml-state/1"
+_TINY = 1e-30
+_LOG_CLIP = 20.0
+_SAMPLE_SHARE_CLIP = 2.0
+_SIGNAL_FLOOR = 0.02
+_MICRO_BATCH = 64
+_MIN_INFO_COORDS = 256
+# feature name -> (signal, orientation): positive z = anomalous
+_ORIENTED = {
+    "z_cos": ("cos_ref", -1.0),
+    "z_norm": ("log_norm", 1.0),
+    "z_vne": ("vne_loo", 1.0),
+    "z_ce": ("cond_entropy", 1.0),
+    "z_mi": ("mutual_info", -1.0),
+    "z_val": ("val_align", -1.0),
+}
+
+
+@register
+class FLEMLAggregator(Aggregator):
+    """Entropy-guided detection plus meta-learned weighting (see the module docstring).
+
+    Parameters
+    ----------
+    flag_threshold : float
+        Robust z-score of the anomaly score above which a client is flagged.
+    score_floor : float
+        Smallest scale (in z units) of the anomaly score's robust z-score.
+    sample_coords : int
+        Coordinates used by the reference-based and entropy signals.
+    bins : int
+        Equal-frequency bins for conditional entropy and mutual information.
+    clip : bool
+        Clip updates to the round's median norm.
+    meta_steps : int
+        Look-ahead Adam steps per round (0 disables training).
+    meta_batch : int
+        Validation samples per look-ahead step.
+    align_batch : int
+        Validation samples of the alignment signal's gradient.
+    lr : float
+        Adam learning rate of the weighting MLP.
+    hidden : int
+        Hidden units of the weighting MLP.
+    prior_scale : float
+        Weight of the anomaly-score prior in the logits.
+    ema : float
+        Smoothing factor of the per-client history.
+    seed : int
+        Seed of the MLP's initial weights.
+    sample_prior : bool
+        Add the log of the reported sample share (clipped to ``[-2, 2]`` around the round's
+        median, so an inflated count gains at most ``e^2`` times the median client's weight)
+        to the prior logits, as FedAvg weights by samples.
+    kl_weight : float
+        Weight of ``KL(c || c_prior)`` in the look-ahead objective.
+    """
+
+    name = "fleml"
+
+    def __init__(
+        self,
+        flag_threshold: float = 3.5,
+        score_floor: float = 0.25,
+        sample_coords: int = 8192,
+        bins: int = 16,
+        clip: bool = True,
+        meta_steps: int = 2,
+        meta_batch: int = 64,
+        align_batch: int = 128,
+        lr: float = 0.05,
+        hidden: int = 4,
+        prior_scale: float = 1.0,
+        ema: float = 0.3,
+        seed: int = 0,
+        sample_prior: bool = True,
+        kl_weight: float = 1.0,
+    ) -> None:
+        if sample_coords < 2 or bins < 2 or meta_steps < 0 or min(meta_batch, align_batch) < 1:
+            raise ValueError(
+                "sample_coords and bins must be >= 2, meta_steps >= 0, batches >= 1"
+            )
+        self.flag_threshold = float(flag_threshold)
+        self.score_floor = float(score_floor)
+        self.sample_coords = int(sample_coords)
+        self.bins = int(bins)
+        self.clip = bool(clip)
+        self.meta_steps = int(meta_steps)
+        self.meta_batch = int(meta_batch)
+        self.align_batch = int(align_batch)
+        self.lr = float(lr)
+        self.hidden = int(hidden)
+        self.prior_scale = float(prior_scale)
+        self.ema = float(ema)
+        self.seed = int(seed)
+        self.sample_prior = bool(sample_prior)
+        self.kl_weight = float(kl_weight)
+        self.weighter = MetaWeighter(hidden, lr, prior_scale, ema, seed, self.sample_prior)
+        self.aggregations = 0
+
+    def params(self) -> dict[str, Any]:
+        """Constructor parameters."""
+        return {
+            "flag_threshold": self.flag_threshold,
+            "score_floor": self.score_floor,
+            "sample_coords": self.sample_coords,
+            "bins": self.bins,
+            "clip": self.clip,
+            "meta_steps": self.meta_steps,
+            "meta_batch": self.meta_batch,
+            "align_batch": self.align_batch,
+            "lr": self.lr,
+            "hidden": self.hidden,
+            "prior_scale": self.prior_scale,
+            "ema": self.ema,
+            "seed": self.seed,
+            "sample_prior": self.sample_prior,
+            "kl_weight": self.kl_weight,
+        }
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-ready state (parameters, aggregation count, MLP, Adam, history)."""
+        return {
+            "format": STATE_FORMAT,
+            "params": self.params(),
+            "aggregations": self.aggregations,
+            "meta": self.weighter.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`.
+
+        Raises
+        ------
+        ValueError
+            Unknown format, or the state was saved by an aggregator with other parameters.
+        """
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a FLEML state (format {state.get('format')!r})")
+        if dict(state["params"]) != self.params():
+            raise ValueError(
+                f"state parameters {state['params']} differ from this aggregator's {self.params()}"
+            )
+        self.aggregations = int(state["aggregations"])
+        self.weighter.load_state_dict(state["meta"])
+
+    def save_state(self, path: str | Path) -> None:
+        """Write :meth:`state_dict` as JSON to ``path``."""
+        Path(path).write_text(json.dumps(self.state_dict(), sort_keys=True), encoding="utf-8")
+
+    def load_state(self, path: str | Path) -> None:
+        """Read a state written by :meth:`save_state`."""
+        self.load_state_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    # ------------------------------------------------------------- aggregate
+    def _aggregate(
+        self, updates: Tensor, client_ids: list[str], ctx: RoundContext
+    ) -> AggregationResult:
+        n, d = updates.shape
+        gen = make_generator(ctx.seed, ctx.round_number)
+        norms = row_norms(updates)
+        median_norm = float(norms.median())
+        if self.clip:
+            clip = torch.where(norms > median_norm, median_norm / norms.clamp(min=_TINY), 1.0)
+        else:
+            clip = torch.ones(n, dtype=torch.float64)
+
+        signals, vne_round = self._signals(updates, norms, median_norm, gen)
+        lookahead = _Lookahead.build(ctx, gen) if ctx.has_validation else None
+        if lookahead is not None:
+            signals["val_align"] = lookahead.alignment(updates, norms, self.align_batch)
+
+        # oriented robust z-scores: positive = anomalous
+        z = {
+            key: sign * robust_z(signals[name], _SIGNAL_FLOOR)
+            for key, (name, sign) in _ORIENTED.items()
+            if name in signals
+        }
+        used = list(z)
+        score = torch.stack([z[k].clamp(min=0.0) for k in used if k != "z_val"]).mean(dim=0)
+        if "z_val" in z:
+            score = torch.maximum(score, z["z_val"].clamp(min=0.0))
+        score_z = robust_z(score, self.score_floor)
+        smoothed = self.weighter.smoothed_scores(client_ids, score)
+        smoothed_z = robust_z(smoothed, self.score_floor)
+        flagged = score_z > self.flag_threshold
+        with_history = flagged | (smoothed_z > self.flag_threshold)
+        if not bool(with_history.all()):
+            flagged = with_history
+        if "val_align" in signals:
+            flagged &= signals["val_align"] <= 0.0
+        active = ~flagged
+
+        log_shares = self.weighter.log_past_shares(client_ids)
+        columns = {
+            **{k: z.get(k, torch.zeros(n, dtype=torch.float64)) for k in _ORIENTED},
+            "score": score,
+            "ema_score": smoothed,
+            "log_ema_share": log_shares,
+            "log_sample_share": _log_sample_share(ctx, n),
+        }
+        features = torch.stack([columns[k] for k in FEATURES], dim=1)
+        features = features.clamp(-FEATURE_CLIP, FEATURE_CLIP)
+
+        meta_losses: list[float] = []
+        if lookahead is not None:
+            meta_losses = [
+                lookahead.train_step(
+                    self.weighter, features, active, clip, updates, self.meta_batch, self.kl_weight
+                )
+                for _ in range(self.meta_steps)
+            ]
+        with torch.no_grad():
+            weights = self.weighter.coefficients(features, active)
+            logits = self.weighter.logits(features)
+        effective = (weights * clip).tolist()
+
+        clients = []
+        for i, cid in enumerate(client_ids):
+            feats = {k: float(v[i]) for k, v in signals.items()}
+            feats.update(
+                norm=float(norms[i]),
+                clip_factor=float(clip[i]),
+                weight=float(weights[i]),
+                log_ema_share=float(log_shares[i]),
+            )
+            scores = {k: float(v[i]) for k, v in z.items()}
+            scores.update(
+                anomaly=float(score[i]),
+                anomaly_z=float(score_z[i]),
+                smoothed=float(smoothed[i]),
+                smoothed_z=float(smoothed_z[i]),
+                logit=float(logits[i]),
+            )
+            clients.append(
+                ClientReport(
+                    client_id=cid,
+                    coefficient=effective[i],
+                    flagged=bool(flagged[i]),
+                    reason=(
+                        self._reason(i, z, used, score_z, smoothed_z)
+                        if bool(flagged[i])
+                        else f"weight {float(weights[i]):.4f}"
+                    ),
+                    scores=scores,
+                    features=feats,
+                )
+            )
+
+        self.weighter.update_history(client_ids, smoothed.tolist(), (weights * n).tolist())
+        self.aggregations += 1
+        info = {
+            "signals": used,
+            "flag_threshold": self.flag_threshold,
+            "median_norm": median_norm,
+            "vne_round": vne_round,
+            "sampled_coordinates": min(self.sample_coords, d),
+            "validation": lookahead is not None,
+            "meta_losses": meta_losses,
+            "meta_params": self.weighter.n_params,
+            "aggregations": self.aggregations,
+        }
+        logger.info(
+            "FLEML round %d: flagged %s; look-ahead losses %s",
+            ctx.round_number, [c.client_id for c in clients if c.flagged], meta_losses,
+        )
+        return self._linear_result(updates, clients, ctx, info)
+
+    def _signals(
+        self, updates: Tensor, norms: Tensor, median_norm: float, gen: torch.Generator
+    ) -> tuple[dict[str, Tensor], float]:
+        """Reference-, entropy- and norm-based signals (float64, ``[n]``) and the round's S."""
+        d = updates.shape[1]
+        if d > self.sample_coords:
+            idx = torch.sort(torch.randperm(d, generator=gen)[: self.sample_coords]).values
+            sample = updates.index_select(1, idx)
+        else:
+            sample = updates
+        reference = torch.median(sample, dim=0).values
+        denom = row_norms(sample) * float(torch.linalg.vector_norm(reference))
+        dots = (sample @ reference).to(torch.float64)
+        cos_ref = torch.where(denom > 0, dots / denom.clamp(min=_TINY), 0.0)
+        gram = cosine_gram(sample)
+        log_norm = torch.log((norms + _TINY) / (median_norm + _TINY)).clamp(-_LOG_CLIP, _LOG_CLIP)
+        signals = {"cos_ref": cos_ref, "log_norm": log_norm, "vne_loo": leave_one_out_entropy(gram)}
+        if sample.shape[1] >= _MIN_INFO_COORDS:
+            cond_entropy, mutual_info = reference_information(sample, reference, self.bins)
+            signals.update(cond_entropy=cond_entropy, mutual_info=mutual_info)
+        return signals, float(von_neumann_entropy(gram))
+
+    def _reason(
+        self, i: int, z: dict[str, Tensor], used: list[str], score_z: Tensor, smoothed_z: Tensor
+    ) -> str:
+        """Why client ``i`` was flagged: which test fired and its two strongest signals."""
+        tests = []
+        if float(score_z[i]) > self.flag_threshold:
+            tests.append(f"anomaly z={float(score_z[i]):.1f}")
+        if float(smoothed_z[i]) > self.flag_threshold:
+            tests.append(f"smoothed anomaly z={float(smoothed_z[i]):.1f}")
+        top = sorted(used, key=lambda k: -float(z[k][i]))[:2]
+        detail = ", ".join(f"{k}={float(z[k][i]):.1f}" for k in top)
+        return f"{' and '.join(tests)} > {self.flag_threshold:g} ({detail})"
+
+
+class _Lookahead:
+    """Validation-loss machinery of one round: alignment signal and look-ahead steps."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        global_params: Tensor,
+        x_val: Tensor,
+        y_val: Tensor,
+        gen: torch.Generator,
+    ) -> None:
+        self.model = model
+        self.spec = ParamSpec.from_model(model)
+        self.global_params = global_params
+        self.x_val = x_val
+        self.y_val = y_val
+        self.gen = gen
+
+    @classmethod
+    def build(cls, ctx: RoundContext, gen: torch.Generator) -> _Lookahead:
+        """Check the validation inputs of a context with ``ctx.has_validation``.
+
+        Raises
+        ------
+        InvalidRoundError
+            Parameter count differs from ``global_params``, empty or mismatched validation
+            set, or non-finite global parameters.
+        """
+        model, global_params, x_val, y_val = ctx.model, ctx.global_params, ctx.x_val, ctx.y_val
+        if model is None or global_params is None or x_val is None or y_val is None:
+            raise InvalidRoundError("look-ahead needs model, global_params, x_val and y_val")
+        numel = ParamSpec.from_model(model).numel
+        if numel != global_params.numel():
+            raise InvalidRoundError(
+                f"model has {numel} parameters, global_params {global_params.numel()}"
+            )
+        if x_val.shape[0] == 0 or y_val.shape[0] != x_val.shape[0]:
+            raise InvalidRoundError("x_val and y_val must be non-empty with equal lengths")
+        global_params = global_params.detach().to(torch.float32)
+        if not bool(torch.isfinite(global_params).all()):
+            raise InvalidRoundError("global_params has non-finite values")
+        return cls(model, global_params, x_val, y_val, gen)
+
+    def _batch(self, size: int) -> tuple[Tensor, Tensor]:
+        """``size`` validation samples drawn without replacement (all when fewer)."""
+        idx = torch.randperm(self.y_val.shape[0], generator=self.gen)[:size]
+        return self.x_val[idx], self.y_val[idx]
+
+    def _loss(self, flat: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
+        parts = torch.split(flat, list(self.spec.sizes))
+        params = {
+            name: part.view(shape)
+            for name, shape, part in zip(self.spec.names, self.spec.shapes, parts, strict=True)
+        }
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            logits = functional_call(self.model, params, (xb,))
+        finally:
+            self.model.train(was_training)
+        return F.cross_entropy(logits, yb)
+
+    def alignment(self, updates: Tensor, norms: Tensor, batch: int) -> Tensor:
+        """Cosine of each update to ``-grad L_val`` at the global parameters.
+
+        The batch gradient is accumulated over micro-batches of ``_MICRO_BATCH`` samples, which
+        bounds the activation memory whatever ``batch`` is.
+        """
+        xb, yb = self._batch(batch)
+        flat = self.global_params.clone().requires_grad_(True)
+        grad = torch.zeros_like(self.global_params)
+        for start in range(0, yb.shape[0], _MICRO_BATCH):
+            part = slice(start, start + _MICRO_BATCH)
+            share = yb[part].shape[0] / yb.shape[0]
+            (g,) = torch.autograd.grad(self._loss(flat, xb[part], yb[part]) * share, flat)
+            grad += g
+        grad_norm = float(torch.linalg.vector_norm(grad, dtype=torch.float64))
+        dots = -(updates @ grad).to(torch.float64)
+        denom = norms * grad_norm
+        return torch.where(denom > 0, dots / denom.clamp(min=_TINY), 0.0)
+
+    def train_step(
+        self,
+        weighter: MetaWeighter,
+        features: Tensor,
+        active: Tensor,
+        clip: Tensor,
+        updates: Tensor,
+        batch: int,
+        kl_weight: float,
+    ) -> float:
+        """One Adam step of the weighting network on the look-ahead loss; returns the CE part.
+
+        The objective is the validation cross-entropy at ``global + sum_i c_i k_i u_i`` plus
+        ``kl_weight * KL(c || c_prior)``, where ``c_prior`` are the prior-only coefficients
+        (``theta = 0``): the learned correction moves weight only as far as the validation
+        batch pays for it, which keeps batch noise from concentrating the weights.
+        """
+        theta = weighter.theta.clone().requires_grad_(True)
+        coefficients = weighter.coefficients(features, active, theta)
+        prior = weighter.coefficients(features, active, torch.zeros_like(weighter.theta))
+        kept = coefficients[active]
+        kl = (kept * (torch.log(kept) - torch.log(prior[active]))).sum()
+        step = (coefficients * clip).to(torch.float32) @ updates
+        loss = self._loss(self.global_params + step, *self._batch(batch))
+        (grad,) = torch.autograd.grad(loss + kl_weight * kl, theta)
+        weighter.adam_update(grad)
+        return float(loss.detach())
+
+
+def _log_sample_share(ctx: RoundContext, n: int) -> Tensor:
+    """``log(n_i / median n)`` clipped to ``[-2, 2]``; zeros without sample counts."""
+    if ctx.sample_counts is None:
+        return torch.zeros(n, dtype=torch.float64)
+    counts = torch.tensor([float(c) for c in ctx.sample_counts], dtype=torch.float64)
+    ratio = (counts + 1.0) / (counts.median() + 1.0)
+    return torch.log(ratio).clamp(-_SAMPLE_SHARE_CLIP, _SAMPLE_SHARE_CLIP)

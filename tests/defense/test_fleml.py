@@ -1,0 +1,194 @@
+"""FLEML: detection on constructed rounds, look-ahead learning, determinism and state."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fleml_node.defense import FLEMLAggregator, InvalidRoundError, RoundContext, make_aggregator
+from fleml_node.defense.fedavg import FedAvgAggregator
+from fleml_node.learning.params import ParamSpec, flatten, get_params, set_params, unflatten
+
+from .conftest import tiny_model
+
+N_CLIENTS = 10
+
+
+def _client_data(seed: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(40, 4, generator=gen)
+    y = x[:, :3].argmax(dim=1)
+    return x, (y + 1) % 3 if flip else y
+
+
+def _local_update(global_flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Five full-batch SGD steps of the tiny model; returns new - global."""
+    model = tiny_model()
+    spec = ParamSpec.from_model(model)
+    set_params(model, unflatten(global_flat, spec))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(5):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return flatten(get_params(model)) - global_flat
+
+
+def _round(global_flat: torch.Tensor, flippers: int, round_number: int) -> torch.Tensor:
+    return torch.stack(
+        [
+            _local_update(global_flat, *_client_data(100 * round_number + i, flip=i < flippers))
+            for i in range(N_CLIENTS)
+        ]
+    )
+
+
+def _ctx(model: nn.Module, global_flat, validation, round_number: int = 0) -> RoundContext:
+    x_val, y_val = validation
+    return RoundContext(
+        client_ids=[f"c{i}" for i in range(N_CLIENTS)],
+        sample_counts=[40] * N_CLIENTS,
+        round_number=round_number,
+        global_params=global_flat,
+        model=model,
+        x_val=x_val,
+        y_val=y_val,
+        seed=5,
+    )
+
+
+def test_gross_outlier_is_flagged(model, global_params, validation) -> None:
+    updates = _round(global_params, 0, 0)
+    updates[3] = 100.0 * torch.randn(updates.shape[1], generator=torch.Generator().manual_seed(9))
+    result = FLEMLAggregator().aggregate(updates, _ctx(model, global_params, validation))
+    assert result.flagged_ids == ["c3"]
+    assert result.clients[3].coefficient == 0.0
+    assert result.clients[3].reason.startswith("anomaly z=")
+    assert sum(result.coefficients) <= 1.0 + 1e-12
+
+
+def test_sign_flipped_updates_are_flagged(model, global_params, validation) -> None:
+    updates = _round(global_params, 0, 0)
+    updates[:2] *= -1.0
+    result = FLEMLAggregator().aggregate(updates, _ctx(model, global_params, validation))
+    assert set(result.flagged_ids) == {"c0", "c1"}
+
+
+def test_honest_round_flags_nobody(model, global_params, validation) -> None:
+    result = FLEMLAggregator().aggregate(
+        _round(global_params, 0, 0), _ctx(model, global_params, validation)
+    )
+    assert result.flagged_ids == []
+    assert all(c.coefficient > 0 for c in result.clients)
+    # d = 15 is too few coordinates for the binned information signals
+    assert set(result.info["signals"]) == {"z_cos", "z_norm", "z_vne", "z_val"}
+
+
+def test_label_flippers_lose_weight_and_fedavg_loses_accuracy(model, validation) -> None:
+    x_val, y_val = validation
+    start = flatten(get_params(model))
+    fleml, fedavg = FLEMLAggregator(), FedAvgAggregator()
+    g_fleml, g_fedavg = start.clone(), start.clone()
+    flipper_mass = []
+    for r in range(6):
+        result = fleml.aggregate(_round(g_fleml, 3, r), _ctx(model, g_fleml, validation, r))
+        flipper_mass.append(sum(result.coefficients[:3]))
+        g_fleml = g_fleml + result.update
+        g_fedavg = g_fedavg + fedavg.aggregate(_round(g_fedavg, 3, r)).update
+
+    def val_loss(flat: torch.Tensor) -> float:
+        net = tiny_model()
+        set_params(net, unflatten(flat, ParamSpec.from_model(net)))
+        with torch.no_grad():
+            return float(F.cross_entropy(net(x_val), y_val))
+
+    assert max(flipper_mass) < 0.1  # an even share would be 0.3
+    assert val_loss(g_fleml) < val_loss(g_fedavg)
+
+
+def test_same_inputs_same_report(model, global_params, validation) -> None:
+    updates = _round(global_params, 2, 0)
+    ctx = _ctx(model, global_params, validation)
+    first = FLEMLAggregator().aggregate(updates, ctx)
+    second = FLEMLAggregator().aggregate(updates, ctx)
+    assert torch.equal(first.update, second.update)
+    assert first.to_json() == second.to_json()
+
+
+def test_state_restore_gives_identical_next_round(
+    model, global_params, validation, tmp_path
+) -> None:
+    agg = FLEMLAggregator()
+    agg.aggregate(_round(global_params, 2, 0), _ctx(model, global_params, validation, 0))
+    saved = json.dumps(agg.state_dict())
+    agg.save_state(tmp_path / "fleml.json")
+    updates = _round(global_params, 2, 1)
+    expected = agg.aggregate(updates, _ctx(model, global_params, validation, 1))
+    for restore in ("dict", "file"):
+        fresh = FLEMLAggregator()
+        if restore == "dict":
+            fresh.load_state_dict(json.loads(saved))
+        else:
+            fresh.load_state(tmp_path / "fleml.json")
+        got = fresh.aggregate(updates, _ctx(model, global_params, validation, 1))
+        assert torch.equal(got.update, expected.update)
+        assert got.to_json() == expected.to_json()
+        assert fresh.state_dict() == agg.state_dict()
+
+
+def test_state_from_other_parameters_is_refused() -> None:
+    with pytest.raises(ValueError, match="differ"):
+        FLEMLAggregator(bins=8).load_state_dict(FLEMLAggregator().state_dict())
+    with pytest.raises(ValueError, match="format"):
+        FLEMLAggregator().load_state_dict({"format": "other"})
+
+
+def test_fallback_without_validation() -> None:
+    # 9 noisy copies of one direction and one sign-flipped copy, d = 400
+    gen = torch.Generator().manual_seed(4)
+    direction = torch.randn(400, generator=gen)
+    updates = direction + 0.5 * torch.randn(10, 400, generator=gen)
+    updates[6] *= -1.0
+    result = FLEMLAggregator().aggregate(updates)
+    assert result.info["validation"] is False and result.info["meta_losses"] == []
+    assert result.info["signals"] == ["z_cos", "z_norm", "z_vne", "z_ce", "z_mi"]
+    assert result.flagged_ids == ["6"]
+    assert float(torch.nn.functional.cosine_similarity(result.update, direction, dim=0)) > 0.95
+
+
+def test_clip_factor_is_folded_into_the_coefficient(model, global_params, validation) -> None:
+    updates = _round(global_params, 0, 0)
+    updates[4] *= 1.5
+    result = FLEMLAggregator().aggregate(updates, _ctx(model, global_params, validation))
+    norms = torch.linalg.vector_norm(updates, dim=1).to(torch.float64)
+    client = result.clients[4]
+    assert client.features["clip_factor"] == pytest.approx(float(norms.median() / norms[4]))
+    assert client.coefficient == client.features["weight"] * client.features["clip_factor"]
+    assert all(c.features["clip_factor"] <= 1.0 for c in result.clients)
+
+
+def test_never_flags_everyone() -> None:
+    agg = FLEMLAggregator()
+    # History says "b" was anomalous, this round "a" is: with two clients each test would
+    # flag one of them; the history test is then dropped so that someone is aggregated.
+    agg.weighter.update_history(["a", "b"], [0.0, 50.0], [1.0, 1.0])
+    updates = torch.tensor([[10.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    result = agg.aggregate(updates, RoundContext(client_ids=["a", "b"]))
+    assert len(result.flagged_ids) < 2
+
+
+def test_invalid_settings_and_context(model, validation) -> None:
+    with pytest.raises(ValueError):
+        FLEMLAggregator(bins=1)
+    assert make_aggregator("fleml", bins=8).params()["bins"] == 8
+    x_val, y_val = validation
+    ctx = RoundContext(global_params=torch.zeros(7), model=model, x_val=x_val, y_val=y_val)
+    with pytest.raises(InvalidRoundError, match="parameters"):
+        FLEMLAggregator().aggregate(torch.ones(3, 7), ctx)
+    ctx = RoundContext(global_params=torch.zeros(15), model=model, x_val=x_val, y_val=y_val[:3])
+    with pytest.raises(InvalidRoundError, match="equal lengths"):
+        FLEMLAggregator().aggregate(torch.ones(3, 15), ctx)
