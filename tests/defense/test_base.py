@@ -7,10 +7,14 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fleml_node.defense import (
     REGISTRY,
+    AggregationResult,
     Aggregator,
+    ClientReport,
     FedAvgAggregator,
     InvalidRoundError,
     KrumAggregator,
@@ -139,3 +143,17 @@ def test_replay_checks_report_against_updates(model, global_params, validation) 
     report = result.to_dict() | {"method": "nope"}
     with pytest.raises(InvalidRoundError, match="unknown method"):
         Aggregator.replay(updates, report)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.floats(-1e3, 1e3, allow_nan=False, width=64), min_size=1, max_size=6),
+    st.integers(0, 2**31 - 1),
+)
+def test_coefficients_survive_json_exactly(coefficients: list[float], seed: int) -> None:
+    updates = torch.randn(len(coefficients), 7, generator=torch.Generator().manual_seed(seed))
+    clients = [
+        ClientReport(client_id=str(i), coefficient=c) for i, c in enumerate(coefficients)
+    ]
+    result = AggregationResult("fedavg", {}, weighted_sum(updates, coefficients), clients)
+    assert torch.equal(replay(updates, json.loads(result.to_json())), result.update)
