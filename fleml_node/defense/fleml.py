@@ -338,7 +338,9 @@ class FLEMLAggregator(Aggregator):
                     coefficient=effective[i],
                     flagged=bool(flagged[i]),
                     reason=(
-                        self._reason(i, z, used, score_z, smoothed_z)
+                        self._reason(
+                            i, z, used, score_z, smoothed_z, signals.get("val_align")
+                        )
                         if bool(flagged[i])
                         else f"weight {float(weights[i]):.4f}"
                     ),
@@ -389,7 +391,13 @@ class FLEMLAggregator(Aggregator):
         return signals, float(von_neumann_entropy(gram))
 
     def _reason(
-        self, i: int, z: dict[str, Tensor], used: list[str], score_z: Tensor, smoothed_z: Tensor
+        self,
+        i: int,
+        z: dict[str, Tensor],
+        used: list[str],
+        score_z: Tensor,
+        smoothed_z: Tensor,
+        val_align: Tensor | None,
     ) -> str:
         """Why client ``i`` was flagged: which test fired and its two strongest signals."""
         tests = []
@@ -399,7 +407,10 @@ class FLEMLAggregator(Aggregator):
             tests.append(f"smoothed anomaly z={float(smoothed_z[i]):.1f}")
         top = sorted(used, key=lambda k: -float(z[k][i]))[:2]
         detail = ", ".join(f"{k}={float(z[k][i]):.1f}" for k in top)
-        return f"{' and '.join(tests)} > {self.flag_threshold:g} ({detail})"
+        reason = f"{' and '.join(tests)} > {self.flag_threshold:g} ({detail})"
+        if val_align is not None:
+            reason += f", val_align={float(val_align[i]):.3f} <= 0"
+        return reason
 
 
 class _Lookahead:
