@@ -189,8 +189,10 @@ class AggregatorNode:
         base = decode_tensors(base_blob, expected_kind="model", expected_spec=self.spec)
         base_flat = flatten(base.tensors)
 
+        index_of = {e.args["member"]: self.consortium.member_info(e.args["member"])[2]
+                    for e in events.get("UpdateSubmitted", [])}
         submissions = sorted(events.get("UpdateSubmitted", []),
-                             key=lambda e: self.consortium.member_info(e.args["member"])[2])
+                             key=lambda e: index_of[e.args["member"]])
         accepted: list[tuple[str, Tensor, int]] = []
         rejected: dict[str, str] = {}
         bytes_down = 0
@@ -198,7 +200,7 @@ class AggregatorNode:
         for event in submissions:
             member, digest = event.args["member"], bytes(event.args["updateHash"])
             cid = event.args["updateCid"]
-            index = self.consortium.member_info(member)[2]
+            index = index_of[member]
             entry = {"address": member, "index": index, "update_hash": "0x" + digest.hex(),
                      "update_cid": cid}
             try:

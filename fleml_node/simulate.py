@@ -167,9 +167,28 @@ def _ipfs(config: SimulationConfig, work: Path) -> Iterator[str]:
         yield daemon.api_addr
 
 
-def run_chain(config: SimulationConfig, defense_name: str, work: Path, ipfs_api: str,
-              on_round: Callable[[RoundRecord], None]) -> list[RoundRecord]:
-    """One defense through the real path on a fresh chain."""
+@dataclass
+class ChainFederation:
+    """A federation on a fresh local chain: the aggregator, the clients and the chain."""
+
+    aggregator: Any
+    clients: list[Any]
+    w3: Any
+    malicious: list[int]
+
+    def step(self) -> str:
+        """One aggregator step, then every client handles what is new on chain."""
+        did = self.aggregator.step()
+        for client in self.clients:
+            client.poll_once()
+        return did
+
+
+@contextlib.contextmanager
+def chain_federation(config: SimulationConfig, defense_name: str, run_dir: Path,
+                     ipfs_api: str, evaluate: Callable | None = None
+                     ) -> Iterator[ChainFederation]:
+    """Start anvil, deploy, admit the clients and build every node; stop anvil on exit."""
     from fleml_node.aggregator import AggregatorNode
     from fleml_node.chain.anvil import LocalAnvil, test_keys
     from fleml_node.chain.contract import Consortium, connect
@@ -179,8 +198,6 @@ def run_chain(config: SimulationConfig, defense_name: str, work: Path, ipfs_api:
     from fleml_node.storage import IpfsStore
 
     task, attack, malicious = config.task(), config.make_attack(), config.malicious_clients()
-    evaluator = Evaluator(config, attack)
-    run_dir = work / defense_name
     run_dir.mkdir(parents=True, exist_ok=True)
     n = config.num_clients
     with LocalAnvil(accounts=n + 2, log_file=run_dir / "anvil.log") as anvil:
@@ -200,29 +217,36 @@ def run_chain(config: SimulationConfig, defense_name: str, work: Path, ipfs_api:
             follower = EventFollower(consortium, run_dir / f"client{i}.events.json")
             clients.append(ClientNode(consortium, store, follower, task, x, y, i,
                                       attack=attack if i in malicious else None))
-        index_of = {c.address: i for i, c in enumerate(clients)}
         defense = make_aggregator(defense_name, **config.defense_params.get(defense_name, {}))
         aggregator = AggregatorNode(
             Consortium(w3, record, Account.from_key(keys[1])), store, defense, task,
             run_dir / "aggregator", rounds=config.rounds, round_seconds=config.round_seconds,
-            validation=validation_data(task), evaluate=evaluator)
+            validation=validation_data(task), evaluate=evaluate)
+        yield ChainFederation(aggregator, clients, w3, malicious)
+
+
+def run_chain(config: SimulationConfig, defense_name: str, work: Path, ipfs_api: str,
+              on_round: Callable[[RoundRecord], None]) -> list[RoundRecord]:
+    """One defense through the real path on a fresh chain."""
+    evaluator = Evaluator(config, config.make_attack())
+    with chain_federation(config, defense_name, work / defense_name, ipfs_api,
+                          evaluator) as fed:
+        index_of = {c.address: i for i, c in enumerate(fed.clients)}
         records: list[RoundRecord] = []
-        block_before, started = w3.eth.block_number, time.perf_counter()
+        block_before, started = fed.w3.eth.block_number, time.perf_counter()
         while True:
-            did = aggregator.step()
-            for c in clients:
-                c.poll_once()
+            did = fed.step()
             if did == "finalized":
-                s = aggregator.summaries[-1]
-                block_after = w3.eth.block_number
-                gas = sum(w3.eth.get_block(b)["gasUsed"]
+                s = fed.aggregator.summaries[-1]
+                block_after = fed.w3.eth.block_number
+                gas = sum(fed.w3.eth.get_block(b)["gasUsed"]
                           for b in range(block_before + 1, block_after + 1))
                 moved = s.bytes_down + s.bytes_up + sum(
-                    h.bytes_up + h.bytes_down for c in clients for h in c.history
+                    h.bytes_up + h.bytes_down for c in fed.clients for h in c.history
                     if h.round_id == s.round_id)
                 flagged = sorted(index_of[a] for a in (*s.flagged, *s.rejected))
                 present = sorted(index_of[a] for a in (*s.accepted, *s.rejected))
-                det = _detection(flagged, malicious, present)
+                det = _detection(flagged, fed.malicious, present)
                 rec = RoundRecord(defense_name, s.round_id, s.metrics["accuracy"],
                                   s.metrics.get("backdoor_asr"), flagged, det.precision,
                                   det.recall, moved, gas, time.perf_counter() - started)

@@ -85,24 +85,27 @@ class EventFollower:
         """All decoded events of the contract in a block range, in chain order."""
         return fetch_events(self.consortium, from_block, to_block, abis=self._abis)
 
-    def poll(self, handler: Callable[[ChainEvent], None]) -> int:
+    def poll(self, handler: Callable[[ChainEvent], bool | None]) -> int:
         """Handle every new confirmed event once; returns how many were handled.
 
-        The cursor is saved after each block, so a crash inside `handler` repeats at most the
-        events of that block on restart; handlers are written to be idempotent for that case.
+        `handler` returns True when it acted on an event (sent a transaction, changed state);
+        the cursor is saved right after each block in which it acted, and once at the end.
+        A crash inside `handler` therefore repeats on restart only events it had not acted
+        on yet, or had ignored; handlers are written to be idempotent for that case.
         """
         head = self.consortium.w3.eth.block_number - self.confirmations
         if head <= self.last_block:
             return 0
         handled = 0
         for block, events in _by_block(self.fetch(self.last_block + 1, head)):
+            acted = False
             for event in events:
-                handler(event)
+                acted = bool(handler(event)) or acted
                 handled += 1
-            self._save_cursor(block)
+            if acted:
+                self._save_cursor(block)
         self._save_cursor(head)
         return handled
-
 
 def round_events(consortium: Consortium, round_id: int) -> dict[str, list[ChainEvent]]:
     """Every event of one round (opened, submissions, closed, finalized), by event name.
