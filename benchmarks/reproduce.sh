@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Regenerate every number and plot the README quotes, from the committed configs.
+#   ./fleml bench-all        (runs this after setup; takes a long time on 2 cores)
+# Each step writes benchmarks/results/<name>.json (and sweep.md, the README's table);
+# the README's plots come from a default `fleml-node simulate` run kept in
+# benchmarks/results/simulate/.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+
+run() { echo; echo "== $*"; "$@"; }
+
+run python benchmarks/gas_report.py
+run python benchmarks/storage_bench.py
+run python benchmarks/learning_bench.py
+run python benchmarks/defense_bench.py
+run python benchmarks/round_bench.py
+run fleml-node simulate --defense all --rounds 8 --out benchmarks/results/simulate
+run python benchmarks/sweep.py
