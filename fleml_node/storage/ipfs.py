@@ -1,38 +1,55 @@
-"""Client for the IPFS HTTP RPC API (js-ipfs here, kubo elsewhere).
+"""Client for the IPFS HTTP RPC API (js-ipfs here, kubo elsewhere), through ``ipfshttpclient``.
 
 :class:`IpfsStore` stores bytes as pinned CIDv1 (base32, raw leaves) and fetches them back
 with a size cap, a timeout on every call, retries with exponential backoff on transient
 failures and verification against an expected content hash (the on-chain commitment).
 
-Only RPC calls that kubo and js-ipfs both serve are used, always as POST: ``add``, ``cat``,
-``pin/add``, ``pin/ls`` and ``version``. Differences handled here:
+Transport: the python ``ipfshttpclient`` package (0.7.0, requests backend), one
+:class:`ipfshttpclient.Client` with a persistent session per store. The client is built
+directly as ``ipfshttpclient.Client(addr, ...)`` rather than through
+``ipfshttpclient.connect()``: ``connect()`` asks the daemon for its version and refuses any
+daemon from 0.8.0 on, which rules out both js-ipfs 0.66 (it reports 0.18.1) and every
+current kubo; building the client directly skips only that check. Every call goes out as a
+POST (as kubo requires since 0.5) with the daemon-side ``timeout`` option and an HTTP
+timeout, so a ``cat`` of an object nobody has cannot hang.
 
-* ``add`` answers one JSON object (js-ipfs) or newline-delimited JSON (kubo); ``Size`` is a
-  number in one and a string in the other, so only ``Hash`` is read.
+Only RPC calls that kubo and js-ipfs both serve are used: ``add``, ``cat``, ``pin/add``,
+``pin/ls`` and ``version``. Differences handled here:
+
 * js-ipfs answers ``add`` and ``pin/ls`` with CIDv1 in base58btc (``zb2...``) unless
   ``cid-base=base32`` is passed; kubo defaults to base32. It is always passed.
-* A daemon-side timeout (the ``timeout`` query option both support) fails with
-  "request timed out" (js-ipfs) or "context deadline exceeded" (kubo); both map to
-  :class:`~fleml_node.storage.errors.IpfsTimeout`.
-* js-ipfs refuses multipart parts without a ``Content-Type``; one is always sent.
+* Only ``Hash`` is read from ``add`` (``Size`` is a number in js-ipfs, a string in kubo).
+* A daemon-side timeout fails with "request timed out" (js-ipfs) or "context deadline
+  exceeded" (kubo); both map to :class:`~fleml_node.storage.errors.IpfsTimeout`.
+* js-ipfs refuses multipart parts without a ``Content-Type``; ipfshttpclient sends one.
+
+``ipfshttpclient`` exceptions are mapped to this package's errors: connection failures and
+dropped connections to :class:`~fleml_node.storage.errors.IpfsUnavailable`, HTTP timeouts to
+:class:`~fleml_node.storage.errors.IpfsTimeout`, error answers to
+:class:`~fleml_node.storage.errors.IpfsRequestError` (or ``IpfsTimeout`` for the daemon's own
+timeout). ipfshttpclient maps errors only while a response is opened; those met while a
+streamed ``cat`` body is read arrive as ``requests`` exceptions and are mapped the same way.
 
 The API address is a multiaddr (``/ip4/127.0.0.1/tcp/5001``) or a URL
-(``http://127.0.0.1:5001``); by default it is taken from the environment variable
-``FLEML_IPFS_API``. The python ``ipfshttpclient`` package is not used: 0.7.0 refuses
-daemons newer than 0.8 in ``connect()`` and drives urllib3 with deprecated arguments.
+(``http://127.0.0.1:5001``), turned into the multiaddr ipfshttpclient expects; by default it
+is taken from the environment variable ``FLEML_IPFS_API``.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import ipaddress
 import logging
 import os
 import re
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import ipfshttpclient
+import ipfshttpclient.exceptions as ipfs_errors
 import requests
 
 from fleml_node.storage.errors import (
@@ -65,15 +82,49 @@ _MULTIADDR = re.compile(
     r"/(?P<proto>ip4|ip6|dns|dns4|dns6)/(?P<host>[^/]+)/tcp/(?P<port>\d{1,5})"
     r"(?:/(?P<scheme>http|https))?/?"
 )
+_API_BASE = "api/v0"
 _TIMEOUT_MESSAGES = ("timed out", "timeout", "deadline exceeded")
 _TRANSIENT_STATUS = frozenset({502, 503, 504})
-_CHUNK = 1 << 16
 _CONNECT_TIMEOUT = 5.0
 # Extra seconds the client waits beyond the daemon-side timeout, so that the daemon's own
 # (clearer) timeout error arrives before the HTTP read times out.
 _CLIENT_GRACE = 2.0
+# Size of the pieces an upload body is streamed in (ipfshttpclient's default is 8 KiB).
+_UPLOAD_CHUNK = 1 << 18
+# ipfshttpclient 0.7.0's requests_wrapper creates its urllib3 PoolManager with `strict=True`,
+# an argument urllib3 2.x no longer needs, so urllib3 emits this FutureWarning on every
+# request. It is harmless (urllib3 drops the argument) and nothing the caller can act on;
+# only this exact warning is silenced, only around this module's calls into ipfshttpclient.
+_URLLIB3_STRICT_WARNING = re.escape(
+    "The 'strict' parameter is no longer needed on Python 3+. "
+    "This will raise an error in urllib3 v3.0."
+)
 
 T = TypeVar("T")
+
+
+def _split_api_addr(addr: str) -> tuple[str, str, str, int]:
+    """Parse a multiaddr or URL into (multiaddr protocol, host, scheme, port)."""
+    text = addr.strip()
+    match = _MULTIADDR.fullmatch(text)
+    if match:
+        return match["proto"], match["host"], match["scheme"] or "http", int(match["port"])
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:  # out of range
+        port = None
+    if parts.scheme in ("http", "https") and parts.hostname and port:
+        host = parts.hostname
+        try:
+            proto = f"ip{ipaddress.ip_address(host).version}"
+        except ValueError:
+            proto = "dns"
+        return proto, host, parts.scheme, port
+    raise ValueError(
+        f"IPFS API address {addr!r} is neither a multiaddr like /ip4/127.0.0.1/tcp/5001 "
+        "nor a URL like http://127.0.0.1:5001"
+    )
 
 
 def api_url(addr: str) -> str:
@@ -95,25 +146,45 @@ def api_url(addr: str) -> str:
     ValueError
         If the address is neither form.
     """
-    text = addr.strip()
-    match = _MULTIADDR.fullmatch(text)
-    if match:
-        host = match["host"]
-        if match["proto"] == "ip6" or (match["proto"] == "dns6" and ":" in host):
-            host = f"[{host}]"
-        return f"{match['scheme'] or 'http'}://{host}:{int(match['port'])}/api/v0"
-    parts = urlsplit(text)
-    if parts.scheme in ("http", "https") and parts.hostname and parts.port:
-        return f"{parts.scheme}://{parts.netloc}/api/v0"
-    raise ValueError(
-        f"IPFS API address {addr!r} is neither a multiaddr like /ip4/127.0.0.1/tcp/5001 "
-        "nor a URL like http://127.0.0.1:5001"
-    )
+    proto, host, scheme, port = _split_api_addr(addr)
+    if ":" in host and proto in ("ip6", "dns6"):
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}/{_API_BASE}"
+
+
+def api_multiaddr(addr: str) -> str:
+    """Turn an API multiaddr or URL into the multiaddr form ipfshttpclient takes.
+
+    For example ``http://127.0.0.1:5001`` gives ``/ip4/127.0.0.1/tcp/5001/http``.
+
+    Raises
+    ------
+    ValueError
+        If the address is neither form.
+    """
+    proto, host, scheme, port = _split_api_addr(addr)
+    return f"/{proto}/{host}/tcp/{port}/{scheme}"
 
 
 def default_api_addr() -> str:
     """Return ``$FLEML_IPFS_API`` if set, else :data:`DEFAULT_API_ADDR`."""
     return os.environ.get(ENV_API) or DEFAULT_API_ADDR
+
+
+@contextlib.contextmanager
+def _quiet_urllib3() -> Iterator[None]:
+    """Silence urllib3's 'strict' FutureWarning caused by ipfshttpclient (see above).
+
+    Per call rather than once at import: test runners (pytest) reset the warning filters
+    around each test and collection, which would drop a filter installed at import time.
+    ``catch_warnings`` swaps the process-wide filter list, so it is not thread-safe: with
+    stores used from several threads at once, filter changes made meanwhile by another
+    thread may be undone, or this one narrow filter left installed. FLEML's nodes call
+    their store from one thread.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_URLLIB3_STRICT_WARNING, category=FutureWarning)
+        yield
 
 
 class IpfsStore:
@@ -137,9 +208,15 @@ class IpfsStore:
         Optional :class:`~fleml_node.storage.local.LocalStore`: objects put or fetched are
         kept there and later gets are served from it without asking the daemon.
 
+    Raises
+    ------
+    ValueError
+        For a malformed address or a non-positive timeout or cap. No request is made.
+
     Notes
     -----
-    One instance keeps a pooled HTTP session: use one per thread. Always pass
+    One instance keeps one ``ipfshttpclient.Client`` with a pooled HTTP session, closed by
+    :meth:`close` (or on leaving a ``with`` block): use one instance per thread. Always pass
     ``expected_hash`` to :meth:`get` for objects named by another party: kubo reports
     errors met mid-stream only in HTTP trailers, so the hash is what proves completeness.
     """
@@ -163,7 +240,17 @@ class IpfsStore:
         self.backoff = backoff
         self.max_bytes = max_bytes
         self.cache = cache
-        self._session = requests.Session()
+        # Built directly: ipfshttpclient.connect() would refuse the daemon's version.
+        try:
+            self._client = ipfshttpclient.Client(
+                addr=api_multiaddr(self.api_addr),
+                base=_API_BASE,
+                chunk_size=_UPLOAD_CHUNK,
+                timeout=self._http_timeout(),
+                session=True,
+            )
+        except ipfs_errors.AddressError as err:  # e.g. port 99999 or IPv4 999.1.1.1
+            raise ValueError(f"IPFS API address {self.api_addr!r} is not valid: {err}") from err
 
     def __repr__(self) -> str:
         return f"IpfsStore({self.api_addr!r}, timeout={self.timeout}, retries={self.retries})"
@@ -175,8 +262,8 @@ class IpfsStore:
         self.close()
 
     def close(self) -> None:
-        """Close the pooled HTTP connections."""
-        self._session.close()
+        """Close the client's pooled HTTP connections (later calls open new ones)."""
+        self._client.close()
 
     # ----------------------------------------------------------------------------------------
     # Public API
@@ -199,15 +286,10 @@ class IpfsStore:
         IpfsError
             If the daemon is unreachable, times out or refuses the object.
         """
-        params = {"cid-version": "1", "raw-leaves": "true", "pin": "true", "cid-base": "base32"}
+        opts = {"cid-version": "1", "raw-leaves": "true", "pin": "true", "cid-base": "base32"}
 
         def call() -> str:
-            files = {"file": ("blob", data, "application/octet-stream")}
-            response = self._post("add", params, files=files)
-            lines = [line for line in response.text.splitlines() if line.strip()]
-            if not lines:
-                raise IpfsRequestError("IPFS add returned no result", response.status_code)
-            return str(_json(response, lines[-1])["Hash"])
+            return str(self._rpc("add", lambda kw: self._client.add_bytes(data, **kw), opts))
 
         cid = self._with_retries("add", call)
         check_cid(cid)
@@ -279,9 +361,13 @@ class IpfsStore:
         check_cid(cid)
 
         def call() -> None:
-            answer = _json(self._post("pin/add", {"arg": cid, "cid-base": "base32"}))
+            answer = self._rpc(
+                "pin/add", lambda kw: self._client.pin.add(cid, **kw), {"cid-base": "base32"}
+            )
             if cid not in answer.get("Pins", []):
-                raise IpfsRequestError(f"daemon did not confirm the pin of {cid}: {answer}", 200)
+                raise IpfsRequestError(
+                    f"daemon did not confirm the pin of {cid}: {dict(answer)}", 200
+                )
 
         self._with_retries("pin/add", call)
 
@@ -294,11 +380,14 @@ class IpfsStore:
             For a malformed CID or a failed request.
         """
         check_cid(cid)
-        params = {"arg": cid, "type": "recursive", "cid-base": "base32"}
 
         def call() -> bool:
             try:
-                answer = _json(self._post("pin/ls", params))
+                answer = self._rpc(
+                    "pin/ls",
+                    lambda kw: self._client.pin.ls(cid, type="recursive", **kw),
+                    {"cid-base": "base32"},
+                )
             except IpfsRequestError as err:
                 if "not pinned" in str(err):
                     return False
@@ -315,12 +404,12 @@ class IpfsStore:
         IpfsError
             If the daemon is unreachable or answers with an error.
         """
-        return self._with_retries("version", lambda: str(_json(self._post("version"))["Version"]))
+        return self._with_retries("version", lambda: str(self._version()["Version"]))
 
     def is_available(self) -> bool:
         """Return whether the daemon answers ``version`` (one attempt, no retries)."""
         try:
-            _json(self._post("version"))
+            self._version()
         except IpfsError as err:
             log.debug("IPFS daemon at %s is not available: %s", self.api_addr, err)
             return False
@@ -328,6 +417,13 @@ class IpfsStore:
 
     # ----------------------------------------------------------------------------------------
     # Internals
+
+    def _http_timeout(self) -> tuple[float, float]:
+        """(connect, read) seconds for the HTTP client."""
+        return min(_CONNECT_TIMEOUT, self.timeout), self.timeout + _CLIENT_GRACE
+
+    def _version(self) -> Any:
+        return self._rpc("version", lambda kw: self._client.version(**kw))
 
     def _from_cache(self, cid: str, want: bytes | None) -> bytes | None:
         if self.cache is None:
@@ -337,55 +433,77 @@ class IpfsStore:
 
     def _cat(self, cid: str, limit: int) -> bytes:
         # Ask for one byte more than allowed: receiving it proves the object is too large.
-        params = {"arg": cid, "length": str(limit + 1)}
-        with self._post("cat", params, stream=True) as response:
-            chunks: list[bytes] = []
-            received = 0
+        # The body is counted as it streams in (one piece per HTTP chunk: both daemons send
+        # `cat` chunked, js-ipfs in 256 KiB pieces), so a daemon that ignored `length` is
+        # still cut off just past the cap.
+        stream = self._rpc(
+            "cat",
+            lambda kw: self._client.cat(cid, stream=True, **kw),
+            {"length": str(limit + 1)},
+        )
+        chunks: list[bytes] = []
+        received = 0
+        with stream:
             try:
-                for chunk in response.iter_content(_CHUNK):
+                for chunk in stream:
                     received += len(chunk)
                     if received > limit:
                         raise PayloadTooLarge(
                             f"object {cid} is larger than the cap of {limit} bytes"
                         )
                     chunks.append(chunk)
+            except ipfs_errors.Error as err:
+                raise self._map_error("cat", err) from err
             except requests.RequestException as err:
+                # ipfshttpclient does not map errors met while the body is being read.
                 raise _transport_error(err, self.api_addr) from err
         return b"".join(chunks)
 
-    def _post(
+    def _rpc(
         self,
         path: str,
-        params: dict[str, str] | None = None,
-        *,
-        files: dict[str, Any] | None = None,
-        stream: bool = False,
-    ) -> requests.Response:
-        """POST one RPC call with daemon- and client-side timeouts; raise on errors."""
-        query = dict(params or {})
+        call: Callable[[dict[str, Any]], T],
+        opts: dict[str, str] | None = None,
+    ) -> T:
+        """Make one ipfshttpclient call with daemon- and client-side timeouts.
+
+        ``call`` receives the keyword arguments to pass on (``opts`` with the daemon-side
+        ``timeout`` added, and the HTTP ``timeout``); ipfshttpclient errors are mapped to
+        :class:`~fleml_node.storage.errors.IpfsError` subclasses.
+        """
+        query = dict(opts or {})
         query["timeout"] = f"{int(self.timeout * 1000)}ms"
         try:
-            response = self._session.post(
-                f"{self.url}/{path}",
-                params=query,
-                files=files,
-                stream=stream,
-                timeout=(min(_CONNECT_TIMEOUT, self.timeout), self.timeout + _CLIENT_GRACE),
-            )
-        except requests.RequestException as err:
+            with _quiet_urllib3():
+                return call({"opts": query, "timeout": self._http_timeout()})
+        except ipfs_errors.Error as err:
+            raise self._map_error(path, err) from err
+        except requests.RequestException as err:  # a body read inside a non-streamed call
             raise _transport_error(err, self.api_addr) from err
-        if response.status_code != 200:
-            message = _error_message(response)
-            response.close()
-            if any(word in message.lower() for word in _TIMEOUT_MESSAGES):
-                raise IpfsTimeout(
+
+    def _map_error(self, path: str, err: ipfs_errors.Error) -> IpfsError:
+        """Map an ipfshttpclient exception to this package's errors."""
+        if isinstance(err, ipfs_errors.TimeoutError):
+            if isinstance(err.original, requests.ConnectTimeout):
+                return _unavailable(self.api_addr, err)
+            return IpfsTimeout(f"IPFS daemon at {self.api_addr} did not answer in time: {err}")
+        if isinstance(err, ipfs_errors.ConnectionError | ipfs_errors.ProtocolError):
+            return _unavailable(self.api_addr, err)
+        if isinstance(err, ipfs_errors.StatusError):
+            status = _status_of(err)
+            message = str(err)
+            if isinstance(err, ipfs_errors.ErrorResponse) and any(
+                word in message.lower() for word in _TIMEOUT_MESSAGES
+            ):
+                return IpfsTimeout(
                     f"IPFS {path} timed out after {self.timeout:g} s at {self.api_addr}: {message}"
                 )
-            raise IpfsRequestError(
-                f"IPFS {path} failed at {self.api_addr} (HTTP {response.status_code}): {message}",
-                response.status_code,
+            return IpfsRequestError(
+                f"IPFS {path} failed at {self.api_addr} (HTTP {status}): {message}", status
             )
-        return response
+        if isinstance(err, ipfs_errors.DecodingError):
+            return IpfsRequestError(f"daemon sent invalid JSON for {path}: {err}", 200)
+        return IpfsRequestError(f"IPFS {path} failed at {self.api_addr}: {err}", 0)
 
     def _with_retries(self, what: str, call: Callable[[], T]) -> T:
         """Run ``call``, retrying transient failures with exponential backoff."""
@@ -406,32 +524,21 @@ class IpfsStore:
                 time.sleep(delay)
 
 
-def _transport_error(err: requests.RequestException, addr: str) -> IpfsError:
-    """Map a requests exception to :class:`IpfsTimeout` or :class:`IpfsUnavailable`."""
-    if isinstance(err, requests.Timeout) and not isinstance(err, requests.ConnectTimeout):
-        return IpfsTimeout(f"IPFS daemon at {addr} did not answer in time: {err}")
+def _status_of(err: ipfs_errors.StatusError) -> int:
+    """HTTP status of an error answer (200 for an error sent after a successful start)."""
+    response = getattr(err.original, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else 200
+
+
+def _unavailable(addr: str, err: Exception) -> IpfsUnavailable:
     return IpfsUnavailable(
         f"IPFS daemon not reachable at {addr} or the connection dropped ({err}); {START_HINT}"
     )
 
 
-def _error_message(response: requests.Response) -> str:
-    """Extract ``Message`` from an RPC error body (both daemons send JSON), else the text."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500].strip() or response.reason
-    if isinstance(body, dict) and "Message" in body:
-        return str(body["Message"])
-    return str(body)[:500]
-
-
-def _json(response: requests.Response, text: str | None = None) -> dict[str, Any]:
-    """Decode a JSON object answer, raising :class:`IpfsRequestError` if it is not one."""
-    try:
-        value = json.loads(response.text if text is None else text)
-    except ValueError as err:
-        raise IpfsRequestError(f"daemon sent invalid JSON: {err}", response.status_code) from err
-    if not isinstance(value, dict):
-        raise IpfsRequestError(f"daemon sent {value!r}, expected a JSON object", 200)
-    return value
+def _transport_error(err: requests.RequestException, addr: str) -> IpfsError:
+    """Map a requests exception to :class:`IpfsTimeout` or :class:`IpfsUnavailable`."""
+    if isinstance(err, requests.Timeout) and not isinstance(err, requests.ConnectTimeout):
+        return IpfsTimeout(f"IPFS daemon at {addr} did not answer in time: {err}")
+    return _unavailable(addr, err)
