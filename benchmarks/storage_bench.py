@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+import ipfshttpclient
 import safetensors
 import torch
 
@@ -223,7 +224,12 @@ def main() -> None:
             "clients": args.clients,
             "seed": args.seed,
             "daemon": external or "js-ipfs started by the benchmark (offline, loopback)",
-            "store": {"timeout_s": 30.0, "retries": 0, "cid": "v1 base32 raw-leaves pinned"},
+            "store": {
+                "timeout_s": 30.0,
+                "retries": 0,
+                "cid": "v1 base32 raw-leaves pinned",
+                "transport": f"ipfshttpclient {ipfshttpclient.__version__}, one Client per store",
+            },
             "timing": "time.perf_counter around each call, sequential, warm daemon",
         },
         "machine": {**machine_info(version), "load_average_before": load_before,
