@@ -140,14 +140,14 @@ def task_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def task_from(opts: dict[str, Any]):
     from fleml_node.learning import TrainConfig
-    from fleml_node.task import TaskConfig
+    from fleml_node.task import LOSS_EVAL_SAMPLES, TaskConfig
 
     return TaskConfig(
         dataset=opts["dataset"], seed=opts["seed"], num_clients=opts["num_clients"],
         partition=opts["partition"], alpha=opts["alpha"],
         validation_size=opts["validation_size"], max_client_samples=opts["max_client_samples"],
         train=TrainConfig(epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
-                          momentum=opts["momentum"]),
+                          momentum=opts["momentum"], loss_eval_samples=LOSS_EVAL_SAMPLES),
     )
 
 

@@ -48,7 +48,13 @@ from fleml_node.learning import (
     unflatten,
 )
 from fleml_node.learning.params import ParamSpec
-from fleml_node.task import TaskConfig, client_data, test_data, validation_data
+from fleml_node.task import (
+    LOSS_EVAL_SAMPLES,
+    TaskConfig,
+    client_data,
+    test_data,
+    validation_data,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +105,7 @@ class SimulationConfig:
             partition=self.partition, alpha=self.alpha, validation_size=self.validation_size,
             max_client_samples=self.max_client_samples,
             train=TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                              momentum=self.momentum),
+                              momentum=self.momentum, loss_eval_samples=LOSS_EVAL_SAMPLES),
         )
 
     def malicious_clients(self) -> list[int]:
