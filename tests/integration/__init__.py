@@ -1,0 +1,1 @@
+"""Integration tests: real `fleml-node` processes on a local chain and IPFS."""
