@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fleml_node.chain.contract import Consortium, RoundInfo, RoundStatus
+from fleml_node.chain.contract import ChainError, Consortium, RoundInfo, RoundStatus
 from fleml_node.chain.events import round_events
 from fleml_node.defense import Aggregator, RoundContext
 from fleml_node.learning import flatten, get_params, local_train, make_generator, unflatten
@@ -144,11 +144,26 @@ class AggregatorNode:
                    self._cid_of(current, "RoundFinalized", "resultCid"))
         return "opened"
 
-    def run(self, poll_interval: float = 1.0, on_step: Callable[[str], None] | None = None
-            ) -> list[RoundSummary]:
-        """Step until the configured number of rounds is finalized."""
+    def run(self, poll_interval: float = 1.0, on_step: Callable[[str], None] | None = None,
+            max_failures: int = 10) -> list[RoundSummary]:
+        """Step until the configured number of rounds is finalized.
+
+        A failed step (RPC or IPFS hiccup, a transaction refused) is retried after
+        `poll_interval`; the chain holds the round's state, so retrying is safe. After
+        `max_failures` failures in a row the last error is raised.
+        """
+        failures = 0
         while True:
-            did = self.step()
+            try:
+                did = self.step()
+            except (ChainError, StorageError) as exc:
+                failures += 1
+                if failures >= max_failures:
+                    raise
+                log.warning("step failed (%d of %d): %s; retrying", failures, max_failures, exc)
+                time.sleep(poll_interval)
+                continue
+            failures = 0
             if on_step:
                 on_step(did)
             if did == "done":

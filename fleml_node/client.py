@@ -22,7 +22,13 @@ from fleml_node.attacks import Attack
 from fleml_node.chain.contract import ChainError, Consortium, RoundStatus
 from fleml_node.chain.events import ChainEvent, EventFollower
 from fleml_node.learning import local_train, make_generator
-from fleml_node.storage import IpfsStore, content_hash, decode_tensors, encode_tensors
+from fleml_node.storage import (
+    IpfsStore,
+    StorageError,
+    content_hash,
+    decode_tensors,
+    encode_tensors,
+)
 from fleml_node.task import TaskConfig
 
 log = logging.getLogger(__name__)
@@ -89,16 +95,26 @@ class ClientNode:
         return self.follower.poll(self.handle)
 
     def run(self, poll_interval: float = 1.0, max_rounds: int | None = None,
-            stop_after_round: int | None = None) -> None:
-        """Follow the chain until stopped (Ctrl-C) or the limits given are reached."""
+            max_failures: int = 10) -> None:
+        """Follow the chain until stopped (Ctrl-C) or the limits given are reached.
+
+        A failed poll (RPC or IPFS hiccup) is retried after `poll_interval`: the event cursor
+        only moves past handled events, so nothing is lost. After `max_failures` failures in
+        a row the last error is raised.
+        """
         log.info("client %s following consortium %s", self.address, self.consortium.address)
+        failures = 0
         while True:
-            self.poll_once()
+            try:
+                self.poll_once()
+                failures = 0
+            except (ChainError, StorageError) as exc:
+                failures += 1
+                if failures >= max_failures:
+                    raise
+                log.warning("poll failed (%d of %d): %s; retrying", failures, max_failures, exc)
             done = [s for s in self.history if s.status == "submitted"]
             if max_rounds is not None and len(done) >= max_rounds:
-                return
-            if stop_after_round is not None and self.history and \
-                    self.history[-1].round_id >= stop_after_round:
                 return
             time.sleep(poll_interval)
 

@@ -226,7 +226,9 @@ class Consortium:
         fn = getattr(self.contract.functions, name)(*args)
         sender = self.account.address
         try:
-            gas = fn.estimate_gas({"from": sender})
+            # estimated on the pending block: an idle local chain's latest block can be older
+            # than a deadline that the next block (carrying the wall-clock time) is past
+            gas = fn.estimate_gas({"from": sender}, block_identifier="pending")
             tx = fn.build_transaction({
                 "from": sender,
                 "nonce": self.w3.eth.get_transaction_count(sender, "pending"),
