@@ -292,15 +292,24 @@ def run_memory(config: SimulationConfig, defense_name: str,
                                     make_generator(task.seed, round_id, 10**6))
             return flatten(update)
 
-        ids = [str(i) for i in range(config.num_clients)]
-        ctx = RoundContext(client_ids=ids, sample_counts=[int(y.numel()) for _, y in data],
-                           round_number=r, global_params=base, model=model, x_val=x_val,
-                           y_val=y_val, root_update=root_update, seed=task.seed)
-        result = defense.aggregate(torch.stack(updates), ctx)
-        global_params = unflatten(base + result.update, spec)
+        # as the aggregator node does on receipt: NaN/Inf updates are rejected, not averaged
+        stacked = torch.stack(updates)
+        finite = torch.isfinite(stacked).all(dim=1)
+        kept = [i for i in range(config.num_clients) if finite[i]]
+        rejected = [i for i in range(config.num_clients) if not finite[i]]
+        flagged = list(rejected)
+        if kept:
+            ctx = RoundContext(client_ids=[str(i) for i in kept],
+                               sample_counts=[int(data[i][1].numel()) for i in kept],
+                               round_number=r, global_params=base, model=model, x_val=x_val,
+                               y_val=y_val, root_update=root_update, seed=task.seed)
+            result = defense.aggregate(stacked[kept], ctx)
+            base = base + result.update
+            flagged += [int(c) for c in result.flagged_ids]
+        global_params = unflatten(base, spec)
         model.load_state_dict(global_params)
+        flagged.sort()
         metrics = evaluator(model)
-        flagged = sorted(int(c) for c in result.flagged_ids)
         det = _detection(flagged, malicious, list(range(config.num_clients)))
         # what the real path would move: each client fetches the model and uploads its update
         moved = 2 * config.num_clients * bytes_per_update
