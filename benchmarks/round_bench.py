@@ -1,9 +1,13 @@
 """Where one round's wall time goes on the real path: training, defense, IPFS, chain, waiting.
 
-    python benchmarks/round_bench.py [--clients 10] [--rounds 3] [--defense fleml]
+    python benchmarks/round_bench.py [--clients 10] [--rounds 3] [--defense fleml] [--samples N]
 
-A fresh anvil chain and a local js-ipfs daemon; 10 clients with the MNIST CNN (600 samples,
-one epoch) and the aggregator, all stepped in this one process, so the round's wall time is
+--samples caps each member's share of MNIST (default 600, as `simulate` does); 0 gives every
+member its whole Dirichlet share (about 5,950 samples). The fixed per-round costs (IPFS,
+chain, polling) do not depend on it, so their share of the round does.
+
+A fresh anvil chain and a local js-ipfs daemon; 10 clients with the MNIST CNN (one epoch)
+and the aggregator, all stepped in this one process, so the round's wall time is
 the sum of every node's work. Each part is measured where it happens:
 
 * training: the clients' local training;
