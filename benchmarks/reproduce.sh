@@ -15,5 +15,5 @@ run python benchmarks/storage_bench.py
 run python benchmarks/learning_bench.py
 run python benchmarks/defense_bench.py
 run python benchmarks/round_bench.py
-run fleml-node simulate --defense all --rounds 8 --out benchmarks/results/simulate
+run fleml-node simulate --out benchmarks/results/simulate
 run python benchmarks/sweep.py

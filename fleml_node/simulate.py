@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -335,8 +336,9 @@ def simulate(config: SimulationConfig, out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     records: list[RoundRecord] = []
-    work = out_dir / "work"
     with contextlib.ExitStack() as stack:
+        # chains, IPFS repository and node state are scratch: only the results are kept
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleml-sim-")))
         ipfs_api = stack.enter_context(_ipfs(config, work)) if config.mode == "chain" else ""
         for name in config.defenses:
             if config.mode == "chain":
