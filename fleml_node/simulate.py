@@ -199,7 +199,7 @@ def chain_federation(config: SimulationConfig, defense_name: str, run_dir: Path,
     from fleml_node.aggregator import AggregatorNode
     from fleml_node.chain.anvil import LocalAnvil, test_keys
     from fleml_node.chain.contract import Consortium, connect
-    from fleml_node.chain.deploy import deploy_consortium
+    from fleml_node.chain.deploy import deploy_local_consortium
     from fleml_node.chain.events import EventFollower
     from fleml_node.client import ClientNode
     from fleml_node.storage import IpfsStore
@@ -210,12 +210,7 @@ def chain_federation(config: SimulationConfig, defense_name: str, run_dir: Path,
     with LocalAnvil(accounts=n + 2, log_file=run_dir / "anvil.log") as anvil:
         keys = test_keys(n + 2)
         w3 = connect(anvil.url)
-        operator = Account.from_key(keys[0])
-        record = deploy_consortium(w3, operator, run_dir / "deployment.json")
-        admin = Consortium(w3, record, operator)
-        admin.set_aggregator(Account.from_key(keys[1]).address)
-        for i in range(n):
-            admin.admit_member(Account.from_key(keys[2 + i]).address, f"client-{i}")
+        record = deploy_local_consortium(w3, keys, n, run_dir / "deployment.json", "client")
         store = IpfsStore(ipfs_api, timeout=60)
         clients = []
         for i in range(n):

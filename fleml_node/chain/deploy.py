@@ -57,3 +57,23 @@ def deploy_consortium(w3: Web3, operator: LocalAccount, record_path: Path,
         compiler=compiled.get("compiler", {}),
     )
     return load_record(record_path)
+
+
+def deploy_local_consortium(w3: Web3, keys: list[str], members: int, record_path: Path,
+                            label: str = "member") -> Deployment:
+    """A ready consortium for simulations and tests, by the local key convention.
+
+    Key 0 deploys and operates, key 1 is appointed aggregator, keys 2 .. 2+members-1 are
+    admitted as members labelled ``f"{label}-{i}"``.
+    """
+    from eth_account import Account
+
+    from fleml_node.chain.contract import Consortium
+
+    operator = Account.from_key(keys[0])
+    record = deploy_consortium(w3, operator, record_path)
+    admin = Consortium(w3, record, operator)
+    admin.set_aggregator(Account.from_key(keys[1]).address)
+    for i in range(members):
+        admin.admit_member(Account.from_key(keys[2 + i]).address, f"{label}-{i}")
+    return record

@@ -7,7 +7,7 @@ from eth_account import Account
 
 from fleml_node.chain.anvil import LocalAnvil, test_keys
 from fleml_node.chain.contract import Consortium, connect
-from fleml_node.chain.deploy import deploy_consortium
+from fleml_node.chain.deploy import deploy_local_consortium
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +25,7 @@ def keys():
 def deployed(anvil, keys, tmp_path):
     """A fresh consortium: key 0 operator, key 1 aggregator, keys 2..5 members."""
     w3 = connect(anvil.url)
-    operator = Account.from_key(keys[0])
-    record = deploy_consortium(w3, operator, tmp_path / "deployment.json")
-    admin = Consortium(w3, record, operator)
-    admin.set_aggregator(Account.from_key(keys[1]).address)
-    for i in range(2, 6):
-        admin.admit_member(Account.from_key(keys[i]).address, f"member-{i}")
-    return w3, record
+    return w3, deploy_local_consortium(w3, keys, 4, tmp_path / "deployment.json")
 
 
 @pytest.fixture

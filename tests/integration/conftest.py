@@ -24,7 +24,7 @@ from eth_account import Account
 
 from fleml_node.chain.anvil import LocalAnvil, test_keys
 from fleml_node.chain.contract import Consortium, RoundStatus, connect
-from fleml_node.chain.deploy import ARTIFACT, deploy_consortium
+from fleml_node.chain.deploy import ARTIFACT, deploy_local_consortium
 from fleml_node.chain.deployment import load_record
 from fleml_node.chain.events import round_events
 
@@ -241,14 +241,9 @@ def federation(tmp_path: Path, ipfs_api: str) -> Iterator[Federation]:
     anvil_log = tmp_path / "anvil.log"
     with LocalAnvil(accounts=8, log_file=anvil_log) as anvil:
         keys = test_keys(8)
-        w3 = connect(anvil.url)
-        operator = Account.from_key(keys[0])
-        record = deploy_consortium(w3, operator, tmp_path / "deployment.json")
-        admin = Consortium(w3, record, operator)
-        admin.set_aggregator(Account.from_key(keys[AGGREGATOR_KEY]).address)
-        for i in range(NUM_MEMBERS):
-            admin.admit_member(Account.from_key(keys[FIRST_MEMBER_KEY + i]).address,
-                               f"member-{i}")
+        # key 0 operator, key 1 (AGGREGATOR_KEY) aggregator, keys 2.. (FIRST_MEMBER_KEY) members
+        record = deploy_local_consortium(connect(anvil.url), keys, NUM_MEMBERS,
+                                         tmp_path / "deployment.json")
         fed = Federation(tmp_path, anvil.url, record.path, keys, ipfs_api, anvil_log)
         try:
             yield fed

@@ -7,7 +7,7 @@ from eth_account import Account
 
 from fleml_node.chain.anvil import LocalAnvil, test_keys
 from fleml_node.chain.contract import Consortium, connect
-from fleml_node.chain.deploy import deploy_consortium
+from fleml_node.chain.deploy import deploy_local_consortium
 from fleml_node.learning import TrainConfig
 from fleml_node.storage import IpfsStore
 from fleml_node.task import TaskConfig
@@ -40,11 +40,6 @@ def federation(tmp_path, ipfs_api):
     """Key 0 operator, key 1 aggregator, keys 2..5 members."""
     with LocalAnvil(accounts=8, log_file=tmp_path / "anvil.log") as anvil:
         keys = test_keys(8)
-        w3 = connect(anvil.url)
-        operator = Account.from_key(keys[0])
-        record = deploy_consortium(w3, operator, tmp_path / "deployment.json")
-        admin = Consortium(w3, record, operator)
-        admin.set_aggregator(Account.from_key(keys[1]).address)
-        for i in range(NUM_MEMBERS):
-            admin.admit_member(Account.from_key(keys[2 + i]).address, f"member-{i}")
+        record = deploy_local_consortium(connect(anvil.url), keys, NUM_MEMBERS,
+                                         tmp_path / "deployment.json")
         yield Federation(anvil.url, record.path, keys, ipfs_api)
