@@ -431,15 +431,23 @@ def simulate(**opts: Any) -> None:
     if config.mode == "chain":
         click.echo("starting a local anvil chain and IPFS daemon for each run...", err=True)
 
+    total = config.rounds * len(config.defenses)
+    bar = click.progressbar(length=total, label="rounds", file=sys.stderr, show_eta=True,
+                            show_pos=True)
+
     def line(r) -> None:
+        if sys.stderr.isatty():
+            click.echo("\r\033[K", nl=False, err=True)  # the bar's line, cleared for the row
         asr = "" if r.backdoor_asr is None else f"  asr {100 * r.backdoor_asr:5.1f}%"
         det = ("  precision " + ("  -  " if r.precision is None else f"{r.precision:.2f}")
                + " recall " + ("  -  " if r.recall is None else f"{r.recall:.2f}"))
         click.echo(f"[{r.defense:>11}] round {r.round:>2}  acc {100 * r.accuracy:5.2f}%{asr}"
                    f"  flagged {r.flagged}{det}  {r.bytes_moved / 1e6:6.2f} MB"
                    f"  gas {r.gas_used:>9,}  {r.seconds:5.1f}s")
+        bar.update(1)
 
-    results = run(config, out, on_round=line)
+    with bar:
+        results = run(config, out, on_round=line)
     click.echo("\nsummary (final round; detection over all rounds)")
     click.echo(f"{'defense':>11}  {'accuracy':>8}  {'asr':>6}  {'precision':>9}  {'recall':>6}"
                f"  {'MB/round':>8}  {'gas/round':>10}")
