@@ -133,6 +133,7 @@ def audit_round(consortium: Consortium, store: IpfsStore, round_id: int) -> Roun
         verdict.members.append(MemberVerdict(member, index, "0x" + digest.hex(), status,
                                              ok, detail))
 
+    verdict.members.sort(key=lambda m: m.index)
     slots = consortium.member_slots()
     on_chain = {i for i in range(slots)
                 if (_bitmap_word(finalized.args["flaggedBitmap"], i) >> (i % 256)) & 1}
