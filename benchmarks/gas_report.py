@@ -30,7 +30,10 @@ def digest(i: int) -> str:
 
 def run_round(consortium, agg, members, flagged_fraction: float) -> dict[str, list[int]]:
     gas: dict[str, list[int]] = {"openRound": [], "submitUpdate": [], "closeRound": []}
-    tx = consortium.openRound(digest(0), CID, chain.time() + 3600, len(members), {"from": agg})
+    previous = consortium.currentRound()
+    # after the first round, a round must train on the previous round's result
+    model = consortium.getRound(previous)[1] if previous else digest(0)
+    tx = consortium.openRound(model, CID, chain.time() + 3600, len(members), {"from": agg})
     gas["openRound"].append(tx.gas_used)
     round_id = tx.return_value
     for i, member in enumerate(members):

@@ -36,8 +36,11 @@ contract FlemlConsortium is Membership, IFlemlRounds {
         returns (uint256 roundId)
     {
         uint256 previous = _currentRound;
-        if (previous != 0 && _rounds[previous].status != RoundStatus.Finalized) {
-            revert PreviousRoundNotFinalized(previous);
+        if (previous != 0) {
+            Round storage last = _rounds[previous];
+            if (last.status != RoundStatus.Finalized) revert PreviousRoundNotFinalized(previous);
+            // rounds form a chain: each trains on the model the previous one finalized
+            if (modelHash != last.resultHash) revert ModelNotPreviousResult(modelHash, last.resultHash);
         }
         if (modelHash == bytes32(0)) revert EmptyHash();
         if (bytes(modelCid).length == 0) revert EmptyCid();
@@ -101,8 +104,14 @@ contract FlemlConsortium is Membership, IFlemlRounds {
         Round storage round = _requireStatus(roundId, RoundStatus.Closed);
         if (resultHash == bytes32(0) || reportHash == bytes32(0)) revert EmptyHash();
         if (bytes(resultCid).length == 0 || bytes(reportCid).length == 0) revert EmptyCid();
-        uint256 maxWords = (uint256(memberSlots()) + 255) / 256;
+        uint256 slots = memberSlots();
+        uint256 maxWords = (slots + 255) / 256;
         if (flaggedBitmap.length > maxWords) revert BitmapTooLong(flaggedBitmap.length, maxWords);
+        // no bit may name a member index that does not exist (yet)
+        if (flaggedBitmap.length == maxWords && maxWords != 0 && slots % 256 != 0
+            && flaggedBitmap[maxWords - 1] >> (slots % 256) != 0) {
+            revert UnknownMemberFlagged(flaggedBitmap[maxWords - 1], slots);
+        }
 
         mapping(uint256 => uint256) storage flagged = _flagged[roundId];
         for (uint256 word = 0; word < flaggedBitmap.length; ++word) {

@@ -53,6 +53,10 @@ interface IFlemlRounds {
     error QuorumNotReached(uint256 roundId, uint32 submissions, uint32 quorum);
     /// @notice Storage holds a member's latest commitment only; older ones are in `UpdateSubmitted`.
     error CommitmentSuperseded(uint256 roundId, uint64 latestRound);
+    /// @notice A round must train on the model the previous round finalized.
+    error ModelNotPreviousResult(bytes32 modelHash, bytes32 previousResult);
+    /// @notice The flagged bitmap sets a bit at or above the number of member slots.
+    error UnknownMemberFlagged(uint256 lastWord, uint256 memberSlots);
     /// @notice The flagged bitmap has more words than there are member slots.
     error BitmapTooLong(uint256 words, uint256 maxWords);
 
@@ -97,7 +101,8 @@ interface IFlemlRounds {
         uint256[] flaggedBitmap
     );
 
-    /// @notice Open the next round on the global model `modelHash` stored at `modelCid`.
+    /// @notice Open the next round on the global model `modelHash` stored at `modelCid`;
+    ///         after the first round it must be the previous round's finalized result.
     /// @param modelHash content hash of the global model
     /// @param modelCid IPFS CID of the global model
     /// @param deadline last second (unix time) at which updates are accepted

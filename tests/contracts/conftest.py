@@ -74,5 +74,12 @@ def now(chain) -> int:
 
 def error(name: str, *args) -> str:
     """The revert message brownie decodes from custom error `name(args)`."""
-    shown = [a.address.lower() if hasattr(a, "address") else str(a) for a in args]
+    def show(arg):
+        if hasattr(arg, "address"):
+            return arg.address.lower()
+        if isinstance(arg, str) and arg.startswith("0x") and len(arg) == 66:
+            return str(bytes.fromhex(arg[2:]))  # brownie shows bytes32 arguments as bytes
+        return str(arg)
+
+    shown = [show(a) for a in args]
     return f"{name}: {', '.join(shown)}"

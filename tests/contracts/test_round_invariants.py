@@ -56,9 +56,12 @@ class RoundMachine(RuleBasedStateMachine):
         quorum = 1 + value % 4
         deadline = now(self.chain) + seconds
         prev = self.rounds.get(self.current)
+        # usually train on the previous result, as required; sometimes try another model
+        model = prev["result"][0] if prev and prev["result"] and value % 4 else h(value)
         ok = (caller == 1 and (prev is None or prev["status"] == FINALIZED)
+              and (prev is None or model == prev["result"][0])
               and quorum <= len(self.active))
-        tx = self._call(ok, self.consortium.openRound, h(value), CID, deadline, quorum,
+        tx = self._call(ok, self.consortium.openRound, model, CID, deadline, quorum,
                         caller=account)
         if ok:
             self.current += 1

@@ -75,6 +75,20 @@ def test_next_round_waits_for_finalization(consortium, closed_round, aggregator_
     assert consortium.currentRound() == 2
 
 
+def test_a_round_trains_on_the_previous_result(consortium, closed_round, aggregator_account,
+                                               chain):
+    finalize(consortium, closed_round, aggregator_account)
+    with brownie.reverts(error('ModelNotPreviousResult', MODEL_HASH, RESULT_HASH)):
+        consortium.openRound(MODEL_HASH, CID, now(chain) + ROUND_SECONDS, 1,
+                             {"from": aggregator_account})
+
+
+def test_flagging_a_member_that_does_not_exist_reverts(consortium, closed_round,
+                                                        aggregator_account):
+    with brownie.reverts(error('UnknownMemberFlagged', 1 << 4, 4)):
+        finalize(consortium, closed_round, aggregator_account, [1 << 4])
+
+
 def test_submit_update(consortium, open_round, members):
     tx = consortium.submitUpdate(open_round, UPDATE_HASH, CID, {"from": members[0]})
     assert tx.events["UpdateSubmitted"] == {
