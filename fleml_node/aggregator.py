@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
 import torch
 from torch import Tensor, nn
 
@@ -38,7 +39,9 @@ from fleml_node.learning import flatten, get_params, local_train, make_generator
 from fleml_node.learning.params import ParamSpec
 from fleml_node.storage import (
     HashMismatch,
+    IpfsRequestError,
     IpfsStore,
+    IpfsUnavailable,
     StorageError,
     content_hash,
     decode_tensors,
@@ -50,7 +53,25 @@ from fleml_node.task import TaskConfig
 log = logging.getLogger(__name__)
 
 REPORT_FORMAT = "fleml-round-report/1"
-SAMPLE_CLAIM_CAP = 4.0  # claimed sample counts above 4x the round's median are clipped to it
+SAMPLE_CLAIM_CAP = 4  # claimed sample counts above 4x the round's median are clipped to it
+MAX_SAMPLE_CLAIM = 2**31  # larger or non-integer claims count as 1
+# An update whose L2 norm (in float64) exceeds this is no training step; values that large
+# also overflow the float32 statistics the defenses compute, so it is rejected on receipt.
+MAX_UPDATE_NORM = 1e6
+
+
+def claimed_samples(extra: dict[str, Any]) -> int:
+    """The sample count a member claims in its update's metadata, if it is plausible, else 1."""
+    claim = extra.get("num_samples", 1)
+    if isinstance(claim, bool) or not isinstance(claim, int) or not 1 <= claim <= MAX_SAMPLE_CLAIM:
+        return 1
+    return claim
+
+
+def capped_counts(claims: list[int]) -> list[int]:
+    """Claims clipped to SAMPLE_CLAIM_CAP times their median, in integers."""
+    cap = SAMPLE_CLAIM_CAP * int(statistics.median_low(claims))
+    return [min(c, cap) for c in claims]
 
 
 @dataclass
@@ -136,7 +157,13 @@ class AggregatorNode:
         if info.status is RoundStatus.OPEN:
             return self._maybe_close(info)
         if info.status is RoundStatus.CLOSED:
-            self._aggregate_and_finalize(info)
+            # a failed attempt must not leave the defense having learned from this round
+            snapshot = self._defense_snapshot()
+            try:
+                self._aggregate_and_finalize(info)
+            except Exception:
+                self._restore_defense(snapshot)
+                raise
             return "finalized"
         if current >= self.rounds:
             return "done"
@@ -156,7 +183,7 @@ class AggregatorNode:
         while True:
             try:
                 did = self.step()
-            except (ChainError, StorageError) as exc:
+            except (ChainError, StorageError, requests.RequestException) as exc:
                 failures += 1
                 if failures >= max_failures:
                     raise
@@ -223,14 +250,20 @@ class AggregatorNode:
                 bytes_down += len(blob)
                 payload = decode_tensors(blob, expected_kind="update", expected_round=r,
                                          expected_spec=self.spec)
+            except (IpfsUnavailable, IpfsRequestError):
+                raise  # our own daemon is in trouble, not the member: retry the step later
             except HashMismatch as exc:
                 rejected[member] = f"tampered: {exc}"
             except StorageError as exc:
                 rejected[member] = f"invalid: {exc}"
             else:
-                claimed = payload.extra.get("num_samples", 1)
-                samples = claimed if isinstance(claimed, int) and claimed > 0 else 1
-                accepted.append((member, flatten(payload.tensors), samples))
+                flat = flatten(payload.tensors)
+                norm = torch.linalg.vector_norm(flat.double()).item()
+                if not norm <= MAX_UPDATE_NORM:
+                    rejected[member] = (f"invalid: update norm {norm:.3g} exceeds "
+                                        f"{MAX_UPDATE_NORM:g}")
+                else:
+                    accepted.append((member, flat, claimed_samples(payload.extra)))
             entry["status"] = "rejected" if member in rejected else "accepted"
             if member in rejected:
                 entry["reason"] = rejected[member]
@@ -241,8 +274,7 @@ class AggregatorNode:
         if accepted:
             updates = torch.stack([u for _, u, _ in accepted])
             ids = [m for m, _, _ in accepted]
-            cap = SAMPLE_CLAIM_CAP * statistics.median(s for _, _, s in accepted)
-            counts = [int(min(s, cap)) or 1 for _, _, s in accepted]
+            counts = capped_counts([s for _, _, s in accepted])
             ctx = RoundContext(client_ids=ids, sample_counts=counts, round_number=r,
                                global_params=base_flat, model=self.model,
                                x_val=self.validation[0] if self.validation else None,
@@ -283,10 +315,14 @@ class AggregatorNode:
             [e["index"] for e in members if e["status"] in ("flagged", "rejected")],
             self.consortium.member_slots())
         t3 = time.perf_counter()
+        # the state after round r is written before the round is finalized and becomes
+        # current once it is: a crash in between neither loses it nor applies it twice
+        self._write_defense_state(r, self._pending_file)
         receipt = self.consortium.finalize_round(r, result_hash, result_cid, report_hash,
                                                  report_cid, bitmap)
         t4 = time.perf_counter()
-        self._save_defense_state()
+        if self._pending_file.exists():
+            self._pending_file.replace(self._state_file)
         self.model.load_state_dict(new_params)
         summary = RoundSummary(
             round_id=r, submissions=len(submissions), accepted=[m for m, _, _ in accepted],
@@ -325,21 +361,55 @@ class AggregatorNode:
         return self.store.get(self._cid_of(round_id, event, arg, events), expected_hash=digest)
 
     # -- defense state -------------------------------------------------------------------
+    # FLEML learns across rounds. Its state is saved per round, tagged with the contract and
+    # the round, as `defense_state.pending.json` before finalizing and renamed to
+    # `defense_state.json` after; on start, a pending state is kept only if the chain shows
+    # its round finalized.
     @property
     def _state_file(self) -> Path:
         return self.state_dir / "defense_state.json"
 
-    def _save_defense_state(self) -> None:
-        if hasattr(self.defense, "state_dict"):
-            tmp = self._state_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.defense.state_dict()))
-            tmp.replace(self._state_file)
+    @property
+    def _pending_file(self) -> Path:
+        return self.state_dir / "defense_state.pending.json"
+
+    def _defense_snapshot(self) -> dict[str, Any] | None:
+        return self.defense.state_dict() if hasattr(self.defense, "state_dict") else None
+
+    def _restore_defense(self, snapshot: dict[str, Any] | None) -> None:
+        if snapshot is not None:
+            self.defense.load_state_dict(snapshot)
+
+    def _write_defense_state(self, round_id: int, path: Path) -> None:
+        state = self._defense_snapshot()
+        if state is None:
+            return
+        record = {"contract": self.consortium.address, "round": round_id,
+                  "method": self.defense.name, "state": state}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(path)
 
     def _load_defense_state(self) -> None:
-        if hasattr(self.defense, "load_state_dict") and self._state_file.exists():
-            self.defense.load_state_dict(json.loads(self._state_file.read_text()))
-            log.info("restored the defense's state from %s", self._state_file)
-
+        if not hasattr(self.defense, "load_state_dict"):
+            return
+        if self._pending_file.exists():
+            pending = json.loads(self._pending_file.read_text())
+            done = self.consortium.get_round(pending["round"]).status is RoundStatus.FINALIZED
+            if done and pending["contract"] == self.consortium.address:
+                self._pending_file.replace(self._state_file)
+            else:
+                self._pending_file.unlink()
+        if not self._state_file.exists():
+            return
+        record = json.loads(self._state_file.read_text())
+        if record.get("contract") != self.consortium.address or \
+                record.get("method") != self.defense.name:
+            log.warning("ignoring %s: it belongs to another consortium or method",
+                        self._state_file)
+            return
+        self.defense.load_state_dict(record["state"])
+        log.info("restored the defense's state after round %d", record["round"])
 
 def flagged_bitmap(indices: list[int], member_slots: int) -> list[int]:
     """Member indices as the contract's bitmap: bit i of word i // 256."""

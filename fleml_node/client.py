@@ -16,12 +16,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import requests
 from torch import Tensor
 
 from fleml_node.attacks import Attack
 from fleml_node.chain.contract import ChainError, Consortium, RoundStatus
 from fleml_node.chain.events import ChainEvent, EventFollower
-from fleml_node.learning import local_train, make_generator
+from fleml_node.learning import ParamSpec, get_params, local_train, make_generator
 from fleml_node.storage import (
     IpfsStore,
     StorageError,
@@ -32,6 +33,10 @@ from fleml_node.storage import (
 from fleml_node.task import TaskConfig
 
 log = logging.getLogger(__name__)
+
+# Reverts after which submitting again cannot succeed: the node moves on to the next round.
+FINAL_REVERTS = ("AlreadySubmitted", "DeadlinePassed", "WrongRoundStatus", "NotMember",
+                 "UnknownRound")
 
 
 @dataclass
@@ -88,6 +93,7 @@ class ClientNode:
         self.margin_seconds = margin_seconds
         self.address = consortium.account.address
         self.model = task.initial_model()
+        self.spec = ParamSpec.from_named(get_params(self.model))
         self.history: list[ClientRoundStats] = []
 
     def poll_once(self) -> int:
@@ -108,7 +114,7 @@ class ClientNode:
             try:
                 self.poll_once()
                 failures = 0
-            except (ChainError, StorageError) as exc:
+            except (ChainError, StorageError, requests.RequestException) as exc:
                 failures += 1
                 if failures >= max_failures:
                     raise
@@ -145,7 +151,7 @@ class ClientNode:
         t0 = time.perf_counter()
         data = self.store.get(model_cid, expected_hash=model_hash)
         stats.bytes_down = len(data)
-        payload = decode_tensors(data, expected_kind="model")
+        payload = decode_tensors(data, expected_kind="model", expected_spec=self.spec)
         global_params = payload.tensors
         t1 = time.perf_counter()
         generator = make_generator(self.task.seed, round_id, self.client_index)
@@ -159,13 +165,15 @@ class ClientNode:
         cid = self.store.put(blob)
         stats.bytes_up = len(blob)
         t3 = time.perf_counter()
-        if time.time() > deadline:
+        if self.consortium.now() > deadline:
             log.info("round %d: skipped, deadline passed during training", round_id)
             stats.status = "skipped-late"
             return stats
         try:
             receipt = self.consortium.submit_update(round_id, digest, cid)
         except ChainError as exc:
+            if not any(f"{name}(" in str(exc) for name in FINAL_REVERTS):
+                raise  # transient (RPC, gas, nonce): the poll is retried, the round kept
             log.warning("round %d: submission refused: %s", round_id, exc)
             stats.status, stats.reason = "failed", str(exc)
             return stats

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from eth_account import Account
 
+from fleml_node.aggregator import capped_counts
 from fleml_node.attacks import Attack, make_attack
 from fleml_node.defense import RoundContext, make_aggregator
 from fleml_node.defense.metrics import DetectionMetrics, detection_metrics
@@ -296,7 +297,8 @@ def run_memory(config: SimulationConfig, defense_name: str,
         flagged = list(rejected)
         if kept:
             ctx = RoundContext(client_ids=[str(i) for i in kept],
-                               sample_counts=[int(data[i][1].numel()) for i in kept],
+                               sample_counts=capped_counts([int(data[i][1].numel())
+                                                            for i in kept]),
                                round_number=r, global_params=base, model=model, x_val=x_val,
                                y_val=y_val, root_update=root_update, seed=task.seed)
             result = defense.aggregate(stacked[kept], ctx)

@@ -18,12 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import requests
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from web3 import Web3
-from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
+from web3.exceptions import (
+    ContractCustomError,
+    ContractLogicError,
+    TimeExhausted,
+    Web3RPCError,
+)
 
 from fleml_node.chain.deployment import Deployment
 
@@ -240,8 +246,12 @@ class Consortium:
         except Web3RPCError as exc:
             raise ChainError(f"{name} failed: {exc}") from None
         signed = self.account.sign_transaction(tx)
-        tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout)
+        try:
+            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash,
+                                                               timeout=self.receipt_timeout)
+        except (Web3RPCError, TimeExhausted, requests.RequestException) as exc:
+            raise ChainError(f"{name} was not mined: {exc}") from exc
         if receipt["status"] != 1:
             raise ChainError(f"{name} transaction {tx_hash.hex()} failed on chain")
         log.debug("%s mined in block %d, gas %d", name, receipt["blockNumber"],

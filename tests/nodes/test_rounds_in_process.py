@@ -1,14 +1,13 @@
 """Client and aggregator nodes doing real rounds on anvil + IPFS, stepped in one process."""
 
-import torch
-
+from fleml_node import aggregator as aggregator_module
 from fleml_node.aggregator import AggregatorNode
 from fleml_node.audit import audit_round
 from fleml_node.chain.contract import RoundStatus
 from fleml_node.chain.events import EventFollower
 from fleml_node.client import ClientNode
 from fleml_node.defense import make_aggregator
-from fleml_node.storage import encode_tensors
+from fleml_node.defense.base import weighted_sum
 from fleml_node.task import client_data, validation_data
 
 from .conftest import NUM_MEMBERS, TASK
@@ -106,7 +105,102 @@ def test_audit_fails_when_the_aggregate_does_not_replay(federation, tmp_path):
     assert not ok and "max abs difference" in detail
 
 
-def test_encoded_updates_are_deterministic():
-    update = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
-    assert encode_tensors(update, kind="update", round=1) == \
-        encode_tensors(update, kind="update", round=1)
+def reweighting(weights):
+    """A dishonest defense: the real method's result, re-weighted and made self-consistent."""
+
+    def patch(defense):
+        honest = defense.aggregate
+
+        def aggregate(updates, ctx=None):
+            result = honest(updates, ctx)
+            for client, w in zip(result.clients, weights, strict=False):
+                client.coefficient = w
+            result.update = weighted_sum(updates, [c.coefficient for c in result.clients])
+            return result
+
+        defense.aggregate = aggregate
+        return defense
+
+    return patch
+
+
+def audit_of_one_round(federation, tmp_path, defense_name, tamper_defense=None,
+                       tamper_report=None, monkeypatch=None):
+    aggregator = AggregatorNode(federation.bind(1), federation.store(),
+                                make_aggregator(defense_name), TASK, tmp_path / "agg",
+                                rounds=1, round_seconds=600, validation=validation_data(TASK))
+    if tamper_defense:
+        tamper_defense(aggregator.defense)
+    if tamper_report:
+        real = aggregator_module.encode_report
+        monkeypatch.setattr(aggregator_module, "encode_report",
+                            lambda report: real(tamper_report(report)))
+    drive(aggregator, make_clients(federation, tmp_path), 1)
+    verdict = audit_round(federation.bind(None), federation.store(), 1)
+    return verdict, "\n".join(verdict.lines())
+
+
+def test_audit_reruns_a_stateless_method_and_catches_made_up_weights(federation, tmp_path):
+    verdict, text = audit_of_one_round(federation, tmp_path, "fedavg",
+                                       tamper_defense=reweighting([1.0, 0.0, 0.0, 0.0]))
+    assert verdict.checks["aggregation replays to the finalized model"][0]  # self-consistent
+    assert not verdict.checks["fedavg re-run from the updates gives the reported aggregate"][0]
+    assert not verdict.ok, text
+
+
+def test_audit_passes_an_honest_fedavg_round(federation, tmp_path):
+    verdict, text = audit_of_one_round(federation, tmp_path, "fedavg")
+    assert verdict.ok, text
+    assert verdict.checks["fedavg re-run from the updates gives the reported aggregate"][0]
+    assert verdict.checks["round 1 starts from the task's initial model"][0]
+
+
+def test_audit_refuses_negative_fleml_weights(federation, tmp_path):
+    verdict, text = audit_of_one_round(federation, tmp_path, "fleml",
+                                       tamper_defense=reweighting([0.9, 0.6, -0.5, 0.0]))
+    assert not verdict.checks["coefficients are admissible (>= 0, zero when flagged)"][0], text
+    assert not verdict.ok
+
+
+def test_audit_catches_a_report_that_blames_the_wrong_member(federation, tmp_path,
+                                                             monkeypatch):
+    def swap(report):
+        first, second = report["members"][0], report["members"][1]
+        first["index"], second["index"] = second["index"], first["index"]
+        return report
+
+    verdict, text = audit_of_one_round(federation, tmp_path, "fedavg", tamper_report=swap,
+                                       monkeypatch=monkeypatch)
+    assert not verdict.checks["report's member indices are the chain's"][0], text
+    assert not verdict.ok
+
+
+def test_audit_reports_a_malformed_report_instead_of_crashing(federation, tmp_path,
+                                                              monkeypatch):
+    def drop_members(report):
+        del report["members"]
+        return report
+
+    verdict, text = audit_of_one_round(federation, tmp_path, "fedavg",
+                                       tamper_report=drop_members, monkeypatch=monkeypatch)
+    assert not verdict.checks["report is well-formed"][0], text
+    assert not verdict.ok
+
+
+def test_poison_pills_are_rejected_and_the_round_completes(federation, tmp_path, monkeypatch):
+    """A finite but astronomically large update and absurd sample claims cannot stop a round."""
+    from fleml_node import client as client_module
+    from fleml_node.attacks import make_attack
+
+    real_encode = client_module.encode_tensors
+    monkeypatch.setattr(client_module, "encode_tensors", lambda tensors, **kw: real_encode(
+        tensors, **{**kw, "extra": {"num_samples": 10**40}}))
+    aggregator = make_aggregator_node(federation, tmp_path, rounds=1)
+    clients = make_clients(federation, tmp_path)
+    clients[1].attack = make_attack("sign_flip", scale=1e30)
+    drive(aggregator, clients, 1)
+    summary = aggregator.summaries[0]
+    assert "update norm" in summary.rejected[clients[1].address]
+    assert len(summary.accepted) == NUM_MEMBERS - 1
+    verdict = audit_round(federation.bind(None), federation.store(), 1)
+    assert verdict.ok, "\n".join(verdict.lines())
