@@ -76,7 +76,7 @@ def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ChainError, DeploymentError, StorageError, ValueError) as exc:
+        except (ChainError, DeploymentError, StorageError, ValueError, FileNotFoundError) as exc:
             raise click.ClickException(str(exc)) from exc
         except KeyboardInterrupt:
             click.echo("stopped", err=True)

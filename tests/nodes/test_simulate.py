@@ -49,3 +49,38 @@ def test_bad_options_are_clear_errors(tmp_path):
                                        "--out", str(tmp_path)])
     assert result.exit_code != 0
     assert "unknown defense" in result.output
+
+
+def test_cifar10_runs_the_same_way_when_its_files_are_given(tmp_path, monkeypatch):
+    """No CIFAR-10 here: a small set in the standard format stands in for the user's copy."""
+    from fleml_node import task as task_module
+    from tests.learning.test_datasets import _write_cifar
+
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar(folder, "py3", per_batch=40)
+    monkeypatch.setenv("FLEML_CIFAR10_DIR", str(folder))
+    task_module.load_task_dataset.cache_clear()
+    task_module._split.cache_clear()
+    out = tmp_path / "sim"
+    result = CliRunner().invoke(main, [
+        "simulate", "--mode", "memory", "--dataset", "cifar10", "--clients", "3",
+        "--malicious", "0", "--attack", "none", "--defense", "fedavg", "--rounds", "1",
+        "--validation-size", "20", "--max-client-samples", "30", "--test-samples", "0",
+        "--out", str(out)])
+    task_module.load_task_dataset.cache_clear()
+    task_module._split.cache_clear()
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["config"]["dataset"] == "cifar10" and len(data["rounds"]) == 1
+
+
+def test_cifar10_without_its_files_says_where_to_put_them(tmp_path, monkeypatch):
+    from fleml_node import task as task_module
+
+    monkeypatch.setenv("FLEML_CIFAR10_DIR", str(tmp_path / "absent"))
+    task_module.load_task_dataset.cache_clear()
+    result = CliRunner().invoke(main, ["simulate", "--mode", "memory", "--dataset", "cifar10",
+                                       "--rounds", "1", "--out", str(tmp_path / "o")])
+    task_module.load_task_dataset.cache_clear()
+    assert result.exit_code != 0
+    assert "FLEML_CIFAR10_DIR" in result.output
