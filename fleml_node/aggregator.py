@@ -143,6 +143,8 @@ class AggregatorNode:
         self.model = task.initial_model()
         self.spec = ParamSpec.from_named(get_params(self.model))
         self.summaries: list[RoundSummary] = []
+        # block that opened each round this process opened: event scans start there
+        self._opened_at: dict[int, int] = {}
         self._load_defense_state()
 
     # -- the state machine ---------------------------------------------------------------
@@ -210,7 +212,8 @@ class AggregatorNode:
         quorum = self.quorum or self.consortium.active_members()
         quorum = min(quorum, self.consortium.active_members())
         deadline = self.consortium.now() + self.round_seconds
-        self.consortium.open_round(digest, cid, deadline, quorum)
+        receipt = self.consortium.open_round(digest, cid, deadline, quorum)
+        self._opened_at[round_id] = int(receipt["blockNumber"])
         log.info("round %d opened on model %s (quorum %d, %d s)", round_id, cid, quorum,
                  self.round_seconds)
 
@@ -226,7 +229,7 @@ class AggregatorNode:
     def _aggregate_and_finalize(self, info: RoundInfo) -> None:
         r = info.round_id
         t0 = time.perf_counter()
-        events = round_events(self.consortium, r)
+        events = round_events(self.consortium, r, self._opened_at.get(r))
         base_blob = self._model_bytes(info.model_hash, r, "RoundOpened", "modelCid", events)
         base = decode_tensors(base_blob, expected_kind="model", expected_spec=self.spec)
         base_flat = flatten(base.tensors)
@@ -351,7 +354,8 @@ class AggregatorNode:
     # -- models on IPFS ------------------------------------------------------------------
     def _cid_of(self, round_id: int, event: str, arg: str,
                 events: dict[str, Any] | None = None) -> str:
-        found = (events or round_events(self.consortium, round_id)).get(event)
+        found = (events or round_events(self.consortium, round_id,
+                                        self._opened_at.get(round_id))).get(event)
         if not found:
             raise RuntimeError(f"round {round_id} has no {event} event on chain")
         return found[-1].args[arg]

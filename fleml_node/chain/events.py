@@ -107,17 +107,19 @@ class EventFollower:
         self._save_cursor(head)
         return handled
 
-def round_events(consortium: Consortium, round_id: int) -> dict[str, list[ChainEvent]]:
+def round_events(consortium: Consortium, round_id: int,
+                 from_block: int | None = None) -> dict[str, list[ChainEvent]]:
     """Every event of one round (opened, submissions, closed, finalized), by event name.
 
-    All round events index the round id as their first topic, so one filtered log query from
-    the deployment block finds them.
+    All round events index the round id as their first topic, so one filtered log query
+    finds them; it starts at `from_block` (the block that opened the round, when known) or
+    else at the deployment block.
     """
     topic = "0x" + round_id.to_bytes(32, "big").hex()
     found: dict[str, list[ChainEvent]] = {}
     head = consortium.w3.eth.block_number
-    for event in fetch_events(consortium, consortium.deployment.block_number, head,
-                              topics=[None, topic]):
+    start = consortium.deployment.block_number if from_block is None else from_block
+    for event in fetch_events(consortium, start, head, topics=[None, topic]):
         if event.args.get("roundId") == round_id:
             found.setdefault(event.name, []).append(event)
     return found
