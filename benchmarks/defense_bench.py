@@ -58,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fleml_node.attacks import make_attack  # noqa: E402
-from fleml_node.defense import RoundContext, make_aggregator  # noqa: E402
+from fleml_node.defense import RoundContext, make_defense  # noqa: E402
 from fleml_node.defense.metrics import DetectionTracker  # noqa: E402
 from fleml_node.learning import (  # noqa: E402
     ParamSpec,
@@ -143,7 +143,7 @@ def cost_case(method: str, n: int, repeats: int) -> dict[str, Any]:
         root_update=root_update,
         seed=SEED,
     )
-    aggregator = make_aggregator(method)
+    aggregator = make_defense(method)
     aggregator.aggregate(updates, ctx)  # warm-up: lazy initialisation, allocator pools
     epoch = _LocalEpoch(gen)
     times, epochs = [], []
@@ -241,7 +241,7 @@ def run_e2e(methods: tuple[str, ...], attack_on: bool) -> dict[str, Any]:
         model = build_model("mnist", seed=SEED)
         spec = ParamSpec.from_model(model)
         global_named = get_params(model)
-        aggregator = make_aggregator(method)
+        aggregator = make_defense(method)
         tracker = DetectionTracker()
         accuracies, agg_seconds = [], 0.0
         for r in range(E2E_ROUNDS):
@@ -362,7 +362,7 @@ def main() -> None:
                 "malicious_fraction": MALICIOUS_FRACTION,
                 "attack": make_attack("label_flip").describe(),
             },
-            "aggregator_params": {m: make_aggregator(m).params() for m in METHODS},
+            "aggregator_params": {m: make_defense(m).params() for m in METHODS},
         },
         "cost": cost,
         "fleml_over_fedavg_time": overhead,

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from fleml_node.chain.contract import ChainError, Consortium, RoundInfo, RoundStatus
 from fleml_node.chain.events import round_events
-from fleml_node.defense import Aggregator, RoundContext
+from fleml_node.defense import Defense, RoundContext
 from fleml_node.learning import flatten, get_params, local_train, make_generator, unflatten
 from fleml_node.learning.params import ParamSpec
 from fleml_node.storage import (
@@ -103,7 +103,7 @@ class AggregatorNode:
     store
         IPFS access.
     defense
-        The aggregation method (FLEML by default; any :class:`Aggregator`).
+        The aggregation method (FLEML by default; any :class:`Defense`).
     task
         The federation's task; fixes the model and the validation data.
     validation
@@ -121,7 +121,7 @@ class AggregatorNode:
         Optional ``model -> metrics`` called on each new global model (e.g. test accuracy).
     """
 
-    def __init__(self, consortium: Consortium, store: IpfsStore, defense: Aggregator,
+    def __init__(self, consortium: Consortium, store: IpfsStore, defense: Defense,
                  task: TaskConfig, state_dir: Path, rounds: int, round_seconds: int = 120,
                  quorum: int = 0, validation: tuple[Tensor, Tensor] | None = None,
                  evaluate: Callable[[nn.Module], dict[str, float]] | None = None) -> None:

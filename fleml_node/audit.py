@@ -34,7 +34,7 @@ import torch
 from fleml_node.aggregator import MAX_UPDATE_NORM, capped_counts, claimed_samples
 from fleml_node.chain.contract import Consortium, RoundStatus
 from fleml_node.chain.events import round_events
-from fleml_node.defense import RoundContext, make_aggregator, replay
+from fleml_node.defense import RoundContext, make_defense, replay
 from fleml_node.learning import ParamSpec, TrainConfig, flatten, get_params
 from fleml_node.storage import (
     HashMismatch,
@@ -228,7 +228,7 @@ def _check_coefficients(defense: dict[str, Any], clients: list[dict[str, Any]],
     method = defense["method"]
     if method in STATELESS_METHODS:
         ids = [c["client_id"] for c in clients]
-        rerun = make_aggregator(method, **defense["params"]).aggregate(
+        rerun = make_defense(method, **defense["params"]).aggregate(
             updates, RoundContext(client_ids=ids, sample_counts=counts,
                                   round_number=round_id))
         verdict.check(f"{method} re-run from the updates gives the reported aggregate",

@@ -255,12 +255,12 @@ def aggregator(**opts: Any) -> None:
     """Run rounds: open, close at quorum or deadline, defend, publish, finalize."""
     _node_logging()
     from fleml_node.aggregator import AggregatorNode
-    from fleml_node.defense import make_aggregator
+    from fleml_node.defense import make_defense
     from fleml_node.task import test_data, validation_data
 
     task = task_from(opts)
     consortium, store = _bind(opts, with_key=True)
-    defense = make_aggregator(opts["defense"], **parse_params(opts["defense_param"]))
+    defense = make_defense(opts["defense"], **parse_params(opts["defense_param"]))
     evaluate = _test_evaluator(task) if opts["evaluate"] else None
     if evaluate:
         test_data(task)  # load now, so a missing dataset fails before the first round

@@ -36,7 +36,7 @@ from eth_account import Account
 
 from fleml_node.aggregator import capped_counts
 from fleml_node.attacks import Attack, make_attack
-from fleml_node.defense import RoundContext, make_aggregator
+from fleml_node.defense import RoundContext, make_defense
 from fleml_node.defense.metrics import DetectionMetrics, detection_metrics
 from fleml_node.learning import (
     TrainConfig,
@@ -220,7 +220,7 @@ def chain_federation(config: SimulationConfig, defense_name: str, run_dir: Path,
             follower = EventFollower(consortium, run_dir / f"client{i}.events.json")
             clients.append(ClientNode(consortium, store, follower, task, x, y, i,
                                       attack=attack if i in malicious else None))
-        defense = make_aggregator(defense_name, **config.defense_params.get(defense_name, {}))
+        defense = make_defense(defense_name, **config.defense_params.get(defense_name, {}))
         aggregator = AggregatorNode(
             Consortium(w3, record, Account.from_key(keys[1])), store, defense, task,
             run_dir / "aggregator", rounds=config.rounds, round_seconds=config.round_seconds,
@@ -271,7 +271,7 @@ def run_memory(config: SimulationConfig, defense_name: str,
     spec = ParamSpec.from_named(global_params)
     data = [client_data(task, i) for i in range(config.num_clients)]
     x_val, y_val = validation_data(task)
-    defense = make_aggregator(defense_name, **config.defense_params.get(defense_name, {}))
+    defense = make_defense(defense_name, **config.defense_params.get(defense_name, {}))
     bytes_per_update = 4 * spec.numel
     records = []
     for r in range(1, config.rounds + 1):

@@ -4,7 +4,7 @@ FLEML ("Entropy-guided meta-learning defense against data poisoning attacks in
 blockchain-assisted federated learning", Information Sciences, 2026,
 doi:10.1016/j.ins.2026.123389) and the baselines it is compared with, behind one interface:
 
->>> agg = make_aggregator("fleml")
+>>> agg = make_defense("fleml")
 >>> result = agg.aggregate(updates, RoundContext(client_ids=ids, global_params=g, ...))
 >>> report_json = result.to_json()
 >>> assert torch.equal(replay(updates, report_json), result.update)
@@ -12,54 +12,54 @@ doi:10.1016/j.ins.2026.123389) and the baselines it is compared with, behind one
 =============  ==========================================  ========================
 name           class                                       paper
 =============  ==========================================  ========================
-fedavg         :class:`.fedavg.FedAvgAggregator`           McMahan et al. 2017
-krum           :class:`.krum.KrumAggregator`               Blanchard et al. 2017
-multikrum      :class:`.krum.MultiKrumAggregator`          Blanchard et al. 2017
-median         :class:`.median.MedianAggregator`           Yin et al. 2018
-trimmedmean    :class:`.trimmed_mean.TrimmedMeanAggregator` Yin et al. 2018
-fltrust        :class:`.fltrust.FLTrustAggregator`         Cao et al. 2021
-fleml          :class:`.fleml.FLEMLAggregator`             FLEML, Inf. Sci. 2026
+fedavg         :class:`.fedavg.FedAvgDefense`              McMahan et al. 2017
+krum           :class:`.krum.KrumDefense`                  Blanchard et al. 2017
+multikrum      :class:`.krum.MultiKrumDefense`             Blanchard et al. 2017
+median         :class:`.median.MedianDefense`              Yin et al. 2018
+trimmedmean    :class:`.trimmed_mean.TrimmedMeanDefense`   Yin et al. 2018
+fltrust        :class:`.fltrust.FLTrustDefense`            Cao et al. 2021
+fleml          :class:`.fleml.FLEMLDefense`                FLEML, Inf. Sci. 2026
 =============  ==========================================  ========================
 """
 
 from .base import (
     REGISTRY,
     AggregationResult,
-    Aggregator,
+    Defense,
     ClientReport,
     InvalidRoundError,
     RoundContext,
-    make_aggregator,
+    make_defense,
     replay,
     verify,
     weighted_sum,
 )
-from .fedavg import FedAvgAggregator
-from .fleml import FLEMLAggregator
-from .fltrust import FLTrustAggregator
-from .krum import KrumAggregator, MultiKrumAggregator
-from .median import MedianAggregator
+from .fedavg import FedAvgDefense
+from .fleml import FLEMLDefense
+from .fltrust import FLTrustDefense
+from .krum import KrumDefense, MultiKrumDefense
+from .median import MedianDefense
 from .metrics import DetectionMetrics, DetectionTracker, detection_metrics
-from .trimmed_mean import TrimmedMeanAggregator
+from .trimmed_mean import TrimmedMeanDefense
 
 __all__ = [
     "REGISTRY",
     "AggregationResult",
-    "Aggregator",
+    "Defense",
     "ClientReport",
     "DetectionMetrics",
     "DetectionTracker",
-    "FLEMLAggregator",
-    "FLTrustAggregator",
-    "FedAvgAggregator",
+    "FLEMLDefense",
+    "FLTrustDefense",
+    "FedAvgDefense",
     "InvalidRoundError",
-    "KrumAggregator",
-    "MedianAggregator",
-    "MultiKrumAggregator",
+    "KrumDefense",
+    "MedianDefense",
+    "MultiKrumDefense",
     "RoundContext",
-    "TrimmedMeanAggregator",
+    "TrimmedMeanDefense",
     "detection_metrics",
-    "make_aggregator",
+    "make_defense",
     "replay",
     "verify",
     "weighted_sum",

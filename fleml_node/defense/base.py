@@ -1,4 +1,4 @@
-"""Aggregator interface shared by FLEML and the baselines: round context, result, exact replay.
+"""Defense interface shared by FLEML and the baselines: round context, result, exact replay.
 
 The contract follows the auditable aggregation step of FLEML ("Entropy-guided meta-learning
 defense against data poisoning attacks in blockchain-assisted federated learning", Information
@@ -204,7 +204,7 @@ class AggregationResult:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
 
-class Aggregator(ABC):
+class Defense(ABC):
     """Base class: validate the round, aggregate, and replay from a report.
 
     Subclasses set ``name`` (their registry key) and implement :meth:`_aggregate`.
@@ -280,7 +280,7 @@ class Aggregator(ABC):
         if method not in REGISTRY:
             raise InvalidRoundError(f"report names an unknown method {method!r}")
         target = REGISTRY[method]
-        if cls is not Aggregator and cls is not target:
+        if cls is not Defense and cls is not target:
             raise InvalidRoundError(f"{cls.__name__} cannot replay a {method!r} report")
         ids = [c["client_id"] for c in report["clients"]]
         updates, _ = validate_round(updates, RoundContext(client_ids=ids))
@@ -315,10 +315,10 @@ class Aggregator(ABC):
         )
 
 
-REGISTRY: dict[str, type[Aggregator]] = {}
+REGISTRY: dict[str, type[Defense]] = {}
 
 
-def register(cls: type[Aggregator]) -> type[Aggregator]:
+def register(cls: type[Defense]) -> type[Defense]:
     """Class decorator: add an aggregator to :data:`REGISTRY` under ``cls.name``."""
     if cls.name in REGISTRY:
         raise ValueError(f"aggregator name {cls.name!r} registered twice")
@@ -326,7 +326,7 @@ def register(cls: type[Aggregator]) -> type[Aggregator]:
     return cls
 
 
-def make_aggregator(name: str, **params: Any) -> Aggregator:
+def make_defense(name: str, **params: Any) -> Defense:
     """Create a registered aggregator by name.
 
     Parameters
@@ -339,7 +339,7 @@ def make_aggregator(name: str, **params: Any) -> Aggregator:
 
     Returns
     -------
-    Aggregator
+    Defense
 
     Raises
     ------
@@ -355,9 +355,9 @@ def make_aggregator(name: str, **params: Any) -> Aggregator:
 def replay(updates: Tensor, report: Mapping[str, Any] | str | AggregationResult) -> Tensor:
     """Recompute the aggregate of any registered method from its report.
 
-    See :meth:`Aggregator.replay` for parameters, return value and errors.
+    See :meth:`Defense.replay` for parameters, return value and errors.
     """
-    return Aggregator.replay(updates, report)
+    return Defense.replay(updates, report)
 
 
 def verify(updates: Tensor, report: Mapping[str, Any] | str | AggregationResult) -> bool:

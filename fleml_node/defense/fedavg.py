@@ -11,11 +11,11 @@ from typing import Any
 
 from torch import Tensor
 
-from .base import AggregationResult, Aggregator, ClientReport, RoundContext, register
+from .base import AggregationResult, ClientReport, Defense, RoundContext, register
 
 
 @register
-class FedAvgAggregator(Aggregator):
+class FedAvgDefense(Defense):
     """Sample-weighted average (McMahan et al. 2017); nobody is flagged."""
 
     name = "fedavg"

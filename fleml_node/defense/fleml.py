@@ -63,7 +63,7 @@ One round, given updates ``u_i`` (``n x d``) and a :class:`~fleml_node.defense.b
    else. The per-client history (smoothed scores, EMA of shares) is then updated.
 
 Everything is deterministic given the updates, the context, the aggregator's state and seeds;
-:meth:`FLEMLAggregator.state_dict` round-trips that state through JSON.
+:meth:`FLEMLDefense.state_dict` round-trips that state through JSON.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ from fleml_node.learning.runtime import make_generator
 
 from .base import (
     AggregationResult,
-    Aggregator,
+    Defense,
     ClientReport,
     InvalidRoundError,
     RoundContext,
@@ -116,7 +116,7 @@ _ORIENTED = {
 
 
 @register
-class FLEMLAggregator(Aggregator):
+class FLEMLDefense(Defense):
     """Entropy-guided detection plus meta-learned weighting (see the module docstring).
 
     Parameters

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .base import (
     AggregationResult,
-    Aggregator,
+    Defense,
     ClientReport,
     InvalidRoundError,
     RoundContext,
@@ -57,7 +57,7 @@ def root_update(ctx: RoundContext, dim: int) -> Tensor:
 
 
 @register
-class FLTrustAggregator(Aggregator):
+class FLTrustDefense(Defense):
     """FLTrust (Cao et al. 2021); clients with trust score 0 are flagged."""
 
     name = "fltrust"

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .base import (
     AggregationResult,
-    Aggregator,
+    Defense,
     ClientReport,
     InvalidRoundError,
     RoundContext,
@@ -91,7 +91,7 @@ def default_f(n: int) -> int:
 
 
 @register
-class KrumAggregator(Aggregator):
+class KrumDefense(Defense):
     """Krum (Blanchard et al. 2017): the single most central update.
 
     Parameters
@@ -136,7 +136,7 @@ class KrumAggregator(Aggregator):
 
 
 @register
-class MultiKrumAggregator(KrumAggregator):
+class MultiKrumDefense(KrumDefense):
     """Multi-Krum (Blanchard et al. 2017): mean of the ``m`` lowest-score updates.
 
     Parameters

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import AggregationResult, Aggregator, ClientReport, RoundContext, register, row_norms
+from .base import AggregationResult, ClientReport, Defense, RoundContext, register, row_norms
 
 DEFAULT_CHUNK = 16384
 
@@ -53,7 +53,7 @@ def coordinate_median(updates: Tensor, chunk: int = DEFAULT_CHUNK) -> Tensor:
 
 
 @register
-class MedianAggregator(Aggregator):
+class MedianDefense(Defense):
     """Coordinate-wise median (Yin et al. 2018); ignores sample counts; nobody is flagged."""
 
     name = "median"

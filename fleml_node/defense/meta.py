@@ -16,7 +16,7 @@ with a linear skip connection (``F + hidden * (F + 2)`` parameters, 58 by defaul
 needs no hidden unit to move first), the hidden units the non-linear part. Coefficients are
 the softmax of the logits over the clients that are not flagged; flagged clients get exactly 0.
 
-``theta`` is trained online by :class:`~fleml_node.defense.fleml.FLEMLAggregator` with a
+``theta`` is trained online by :class:`~fleml_node.defense.fleml.FLEMLDefense` with a
 one-step look-ahead on a clean validation set, using the small Adam optimiser implemented here
 so that its whole state is a few float64 vectors. The state (``theta``, Adam moments, step,
 per-client history) round-trips exactly through JSON (:meth:`MetaWeighter.state_dict`).

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .base import (
     AggregationResult,
-    Aggregator,
+    Defense,
     ClientReport,
     InvalidRoundError,
     RoundContext,
@@ -87,7 +87,7 @@ def trimmed_mean(updates: Tensor, beta: float, chunk: int = DEFAULT_CHUNK) -> Te
 
 
 @register
-class TrimmedMeanAggregator(Aggregator):
+class TrimmedMeanDefense(Defense):
     """Coordinate-wise trimmed mean (Yin et al. 2018).
 
     Parameters

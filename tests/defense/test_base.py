@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from fleml_node.defense import (
     REGISTRY,
     AggregationResult,
-    Aggregator,
+    Defense,
     ClientReport,
-    FedAvgAggregator,
+    FedAvgDefense,
     InvalidRoundError,
-    KrumAggregator,
+    KrumDefense,
     RoundContext,
-    make_aggregator,
+    make_defense,
     replay,
     verify,
     weighted_sum,
@@ -31,9 +31,9 @@ NAMES = ["fedavg", "krum", "multikrum", "median", "trimmedmean", "fltrust", "fle
 
 def test_registry_has_every_method() -> None:
     assert sorted(REGISTRY) == sorted(NAMES)
-    assert isinstance(make_aggregator("FedAvg"), FedAvgAggregator)
+    assert isinstance(make_defense("FedAvg"), FedAvgDefense)
     with pytest.raises(ValueError, match="unknown aggregator"):
-        make_aggregator("bulyan")
+        make_defense("bulyan")
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_registry_has_every_method() -> None:
 )
 def test_invalid_rounds_raise(updates: torch.Tensor, ctx: RoundContext, message: str) -> None:
     with pytest.raises(InvalidRoundError, match=message):
-        make_aggregator("fedavg").aggregate(updates, ctx)
+        make_defense("fedavg").aggregate(updates, ctx)
 
 
 def test_non_finite_rows_are_listed() -> None:
@@ -62,7 +62,7 @@ def test_non_finite_rows_are_listed() -> None:
     updates[1, 2] = math.nan
     updates[3, 0] = -math.inf
     with pytest.raises(InvalidRoundError, match=r"rows \[1, 3\]") as err:
-        make_aggregator("median").aggregate(updates)
+        make_defense("median").aggregate(updates)
     assert err.value.bad_rows == [1, 3]
 
 
@@ -107,7 +107,7 @@ def _round(name: str, model, global_params, validation):
         root_update=updates[1:].mean(dim=0),
         seed=11,
     )
-    return updates, make_aggregator(name).aggregate(updates, ctx)
+    return updates, make_defense(name).aggregate(updates, ctx)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -135,14 +135,14 @@ def test_linear_report_coefficients_are_exact(model, global_params, validation) 
 def test_replay_checks_report_against_updates(model, global_params, validation) -> None:
     updates, result = _round("fedavg", model, global_params, validation)
     with pytest.raises(InvalidRoundError, match="cannot replay"):
-        KrumAggregator.replay(updates, result)
+        KrumDefense.replay(updates, result)
     with pytest.raises(InvalidRoundError, match="client ids"):
         replay(updates[:5], result)
     with pytest.raises(InvalidRoundError, match="dimension"):
         replay(updates[:, :4], result)
     report = result.to_dict() | {"method": "nope"}
     with pytest.raises(InvalidRoundError, match="unknown method"):
-        Aggregator.replay(updates, report)
+        Defense.replay(updates, report)
 
 
 @settings(max_examples=40, deadline=None)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fleml_node.defense import FLEMLAggregator, InvalidRoundError, RoundContext, make_aggregator
-from fleml_node.defense.fedavg import FedAvgAggregator
+from fleml_node.defense import FLEMLDefense, InvalidRoundError, RoundContext, make_defense
+from fleml_node.defense.fedavg import FedAvgDefense
 from fleml_node.learning.params import ParamSpec, flatten, get_params, set_params, unflatten
 
 from .conftest import tiny_model
@@ -64,7 +64,7 @@ def _ctx(model: nn.Module, global_flat, validation, round_number: int = 0) -> Ro
 def test_gross_outlier_is_flagged(model, global_params, validation) -> None:
     updates = _round(global_params, 0, 0)
     updates[3] = 100.0 * torch.randn(updates.shape[1], generator=torch.Generator().manual_seed(9))
-    result = FLEMLAggregator().aggregate(updates, _ctx(model, global_params, validation))
+    result = FLEMLDefense().aggregate(updates, _ctx(model, global_params, validation))
     assert result.flagged_ids == ["c3"]
     assert result.clients[3].coefficient == 0.0
     assert result.clients[3].reason.startswith("anomaly z=")
@@ -74,12 +74,12 @@ def test_gross_outlier_is_flagged(model, global_params, validation) -> None:
 def test_sign_flipped_updates_are_flagged(model, global_params, validation) -> None:
     updates = _round(global_params, 0, 0)
     updates[:2] *= -1.0
-    result = FLEMLAggregator().aggregate(updates, _ctx(model, global_params, validation))
+    result = FLEMLDefense().aggregate(updates, _ctx(model, global_params, validation))
     assert set(result.flagged_ids) == {"c0", "c1"}
 
 
 def test_honest_round_flags_nobody(model, global_params, validation) -> None:
-    result = FLEMLAggregator().aggregate(
+    result = FLEMLDefense().aggregate(
         _round(global_params, 0, 0), _ctx(model, global_params, validation)
     )
     assert result.flagged_ids == []
@@ -91,7 +91,7 @@ def test_honest_round_flags_nobody(model, global_params, validation) -> None:
 def test_label_flippers_lose_weight_and_fedavg_loses_accuracy(model, validation) -> None:
     x_val, y_val = validation
     start = flatten(get_params(model))
-    fleml, fedavg = FLEMLAggregator(), FedAvgAggregator()
+    fleml, fedavg = FLEMLDefense(), FedAvgDefense()
     g_fleml, g_fedavg = start.clone(), start.clone()
     flipper_mass = []
     for r in range(6):
@@ -113,8 +113,8 @@ def test_label_flippers_lose_weight_and_fedavg_loses_accuracy(model, validation)
 def test_same_inputs_same_report(model, global_params, validation) -> None:
     updates = _round(global_params, 2, 0)
     ctx = _ctx(model, global_params, validation)
-    first = FLEMLAggregator().aggregate(updates, ctx)
-    second = FLEMLAggregator().aggregate(updates, ctx)
+    first = FLEMLDefense().aggregate(updates, ctx)
+    second = FLEMLDefense().aggregate(updates, ctx)
     assert torch.equal(first.update, second.update)
     assert first.to_json() == second.to_json()
 
@@ -122,14 +122,14 @@ def test_same_inputs_same_report(model, global_params, validation) -> None:
 def test_state_restore_gives_identical_next_round(
     model, global_params, validation, tmp_path
 ) -> None:
-    agg = FLEMLAggregator()
+    agg = FLEMLDefense()
     agg.aggregate(_round(global_params, 2, 0), _ctx(model, global_params, validation, 0))
     saved = json.dumps(agg.state_dict())
     agg.save_state(tmp_path / "fleml.json")
     updates = _round(global_params, 2, 1)
     expected = agg.aggregate(updates, _ctx(model, global_params, validation, 1))
     for restore in ("dict", "file"):
-        fresh = FLEMLAggregator()
+        fresh = FLEMLDefense()
         if restore == "dict":
             fresh.load_state_dict(json.loads(saved))
         else:
@@ -142,9 +142,9 @@ def test_state_restore_gives_identical_next_round(
 
 def test_state_from_other_parameters_is_refused() -> None:
     with pytest.raises(ValueError, match="differ"):
-        FLEMLAggregator(bins=8).load_state_dict(FLEMLAggregator().state_dict())
+        FLEMLDefense(bins=8).load_state_dict(FLEMLDefense().state_dict())
     with pytest.raises(ValueError, match="format"):
-        FLEMLAggregator().load_state_dict({"format": "other"})
+        FLEMLDefense().load_state_dict({"format": "other"})
 
 
 def test_fallback_without_validation() -> None:
@@ -153,7 +153,7 @@ def test_fallback_without_validation() -> None:
     direction = torch.randn(400, generator=gen)
     updates = direction + 0.5 * torch.randn(10, 400, generator=gen)
     updates[6] *= -1.0
-    result = FLEMLAggregator().aggregate(updates)
+    result = FLEMLDefense().aggregate(updates)
     assert result.info["validation"] is False and result.info["meta_losses"] == []
     assert result.info["signals"] == ["z_cos", "z_norm", "z_vne", "z_ce", "z_mi"]
     assert result.flagged_ids == ["6"]
@@ -163,7 +163,7 @@ def test_fallback_without_validation() -> None:
 def test_clip_factor_is_folded_into_the_coefficient(model, global_params, validation) -> None:
     updates = _round(global_params, 0, 0)
     updates[4] *= 1.5
-    result = FLEMLAggregator().aggregate(updates, _ctx(model, global_params, validation))
+    result = FLEMLDefense().aggregate(updates, _ctx(model, global_params, validation))
     norms = torch.linalg.vector_norm(updates, dim=1).to(torch.float64)
     client = result.clients[4]
     assert client.features["clip_factor"] == pytest.approx(float(norms.median() / norms[4]))
@@ -172,7 +172,7 @@ def test_clip_factor_is_folded_into_the_coefficient(model, global_params, valida
 
 
 def test_never_flags_everyone() -> None:
-    agg = FLEMLAggregator()
+    agg = FLEMLDefense()
     # History says "b" was anomalous, this round "a" is: with two clients each test would
     # flag one of them; the history test is then dropped so that someone is aggregated.
     agg.weighter.update_history(["a", "b"], [0.0, 50.0], [1.0, 1.0])
@@ -183,12 +183,12 @@ def test_never_flags_everyone() -> None:
 
 def test_invalid_settings_and_context(model, validation) -> None:
     with pytest.raises(ValueError):
-        FLEMLAggregator(bins=1)
-    assert make_aggregator("fleml", bins=8).params()["bins"] == 8
+        FLEMLDefense(bins=1)
+    assert make_defense("fleml", bins=8).params()["bins"] == 8
     x_val, y_val = validation
     ctx = RoundContext(global_params=torch.zeros(7), model=model, x_val=x_val, y_val=y_val)
     with pytest.raises(InvalidRoundError, match="parameters"):
-        FLEMLAggregator().aggregate(torch.ones(3, 7), ctx)
+        FLEMLDefense().aggregate(torch.ones(3, 7), ctx)
     ctx = RoundContext(global_params=torch.zeros(15), model=model, x_val=x_val, y_val=y_val[:3])
     with pytest.raises(InvalidRoundError, match="equal lengths"):
-        FLEMLAggregator().aggregate(torch.ones(3, 15), ctx)
+        FLEMLDefense().aggregate(torch.ones(3, 15), ctx)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from fleml_node.defense import make_aggregator
+from fleml_node.defense import make_defense
 from fleml_node.defense.median import coordinate_median
 
 
 def test_median_of_three_vectors() -> None:
     updates = torch.tensor([[1.0, 5.0, -2.0], [3.0, 4.0, 0.0], [2.0, 100.0, -1.0]])
-    result = make_aggregator("median").aggregate(updates)
+    result = make_defense("median").aggregate(updates)
     assert result.update.tolist() == [2.0, 5.0, -1.0]
     assert all(c.coefficient is None and not c.flagged for c in result.clients)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fleml_node.defense import InvalidRoundError, make_aggregator
+from fleml_node.defense import InvalidRoundError, make_defense
 from fleml_node.defense.trimmed_mean import trim_count, trimmed_mean
 
 UPDATES = torch.tensor([[1.0, -50.0], [2.0, 0.0], [3.0, 1.0], [4.0, 2.0], [100.0, 3.0]])
@@ -13,7 +13,7 @@ UPDATES = torch.tensor([[1.0, -50.0], [2.0, 0.0], [3.0, 1.0], [4.0, 2.0], [100.0
 
 def test_beta_trims_each_end() -> None:
     # beta 0.2, n 5 -> k = 1: column 0 keeps 2, 3, 4 (mean 3); column 1 keeps 0, 1, 2 (mean 1)
-    result = make_aggregator("trimmedmean", beta=0.2).aggregate(UPDATES)
+    result = make_defense("trimmedmean", beta=0.2).aggregate(UPDATES)
     assert result.update.tolist() == [3.0, 1.0]
     assert result.info["trimmed_per_side"] == 1
 
@@ -31,6 +31,6 @@ def test_chunking_is_exact() -> None:
 
 def test_invalid_beta() -> None:
     with pytest.raises(InvalidRoundError):
-        make_aggregator("trimmedmean", beta=0.5)
+        make_defense("trimmedmean", beta=0.5)
     with pytest.raises(InvalidRoundError):
         trim_count(4, -0.1)

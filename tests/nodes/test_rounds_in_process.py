@@ -6,7 +6,7 @@ from fleml_node.audit import audit_round
 from fleml_node.chain.contract import RoundStatus
 from fleml_node.chain.events import EventFollower
 from fleml_node.client import ClientNode
-from fleml_node.defense import make_aggregator
+from fleml_node.defense import make_defense
 from fleml_node.defense.base import weighted_sum
 from fleml_node.task import client_data, validation_data
 
@@ -25,7 +25,7 @@ def make_clients(federation, tmp_path, attack=None, store_for=None):
 
 
 def make_aggregator_node(federation, tmp_path, rounds):
-    return AggregatorNode(federation.bind(1), federation.store(), make_aggregator("fleml"),
+    return AggregatorNode(federation.bind(1), federation.store(), make_defense("fleml"),
                           TASK, tmp_path / "agg", rounds=rounds, round_seconds=600,
                           validation=validation_data(TASK))
 
@@ -127,7 +127,7 @@ def reweighting(weights):
 def audit_of_one_round(federation, tmp_path, defense_name, tamper_defense=None,
                        tamper_report=None, monkeypatch=None):
     aggregator = AggregatorNode(federation.bind(1), federation.store(),
-                                make_aggregator(defense_name), TASK, tmp_path / "agg",
+                                make_defense(defense_name), TASK, tmp_path / "agg",
                                 rounds=1, round_seconds=600, validation=validation_data(TASK))
     if tamper_defense:
         tamper_defense(aggregator.defense)
