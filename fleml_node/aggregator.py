@@ -111,8 +111,8 @@ class AggregatorNode:
         root data. None for methods that do not use it.
     state_dir
         Where the defense's state and cached global models are kept.
-    rounds
-        Stop after finalizing this many rounds.
+    until_round
+        Stop once this round number is finalized (an absolute round id, not a count).
     round_seconds
         Submission window of each round.
     quorum
@@ -122,20 +122,20 @@ class AggregatorNode:
     """
 
     def __init__(self, consortium: Consortium, store: IpfsStore, defense: Defense,
-                 task: TaskConfig, state_dir: Path, rounds: int, round_seconds: int = 120,
+                 task: TaskConfig, state_dir: Path, until_round: int, round_seconds: int = 120,
                  quorum: int = 0, validation: tuple[Tensor, Tensor] | None = None,
                  evaluate: Callable[[nn.Module], dict[str, float]] | None = None) -> None:
         if consortium.account is None:
             raise ValueError("the aggregator needs a signing account")
-        if rounds < 1 or round_seconds < 1 or quorum < 0:
-            raise ValueError("rounds and round_seconds must be >= 1, quorum >= 0")
+        if until_round < 1 or round_seconds < 1 or quorum < 0:
+            raise ValueError("until_round and round_seconds must be >= 1, quorum >= 0")
         self.consortium = consortium
         self.store = store
         self.defense = defense
         self.task = task
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.rounds = rounds
+        self.until_round = until_round
         self.round_seconds = round_seconds
         self.quorum = quorum
         self.validation = validation
@@ -167,7 +167,7 @@ class AggregatorNode:
                 self._restore_defense(snapshot)
                 raise
             return "finalized"
-        if current >= self.rounds:
+        if current >= self.until_round:
             return "done"
         self._open(current + 1, info.result_hash,
                    self._cid_of(current, "RoundFinalized", "resultCid"))

@@ -265,7 +265,7 @@ def aggregator(**opts: Any) -> None:
     if evaluate:
         test_data(task)  # load now, so a missing dataset fails before the first round
     node = AggregatorNode(consortium, store, defense, task, Path(opts["state_dir"]),
-                          rounds=opts["rounds"], round_seconds=opts["round_seconds"],
+                          until_round=opts["rounds"], round_seconds=opts["round_seconds"],
                           quorum=opts["quorum"], validation=validation_data(task),
                           evaluate=evaluate)
 

@@ -223,7 +223,7 @@ def chain_federation(config: SimulationConfig, defense_name: str, run_dir: Path,
         defense = make_defense(defense_name, **config.defense_params.get(defense_name, {}))
         aggregator = AggregatorNode(
             Consortium(w3, record, Account.from_key(keys[1])), store, defense, task,
-            run_dir / "aggregator", rounds=config.rounds, round_seconds=config.round_seconds,
+            run_dir / "aggregator", until_round=config.rounds, round_seconds=config.round_seconds,
             validation=validation_data(task), evaluate=evaluate)
         yield ChainFederation(aggregator, clients, w3, malicious)
 

@@ -24,9 +24,9 @@ def make_clients(federation, tmp_path, attack=None, store_for=None):
     return clients
 
 
-def make_aggregator_node(federation, tmp_path, rounds):
+def make_aggregator_node(federation, tmp_path, until_round):
     return AggregatorNode(federation.bind(1), federation.store(), make_defense("fleml"),
-                          TASK, tmp_path / "agg", rounds=rounds, round_seconds=600,
+                          TASK, tmp_path / "agg", until_round=until_round, round_seconds=600,
                           validation=validation_data(TASK))
 
 
@@ -41,7 +41,7 @@ def drive(aggregator, clients, until_round):
 
 
 def test_two_rounds_are_finalized_and_pass_the_audit(federation, tmp_path):
-    aggregator = make_aggregator_node(federation, tmp_path, rounds=2)
+    aggregator = make_aggregator_node(federation, tmp_path, until_round=2)
     clients = make_clients(federation, tmp_path)
     drive(aggregator, clients, 2)
     reader = federation.bind(None)
@@ -71,7 +71,7 @@ class TamperingStore:
 def test_tampered_update_is_rejected_flagged_on_chain_and_explained_by_audit(
     federation, tmp_path
 ):
-    aggregator = make_aggregator_node(federation, tmp_path, rounds=1)
+    aggregator = make_aggregator_node(federation, tmp_path, until_round=1)
     clients = make_clients(federation, tmp_path,
                            store_for={2: TamperingStore(federation.store())})
     drive(aggregator, clients, 1)
@@ -89,7 +89,7 @@ def test_tampered_update_is_rejected_flagged_on_chain_and_explained_by_audit(
 
 def test_audit_fails_when_the_aggregate_does_not_replay(federation, tmp_path):
     """An aggregator that publishes a model other than the replayed one is caught."""
-    aggregator = make_aggregator_node(federation, tmp_path, rounds=1)
+    aggregator = make_aggregator_node(federation, tmp_path, until_round=1)
     real_publish = aggregator._publish_model
 
     def skewed(params, round_id):
@@ -128,7 +128,7 @@ def audit_of_one_round(federation, tmp_path, defense_name, tamper_defense=None,
                        tamper_report=None, monkeypatch=None):
     aggregator = AggregatorNode(federation.bind(1), federation.store(),
                                 make_defense(defense_name), TASK, tmp_path / "agg",
-                                rounds=1, round_seconds=600, validation=validation_data(TASK))
+                                until_round=1, round_seconds=600, validation=validation_data(TASK))
     if tamper_defense:
         tamper_defense(aggregator.defense)
     if tamper_report:
@@ -195,7 +195,7 @@ def test_poison_pills_are_rejected_and_the_round_completes(federation, tmp_path,
     real_encode = client_module.encode_tensors
     monkeypatch.setattr(client_module, "encode_tensors", lambda tensors, **kw: real_encode(
         tensors, **{**kw, "extra": {"num_samples": 10**40}}))
-    aggregator = make_aggregator_node(federation, tmp_path, rounds=1)
+    aggregator = make_aggregator_node(federation, tmp_path, until_round=1)
     clients = make_clients(federation, tmp_path)
     clients[1].attack = make_attack("sign_flip", scale=1e30)
     drive(aggregator, clients, 1)
