@@ -8,9 +8,12 @@ network and client history), which it saves after every finalized round. Each ca
 
 * no round, or the last one finalized: publish the global model and open the next round;
 * open: close it once the quorum is reached or the deadline has passed;
-* closed: fetch every committed update, reject those whose bytes do not match their
-  commitment or do not parse, run the defense on the rest, publish the new global model and
-  the round report, and finalize with the flagged set.
+* closed: fetch every committed update (concurrently), let the round engine
+  (:mod:`fleml_node.round_engine`, the one policy the audit and the simulator also apply)
+  reject, defend and aggregate, publish the new global model and the round report, and
+  finalize with the flagged set.
+
+This class does only the I/O and the state machine around the engine.
 
 So an aggregator killed at any point finishes the round on restart: a closed round is
 aggregated again from the same inputs and the same saved defense state, and the defense is
@@ -21,57 +24,32 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
-import torch
 from torch import Tensor, nn
 
-from fleml_node.chain.contract import ChainError, Consortium, RoundInfo, RoundStatus
-from fleml_node.chain.events import round_events
-from fleml_node.defense import Defense, RoundContext
-from fleml_node.learning import flatten, get_params, local_train, make_generator, unflatten
-from fleml_node.learning.params import ParamSpec
+from fleml_node.chain.contract import Consortium, RoundInfo, RoundStatus
+from fleml_node.chain.events import ChainEvent, round_events
+from fleml_node.defense import Defense
+from fleml_node.defense.base import tensor_sha256
+from fleml_node.learning import get_params
+from fleml_node.retry import Backoff, is_permanent, is_transient
+from fleml_node.round_engine import MemberDecision, RoundEngine, RoundOutcome, Submission
 from fleml_node.storage import (
-    HashMismatch,
-    IpfsRequestError,
     IpfsStore,
-    IpfsUnavailable,
-    StorageError,
     content_hash,
     decode_tensors,
     encode_report,
     encode_tensors,
 )
+from fleml_node.submissions import gather_submissions
 from fleml_node.task import TaskConfig
 
 log = logging.getLogger(__name__)
-
-REPORT_FORMAT = "fleml-round-report/1"
-SAMPLE_CLAIM_CAP = 4  # claimed sample counts above 4x the round's median are clipped to it
-MAX_SAMPLE_CLAIM = 2**31  # larger or non-integer claims count as 1
-# An update whose L2 norm (in float64) exceeds this is no training step; values that large
-# also overflow the float32 statistics the defenses compute, so it is rejected on receipt.
-MAX_UPDATE_NORM = 1e6
-
-
-def claimed_samples(extra: dict[str, Any]) -> int:
-    """The sample count a member claims in its update's metadata, if it is plausible, else 1."""
-    claim = extra.get("num_samples", 1)
-    if isinstance(claim, bool) or not isinstance(claim, int) or not 1 <= claim <= MAX_SAMPLE_CLAIM:
-        return 1
-    return claim
-
-
-def capped_counts(claims: list[int]) -> list[int]:
-    """Claims clipped to SAMPLE_CLAIM_CAP times their median, in integers."""
-    cap = SAMPLE_CLAIM_CAP * int(statistics.median_low(claims))
-    return [min(c, cap) for c in claims]
 
 
 @dataclass
@@ -80,17 +58,32 @@ class RoundSummary:
 
     round_id: int
     submissions: int
-    accepted: list[str]
-    rejected: dict[str, str]
-    flagged: list[str]
-    coefficients: dict[str, float | None]
+    decisions: list[MemberDecision]
+    aggregate_sha256: str
     result_cid: str
     report_cid: str
+    transactions: dict[str, str] = field(default_factory=dict)
     gas_used: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     bytes_down: int = 0
     bytes_up: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> list[str]:
+        return [d.member for d in self.decisions if d.status != "rejected"]
+
+    @property
+    def rejected(self) -> dict[str, str]:
+        return {d.member: d.reason for d in self.decisions if d.status == "rejected"}
+
+    @property
+    def flagged(self) -> list[str]:
+        return [d.member for d in self.decisions if d.status == "flagged"]
+
+    @property
+    def coefficients(self) -> dict[str, float | None]:
+        return {d.member: d.coefficient for d in self.decisions if d.status != "rejected"}
 
 
 class AggregatorNode:
@@ -131,21 +124,21 @@ class AggregatorNode:
             raise ValueError("until_round and round_seconds must be >= 1, quorum >= 0")
         self.consortium = consortium
         self.store = store
-        self.defense = defense
+        self.engine = RoundEngine(task, defense, validation)
         self.task = task
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.until_round = until_round
         self.round_seconds = round_seconds
         self.quorum = quorum
-        self.validation = validation
         self.evaluate = evaluate
         self.model = task.initial_model()
-        self.spec = ParamSpec.from_named(get_params(self.model))
         self.summaries: list[RoundSummary] = []
-        # block that opened each round this process opened: event scans start there
-        self._opened_at: dict[int, int] = {}
         self._load_defense_state()
+
+    @property
+    def defense(self) -> Defense:
+        return self.engine.defense
 
     # -- the state machine ---------------------------------------------------------------
     def step(self) -> str:
@@ -160,39 +153,47 @@ class AggregatorNode:
             return self._maybe_close(info)
         if info.status is RoundStatus.CLOSED:
             # a failed attempt must not leave the defense having learned from this round
-            snapshot = self._defense_snapshot()
+            snapshot = self.engine.defense_state()
             try:
                 self._aggregate_and_finalize(info)
             except Exception:
-                self._restore_defense(snapshot)
+                self.engine.restore_defense(snapshot)
                 raise
             return "finalized"
         if current >= self.until_round:
             return "done"
-        self._open(current + 1, info.result_hash,
-                   self._cid_of(current, "RoundFinalized", "resultCid"))
+        finalized = round_events(self.consortium, current)["RoundFinalized"][-1]
+        self._open(current + 1, info.result_hash, finalized.args["resultCid"])
         return "opened"
 
     def run(self, poll_interval: float = 1.0, on_step: Callable[[str], None] | None = None,
-            max_failures: int = 10) -> list[RoundSummary]:
-        """Step until the configured number of rounds is finalized.
+            backoff: Backoff | None = None) -> list[RoundSummary]:
+        """Step until round `until_round` is finalized; never give up on an outage.
 
-        A failed step (RPC or IPFS hiccup, a transaction refused) is retried after
-        `poll_interval`; the chain holds the round's state, so retrying is safe. After
-        `max_failures` failures in a row the last error is raised.
+        A transient failure (RPC or IPFS down, a receipt that did not come) is retried with
+        capped backoff for as long as it lasts; the chain holds the round's state, so a retried
+        step is safe. A permanent one (a revert) is logged once, and the node keeps reading
+        the chain in case it changes (e.g. the operator restores this node's role).
         """
-        failures = 0
+        backoff = backoff or Backoff(base=poll_interval)
+        last_permanent = ""
         while True:
             try:
                 did = self.step()
-            except (ChainError, StorageError, requests.RequestException) as exc:
-                failures += 1
-                if failures >= max_failures:
+            except Exception as exc:
+                if is_transient(exc):
+                    time.sleep(backoff.failed("aggregator step", exc))
+                    continue
+                if not is_permanent(exc):
                     raise
-                log.warning("step failed (%d of %d): %s; retrying", failures, max_failures, exc)
+                if str(exc) != last_permanent:
+                    log.error("aggregator step refused, waiting for the chain to change: %s",
+                              exc)
+                    last_permanent = str(exc)
                 time.sleep(poll_interval)
                 continue
-            failures = 0
+            backoff.succeeded("aggregator step")
+            last_permanent = ""
             if on_step:
                 on_step(did)
             if did == "done":
@@ -209,11 +210,10 @@ class AggregatorNode:
         return content_hash(blob), cid, blob
 
     def _open(self, round_id: int, digest: bytes, cid: str) -> None:
-        quorum = self.quorum or self.consortium.active_members()
-        quorum = min(quorum, self.consortium.active_members())
+        active = self.consortium.active_members()
+        quorum = min(self.quorum or active, active)
         deadline = self.consortium.now() + self.round_seconds
-        receipt = self.consortium.open_round(digest, cid, deadline, quorum)
-        self._opened_at[round_id] = int(receipt["blockNumber"])
+        self.consortium.open_round(digest, cid, deadline, quorum)
         log.info("round %d opened on model %s (quorum %d, %d s)", round_id, cid, quorum,
                  self.round_seconds)
 
@@ -229,140 +229,68 @@ class AggregatorNode:
     def _aggregate_and_finalize(self, info: RoundInfo) -> None:
         r = info.round_id
         t0 = time.perf_counter()
-        events = round_events(self.consortium, r, self._opened_at.get(r))
-        base_blob = self._model_bytes(info.model_hash, r, "RoundOpened", "modelCid", events)
-        base = decode_tensors(base_blob, expected_kind="model", expected_spec=self.spec)
-        base_flat = flatten(base.tensors)
-
-        index_of = {e.args["member"]: self.consortium.member_info(e.args["member"])[2]
-                    for e in events.get("UpdateSubmitted", [])}
-        submissions = sorted(events.get("UpdateSubmitted", []),
-                             key=lambda e: index_of[e.args["member"]])
-        accepted: list[tuple[str, Tensor, int]] = []
-        rejected: dict[str, str] = {}
-        bytes_down = 0
-        members = []
-        for event in submissions:
-            member, digest = event.args["member"], bytes(event.args["updateHash"])
-            cid = event.args["updateCid"]
-            index = index_of[member]
-            entry = {"address": member, "index": index, "update_hash": "0x" + digest.hex(),
-                     "update_cid": cid}
-            try:
-                blob = self.store.get(cid, expected_hash=digest)
-                bytes_down += len(blob)
-                payload = decode_tensors(blob, expected_kind="update", expected_round=r,
-                                         expected_spec=self.spec)
-            except (IpfsUnavailable, IpfsRequestError):
-                raise  # our own daemon is in trouble, not the member: retry the step later
-            except HashMismatch as exc:
-                rejected[member] = f"tampered: {exc}"
-            except StorageError as exc:
-                rejected[member] = f"invalid: {exc}"
-            else:
-                flat = flatten(payload.tensors)
-                norm = torch.linalg.vector_norm(flat.double()).item()
-                if not norm <= MAX_UPDATE_NORM:
-                    rejected[member] = (f"invalid: update norm {norm:.3g} exceeds "
-                                        f"{MAX_UPDATE_NORM:g}")
-                else:
-                    accepted.append((member, flat, claimed_samples(payload.extra)))
-            entry["status"] = "rejected" if member in rejected else "accepted"
-            if member in rejected:
-                entry["reason"] = rejected[member]
-                log.warning("round %d: update of %s rejected: %s", r, member, rejected[member])
-            members.append(entry)
+        events = round_events(self.consortium, r)
+        opened = events["RoundOpened"][-1]
+        base = decode_tensors(self.store.get(opened.args["modelCid"],
+                                             expected_hash=info.model_hash),
+                              expected_kind="model", expected_spec=self.engine.spec)
+        submissions = gather_submissions(self.consortium, self.store,
+                                         events.get("UpdateSubmitted", []))
         t1 = time.perf_counter()
-
-        if accepted:
-            updates = torch.stack([u for _, u, _ in accepted])
-            ids = [m for m, _, _ in accepted]
-            counts = capped_counts([s for _, _, s in accepted])
-            ctx = RoundContext(client_ids=ids, sample_counts=counts, round_number=r,
-                               global_params=base_flat, model=self.model,
-                               x_val=self.validation[0] if self.validation else None,
-                               y_val=self.validation[1] if self.validation else None,
-                               root_update=lambda: self._root_update(base.tensors, r),
-                               seed=self.task.seed)
-            result = self.defense.aggregate(updates, ctx)
-            aggregate = result.update
-            defense_report = result.to_dict()
-            flagged = [c.client_id for c in result.clients if c.flagged]
-            coefficients = {c.client_id: c.coefficient for c in result.clients}
-        else:
-            aggregate = torch.zeros_like(base_flat)
-            defense_report, flagged, coefficients = None, [], {}
-        for entry in members:
-            if entry["address"] in flagged:
-                entry["status"] = "flagged"
-        new_flat = base_flat + aggregate
-        new_params = unflatten(new_flat, self.spec)
+        outcome = self.engine.decide(r, base.tensors, submissions)
+        for member, reason in outcome.rejected.items():
+            log.warning("round %d: update of %s rejected: %s", r, member, reason)
         t2 = time.perf_counter()
-
-        result_hash, result_cid, result_blob = self._publish_model(new_params, r)
-        report = {
-            "format": REPORT_FORMAT,
-            "round": r,
-            "consortium": self.consortium.address,
-            "chain_id": self.consortium.deployment.chain_id,
-            "task": self.task.to_dict(),
-            "base_model": {"hash": "0x" + info.model_hash.hex(),
-                           "cid": self._cid_of(r, "RoundOpened", "modelCid", events)},
-            "result_model": {"hash": "0x" + result_hash.hex(), "cid": result_cid},
-            "members": members,
-            "defense": defense_report,
-        }
-        report_blob = encode_report(report)
-        report_hash, report_cid = content_hash(report_blob), self.store.put(report_blob)
-        bitmap = flagged_bitmap(
-            [e["index"] for e in members if e["status"] in ("flagged", "rejected")],
-            self.consortium.member_slots())
+        published = self._publish_outcome(info, opened, outcome, submissions)
         t3 = time.perf_counter()
         # the state after round r is written before the round is finalized and becomes
         # current once it is: a crash in between neither loses it nor applies it twice
         self._write_defense_state(r, self._pending_file)
-        receipt = self.consortium.finalize_round(r, result_hash, result_cid, report_hash,
-                                                 report_cid, bitmap)
+        receipt = self.consortium.finalize_round(
+            r, published["result_hash"], published["result_cid"], published["report_hash"],
+            published["report_cid"], outcome.bitmap(self.consortium.member_slots()))
         t4 = time.perf_counter()
         if self._pending_file.exists():
             self._pending_file.replace(self._state_file)
-        self.model.load_state_dict(new_params)
+        self.model.load_state_dict(outcome.result_params)
+        self._summarize(outcome, submissions, published, receipt,
+                        {"fetch_verify": t1 - t0, "defense": t2 - t1, "publish": t3 - t2,
+                         "chain": t4 - t3})
+
+    def _publish_outcome(self, info: RoundInfo, opened: ChainEvent, outcome: RoundOutcome,
+                         submissions: list[Submission]) -> dict[str, Any]:
+        """Put the new global model and the round report on IPFS."""
+        result_hash, result_cid, result_blob = self._publish_model(outcome.result_params,
+                                                                   info.round_id)
+        report = outcome.report(
+            self.task, base_model={"hash": "0x" + info.model_hash.hex(),
+                                   "cid": opened.args["modelCid"]},
+            result_model={"hash": "0x" + result_hash.hex(), "cid": result_cid},
+            submissions=submissions,
+            chain={"consortium": self.consortium.address,
+                   "chain_id": self.consortium.deployment.chain_id})
+        report_blob = encode_report(report)
+        return {"result_hash": result_hash, "result_cid": result_cid,
+                "report_hash": content_hash(report_blob),
+                "report_cid": self.store.put(report_blob),
+                "bytes_up": len(result_blob) + len(report_blob)}
+
+    def _summarize(self, outcome: RoundOutcome, submissions: list[Submission],
+                   published: dict[str, Any], receipt: Any, seconds: dict[str, float]) -> None:
         summary = RoundSummary(
-            round_id=r, submissions=len(submissions), accepted=[m for m, _, _ in accepted],
-            rejected=rejected, flagged=flagged, coefficients=coefficients,
-            result_cid=result_cid, report_cid=report_cid,
-            gas_used={"finalizeRound": int(receipt["gasUsed"])},
-            seconds={"fetch_verify": t1 - t0, "defense": t2 - t1, "publish": t3 - t2,
-                     "chain": t4 - t3},
-            bytes_down=bytes_down, bytes_up=len(result_blob) + len(report_blob),
-        )
+            round_id=outcome.round_id, submissions=len(submissions),
+            decisions=outcome.decisions, aggregate_sha256=tensor_sha256(outcome.aggregate),
+            result_cid=published["result_cid"], report_cid=published["report_cid"],
+            transactions={"finalizeRound": "0x" + bytes(receipt["transactionHash"]).hex()},
+            gas_used={"finalizeRound": int(receipt["gasUsed"])}, seconds=seconds,
+            bytes_down=sum(len(s.blob) for s in submissions if s.blob is not None),
+            bytes_up=published["bytes_up"])
         if self.evaluate:
             summary.metrics = self.evaluate(self.model)
         self.summaries.append(summary)
         log.info("round %d finalized: %d accepted, %d rejected, %d flagged; model %s",
-                 r, len(accepted), len(rejected), len(flagged), result_cid)
-
-    def _root_update(self, base: dict[str, Tensor], round_id: int) -> Tensor:
-        """The aggregator's own update on its clean data (FLTrust's server update)."""
-        if self.validation is None:
-            raise ValueError("this defense needs the aggregator's validation data")
-        model = self.task.initial_model()
-        update, _ = local_train(model, base, self.validation[0], self.validation[1],
-                                self.task.train, make_generator(self.task.seed, round_id, 10**6))
-        return flatten(update)
-
-    # -- models on IPFS ------------------------------------------------------------------
-    def _cid_of(self, round_id: int, event: str, arg: str,
-                events: dict[str, Any] | None = None) -> str:
-        found = (events or round_events(self.consortium, round_id,
-                                        self._opened_at.get(round_id))).get(event)
-        if not found:
-            raise RuntimeError(f"round {round_id} has no {event} event on chain")
-        return found[-1].args[arg]
-
-    def _model_bytes(self, digest: bytes, round_id: int, event: str, arg: str,
-                     events: dict[str, Any] | None = None) -> bytes:
-        return self.store.get(self._cid_of(round_id, event, arg, events), expected_hash=digest)
+                 outcome.round_id, len(summary.accepted), len(summary.rejected),
+                 len(summary.flagged), published["result_cid"])
 
     # -- defense state -------------------------------------------------------------------
     # FLEML learns across rounds. Its state is saved per round, tagged with the contract and
@@ -377,15 +305,8 @@ class AggregatorNode:
     def _pending_file(self) -> Path:
         return self.state_dir / "defense_state.pending.json"
 
-    def _defense_snapshot(self) -> dict[str, Any] | None:
-        return self.defense.state_dict() if hasattr(self.defense, "state_dict") else None
-
-    def _restore_defense(self, snapshot: dict[str, Any] | None) -> None:
-        if snapshot is not None:
-            self.defense.load_state_dict(snapshot)
-
     def _write_defense_state(self, round_id: int, path: Path) -> None:
-        state = self._defense_snapshot()
+        state = self.engine.defense_state()
         if state is None:
             return
         record = {"contract": self.consortium.address, "round": round_id,
@@ -412,14 +333,5 @@ class AggregatorNode:
             log.warning("ignoring %s: it belongs to another consortium or method",
                         self._state_file)
             return
-        self.defense.load_state_dict(record["state"])
+        self.engine.restore_defense(record["state"])
         log.info("restored the defense's state after round %d", record["round"])
-
-def flagged_bitmap(indices: list[int], member_slots: int) -> list[int]:
-    """Member indices as the contract's bitmap: bit i of word i // 256."""
-    words = [0] * ((member_slots + 255) // 256)
-    for index in indices:
-        words[index // 256] |= 1 << (index % 256)
-    while words and words[-1] == 0:
-        words.pop()
-    return words

@@ -7,6 +7,12 @@ deadline. It does one update per round: the chain refuses a second one, and a re
 asks the chain whether it already submitted before doing any work. A round whose deadline has
 passed is skipped with a log line.
 
+Failures come in two kinds (:mod:`fleml_node.retry`). An outage of our chain RPC or IPFS daemon
+is waited out with capped backoff, however long it lasts; the event cursor only moves past
+handled events, so nothing is lost. A failure that repeating cannot mend (the aggregator's
+model does not match its commitment, our own training produced NaN/Inf, the contract refuses
+the submission) skips that round with one log line, and the node keeps following the chain.
+
 A simulated malicious member is the same node with an attack configured; nothing else differs.
 """
 
@@ -16,27 +22,24 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import requests
 from torch import Tensor
 
 from fleml_node.attacks import Attack
-from fleml_node.chain.contract import ChainError, Consortium, RoundStatus
+from fleml_node.chain.contract import Consortium, ContractReverted, RoundStatus
 from fleml_node.chain.events import ChainEvent, EventFollower
 from fleml_node.learning import ParamSpec, get_params, local_train, make_generator
+from fleml_node.retry import Backoff, is_transient
+from fleml_node.round_engine import encode_update
 from fleml_node.storage import (
+    HashMismatch,
+    InvalidPayload,
     IpfsStore,
-    StorageError,
     content_hash,
     decode_tensors,
-    encode_tensors,
 )
 from fleml_node.task import TaskConfig
 
 log = logging.getLogger(__name__)
-
-# Reverts after which submitting again cannot succeed: the node moves on to the next round.
-FINAL_REVERTS = ("AlreadySubmitted", "DeadlinePassed", "WrongRoundStatus", "NotMember",
-                 "UnknownRound")
 
 
 @dataclass
@@ -52,6 +55,7 @@ class ClientRoundStats:
     bytes_up: int = 0
     bytes_down: int = 0
     gas_used: int = 0
+    transaction: str = ""
     reason: str = ""
 
 
@@ -101,24 +105,23 @@ class ClientNode:
         return self.follower.poll(self.handle)
 
     def run(self, poll_interval: float = 1.0, max_rounds: int | None = None,
-            max_failures: int = 10) -> None:
-        """Follow the chain until stopped (Ctrl-C) or the limits given are reached.
+            backoff: Backoff | None = None) -> None:
+        """Follow the chain until stopped (Ctrl-C) or `max_rounds` updates are submitted.
 
-        A failed poll (RPC or IPFS hiccup) is retried after `poll_interval`: the event cursor
-        only moves past handled events, so nothing is lost. After `max_failures` failures in
-        a row the last error is raised.
+        A poll that fails for a transient reason (RPC or IPFS down) is retried with capped
+        backoff for as long as the outage lasts; other errors are bugs and propagate.
         """
         log.info("client %s following consortium %s", self.address, self.consortium.address)
-        failures = 0
+        backoff = backoff or Backoff(base=poll_interval)
         while True:
             try:
                 self.poll_once()
-                failures = 0
-            except (ChainError, StorageError, requests.RequestException) as exc:
-                failures += 1
-                if failures >= max_failures:
+            except Exception as exc:
+                if not is_transient(exc):
                     raise
-                log.warning("poll failed (%d of %d): %s; retrying", failures, max_failures, exc)
+                time.sleep(backoff.failed("client poll", exc))
+                continue
+            backoff.succeeded("client poll")
             done = [s for s in self.history if s.status == "submitted"]
             if max_rounds is not None and len(done) >= max_rounds:
                 return
@@ -148,40 +151,49 @@ class ClientNode:
             return ClientRoundStats(round_id, "skipped-late")
 
         stats = ClientRoundStats(round_id, "submitted", samples=int(self.y.numel()))
+        try:
+            self._train_and_submit(stats, model_hash, model_cid, deadline)
+        except (HashMismatch, InvalidPayload, ContractReverted) as exc:
+            # repeating cannot mend these: skip the round, keep following the chain
+            log.warning("round %d: skipped: %s", round_id, exc)
+            stats.status, stats.reason = "failed", str(exc)
+        return stats
+
+    def _train_and_submit(self, stats: ClientRoundStats, model_hash: bytes, model_cid: str,
+                          deadline: int) -> None:
+        round_id = stats.round_id
         t0 = time.perf_counter()
         data = self.store.get(model_cid, expected_hash=model_hash)
         stats.bytes_down = len(data)
         payload = decode_tensors(data, expected_kind="model", expected_spec=self.spec)
-        global_params = payload.tensors
         t1 = time.perf_counter()
         generator = make_generator(self.task.seed, round_id, self.client_index)
-        update, train_stats = local_train(self.model, global_params, self.x, self.y,
+        update, train_stats = local_train(self.model, payload.tensors, self.x, self.y,
                                           self.task.train, generator, attack=self.attack)
         stats.loss_before, stats.loss_after = train_stats.loss_before, train_stats.loss_after
         t2 = time.perf_counter()
-        blob = encode_tensors(update, kind="update", round=round_id,
-                              extra={"num_samples": stats.samples})
-        digest = content_hash(blob)
-        cid = self.store.put(blob)
+        blob = encode_update(update, round_id, stats.samples)  # refuses NaN/Inf
+        digest, cid = self.publish_update(round_id, blob)
         stats.bytes_up = len(blob)
         t3 = time.perf_counter()
         if self.consortium.now() > deadline:
             log.info("round %d: skipped, deadline passed during training", round_id)
             stats.status = "skipped-late"
-            return stats
-        try:
-            receipt = self.consortium.submit_update(round_id, digest, cid)
-        except ChainError as exc:
-            if not any(f"{name}(" in str(exc) for name in FINAL_REVERTS):
-                raise  # transient (RPC, gas, nonce): the poll is retried, the round kept
-            log.warning("round %d: submission refused: %s", round_id, exc)
-            stats.status, stats.reason = "failed", str(exc)
-            return stats
+            return
+        receipt = self.consortium.submit_update(round_id, digest, cid)
         t4 = time.perf_counter()
         stats.gas_used = int(receipt["gasUsed"])
+        stats.transaction = "0x" + bytes(receipt["transactionHash"]).hex()
         stats.seconds = {"fetch": t1 - t0, "train": t2 - t1, "publish": t3 - t2,
                          "chain": t4 - t3}
         log.info("round %d: submitted update %s (%d samples, loss %.3f -> %.3f, %.1fs training)",
                  round_id, cid, stats.samples, stats.loss_before or float("nan"),
                  stats.loss_after or float("nan"), stats.seconds["train"])
-        return stats
+
+    def publish_update(self, round_id: int, blob: bytes) -> tuple[bytes, str]:
+        """Put the update's bytes on IPFS; returns the content hash to commit and the CID.
+
+        Simulations and fault-injection tests replace this per node to make a member publish
+        something other than what it commits.
+        """
+        return content_hash(blob), self.store.put(blob)

@@ -34,22 +34,22 @@ from typing import Any
 import torch
 from eth_account import Account
 
-from fleml_node.aggregator import capped_counts
-from fleml_node.attacks import Attack, make_attack
-from fleml_node.defense import RoundContext, make_defense
+from fleml_node.attacks import ATTACKS, Attack, make_attack
+from fleml_node.defense import REGISTRY, make_defense
+from fleml_node.defense.base import tensor_sha256
 from fleml_node.defense.metrics import DetectionMetrics, detection_metrics
 from fleml_node.learning import (
     TrainConfig,
     attack_success_rate,
     configure_threads,
     evaluate,
-    flatten,
     get_params,
     local_train,
     make_generator,
-    unflatten,
 )
-from fleml_node.learning.params import ParamSpec
+from fleml_node.learning.datasets import DATASETS
+from fleml_node.round_engine import MemberDecision, RoundEngine, Submission, encode_update
+from fleml_node.storage import InvalidPayload, content_hash
 from fleml_node.task import (
     LOSS_EVAL_SAMPLES,
     TaskConfig,
@@ -60,7 +60,7 @@ from fleml_node.task import (
 
 log = logging.getLogger(__name__)
 
-DEFENSES = ("fedavg", "krum", "multikrum", "median", "trimmedmean", "fltrust", "fleml")
+DEFENSES: tuple[str, ...] = tuple(REGISTRY)  # what --defense all runs
 
 
 @dataclass
@@ -92,9 +92,13 @@ class SimulationConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.malicious_fraction < 1:
             raise ValueError("malicious_fraction must be in [0, 1)")
-        unknown = [d for d in self.defenses if d not in DEFENSES]
+        unknown = [d for d in self.defenses if d not in REGISTRY]
         if unknown or not self.defenses:
-            raise ValueError(f"unknown defense(s) {unknown}; choose from {list(DEFENSES)}")
+            raise ValueError(f"unknown defense(s) {unknown}; choose from {list(REGISTRY)}")
+        if self.attack and self.attack not in ATTACKS:
+            raise ValueError(f"unknown attack {self.attack!r}; choose from {list(ATTACKS)}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose from {list(DATASETS)}")
         if self.mode not in ("chain", "memory"):
             raise ValueError("mode must be 'chain' or 'memory'")
         if self.rounds < 1 or self.num_clients < 2:
@@ -135,6 +139,35 @@ class RoundRecord:
     bytes_moved: int
     gas_used: int
     seconds: float
+    # what the round engine decided per member (status, reason, coefficient), and the hash of
+    # the aggregate: identical in both modes for the same seed
+    members: list[dict[str, Any]] = field(default_factory=list)
+    aggregate_sha256: str = ""
+
+
+# A fault injected into what member `client` publishes in a round: given (round, client, the
+# honest update's bytes) it returns (the bytes published, the hash committed), or None to
+# leave that member honest. Both modes apply it at the same point.
+Corruption = Callable[[int, int, bytes], tuple[bytes, bytes] | None]
+
+
+def member_keys(num_clients: int) -> list[str]:
+    """The local test keys: operator, aggregator, then one per member (both modes use them)."""
+    from fleml_node.devnet.anvil import test_keys
+
+    return test_keys(num_clients + 2)
+
+
+def _record(defense: str, round_id: int, decisions: list[MemberDecision], aggregate_sha: str,
+            index_of: dict[str, int], malicious: list[int], metrics: dict[str, float],
+            moved: int, gas: int, seconds: float) -> RoundRecord:
+    flagged = sorted(index_of[d.member] for d in decisions if d.status != "accepted")
+    present = sorted(index_of[d.member] for d in decisions)
+    det = _detection(flagged, malicious, present)
+    members = [{**d.to_dict(), "coefficient": d.coefficient} for d in decisions]
+    return RoundRecord(defense, round_id, metrics["accuracy"], metrics.get("backdoor_asr"),
+                       flagged, det.precision, det.recall, moved, gas, seconds, members,
+                       aggregate_sha)
 
 
 class Evaluator:
@@ -169,7 +202,7 @@ def _ipfs(config: SimulationConfig, work: Path) -> Iterator[str]:
     if config.ipfs_api:
         yield config.ipfs_api
         return
-    from fleml_node.storage.daemon import LocalIpfsDaemon
+    from fleml_node.devnet.ipfs import LocalIpfsDaemon
 
     with LocalIpfsDaemon(work / "ipfs") as daemon:
         yield daemon.api_addr
@@ -194,15 +227,15 @@ class ChainFederation:
 
 @contextlib.contextmanager
 def chain_federation(config: SimulationConfig, defense_name: str, run_dir: Path,
-                     ipfs_api: str, evaluate: Callable | None = None
-                     ) -> Iterator[ChainFederation]:
+                     ipfs_api: str, evaluate: Callable | None = None,
+                     corrupt: Corruption | None = None) -> Iterator[ChainFederation]:
     """Start anvil, deploy, admit the clients and build every node; stop anvil on exit."""
     from fleml_node.aggregator import AggregatorNode
-    from fleml_node.chain.anvil import LocalAnvil, test_keys
     from fleml_node.chain.contract import Consortium, connect
-    from fleml_node.chain.deploy import deploy_local_consortium
     from fleml_node.chain.events import EventFollower
     from fleml_node.client import ClientNode
+    from fleml_node.devnet.anvil import LocalAnvil, test_keys
+    from fleml_node.devnet.consortium import deploy_local_consortium
     from fleml_node.storage import IpfsStore
 
     task, attack, malicious = config.task(), config.make_attack(), config.malicious_clients()
@@ -218,8 +251,11 @@ def chain_federation(config: SimulationConfig, defense_name: str, run_dir: Path,
             consortium = Consortium(w3, record, Account.from_key(keys[2 + i]))
             x, y = client_data(task, i)
             follower = EventFollower(consortium, run_dir / f"client{i}.events.json")
-            clients.append(ClientNode(consortium, store, follower, task, x, y, i,
-                                      attack=attack if i in malicious else None))
+            client = ClientNode(consortium, store, follower, task, x, y, i,
+                                attack=attack if i in malicious else None)
+            if corrupt is not None:
+                client.publish_update = _corrupted_publish(client, i, corrupt)
+            clients.append(client)
         defense = make_defense(defense_name, **config.defense_params.get(defense_name, {}))
         aggregator = AggregatorNode(
             Consortium(w3, record, Account.from_key(keys[1])), store, defense, task,
@@ -228,12 +264,27 @@ def chain_federation(config: SimulationConfig, defense_name: str, run_dir: Path,
         yield ChainFederation(aggregator, clients, w3, malicious)
 
 
+def _corrupted_publish(client: Any, index: int,
+                       corrupt: Corruption) -> Callable[[int, bytes], tuple[bytes, str]]:
+    honest = client.publish_update
+
+    def publish(round_id: int, blob: bytes) -> tuple[bytes, str]:
+        fault = corrupt(round_id, index, blob)
+        if fault is None:
+            return honest(round_id, blob)
+        published, committed = fault
+        return committed, client.store.put(published)
+
+    return publish
+
+
 def run_chain(config: SimulationConfig, defense_name: str, work: Path, ipfs_api: str,
-              on_round: Callable[[RoundRecord], None]) -> list[RoundRecord]:
+              on_round: Callable[[RoundRecord], None],
+              corrupt: Corruption | None = None) -> list[RoundRecord]:
     """One defense through the real path on a fresh chain."""
     evaluator = Evaluator(config, config.make_attack())
     with chain_federation(config, defense_name, work / defense_name, ipfs_api,
-                          evaluator) as fed:
+                          evaluator, corrupt) as fed:
         index_of = {c.address: i for i, c in enumerate(fed.clients)}
         records: list[RoundRecord] = []
         block_before, started = fed.w3.eth.block_number, time.perf_counter()
@@ -247,12 +298,9 @@ def run_chain(config: SimulationConfig, defense_name: str, work: Path, ipfs_api:
                 moved = s.bytes_down + s.bytes_up + sum(
                     h.bytes_up + h.bytes_down for c in fed.clients for h in c.history
                     if h.round_id == s.round_id)
-                flagged = sorted(index_of[a] for a in (*s.flagged, *s.rejected))
-                present = sorted(index_of[a] for a in (*s.accepted, *s.rejected))
-                det = _detection(flagged, fed.malicious, present)
-                rec = RoundRecord(defense_name, s.round_id, s.metrics["accuracy"],
-                                  s.metrics.get("backdoor_asr"), flagged, det.precision,
-                                  det.recall, moved, gas, time.perf_counter() - started)
+                rec = _record(defense_name, s.round_id, s.decisions, s.aggregate_sha256,
+                              index_of, fed.malicious, s.metrics, moved, gas,
+                              time.perf_counter() - started)
                 records.append(rec)
                 on_round(rec)
                 block_before, started = block_after, time.perf_counter()
@@ -262,58 +310,46 @@ def run_chain(config: SimulationConfig, defense_name: str, work: Path, ipfs_api:
 
 # -- the in-memory path ------------------------------------------------------------------------
 def run_memory(config: SimulationConfig, defense_name: str,
-               on_round: Callable[[RoundRecord], None]) -> list[RoundRecord]:
-    """One defense without chain or IPFS: the same training, attacks and defense calls."""
+               on_round: Callable[[RoundRecord], None],
+               corrupt: Corruption | None = None) -> list[RoundRecord]:
+    """One defense without chain or IPFS: the same members, encoding and round engine.
+
+    Each member trains, encodes its update as a client node does (a member whose training
+    yields NaN/Inf skips the round, as a client node does) and commits its bytes' hash; the
+    round engine decides on those bytes exactly as the aggregator node does on IPFS's.
+    """
     task, attack, malicious = config.task(), config.make_attack(), config.malicious_clients()
     evaluator = Evaluator(config, attack)
-    model, scratch = task.initial_model(), task.initial_model()
-    global_params = get_params(model)
-    spec = ParamSpec.from_named(global_params)
+    engine = RoundEngine(task, make_defense(defense_name,
+                                            **config.defense_params.get(defense_name, {})),
+                         validation_data(task))
+    scratch = task.initial_model()
+    global_params = get_params(task.initial_model())
+    addresses = [Account.from_key(k).address for k in member_keys(config.num_clients)[2:]]
+    index_of = {a: i for i, a in enumerate(addresses)}
     data = [client_data(task, i) for i in range(config.num_clients)]
-    x_val, y_val = validation_data(task)
-    defense = make_defense(defense_name, **config.defense_params.get(defense_name, {}))
-    bytes_per_update = 4 * spec.numel
     records = []
     for r in range(1, config.rounds + 1):
         started = time.perf_counter()
-        updates = []
+        submissions, moved = [], 0
         for i, (x, y) in enumerate(data):
             update, _ = local_train(scratch, global_params, x, y, task.train,
                                     make_generator(task.seed, r, i),
                                     attack=attack if i in malicious else None)
-            updates.append(flatten(update))
-        base = flatten(global_params)
-
-        def root_update(base_params=global_params, round_id=r):
-            update, _ = local_train(scratch, base_params, x_val, y_val, task.train,
-                                    make_generator(task.seed, round_id, 10**6))
-            return flatten(update)
-
-        # as the aggregator node does on receipt: NaN/Inf updates are rejected, not averaged
-        stacked = torch.stack(updates)
-        finite = torch.isfinite(stacked).all(dim=1)
-        kept = [i for i in range(config.num_clients) if finite[i]]
-        rejected = [i for i in range(config.num_clients) if not finite[i]]
-        flagged = list(rejected)
-        if kept:
-            ctx = RoundContext(client_ids=[str(i) for i in kept],
-                               sample_counts=capped_counts([int(data[i][1].numel())
-                                                            for i in kept]),
-                               round_number=r, global_params=base, model=model, x_val=x_val,
-                               y_val=y_val, root_update=root_update, seed=task.seed)
-            result = defense.aggregate(stacked[kept], ctx)
-            base = base + result.update
-            flagged += [int(c) for c in result.flagged_ids]
-        global_params = unflatten(base, spec)
-        model.load_state_dict(global_params)
-        flagged.sort()
-        metrics = evaluator(model)
-        det = _detection(flagged, malicious, list(range(config.num_clients)))
-        # what the real path would move: each client fetches the model and uploads its update
-        moved = 2 * config.num_clients * bytes_per_update
-        rec = RoundRecord(defense_name, r, metrics["accuracy"], metrics.get("backdoor_asr"),
-                          flagged, det.precision, det.recall, moved, 0,
-                          time.perf_counter() - started)
+            try:
+                blob = encode_update(update, r, int(y.numel()))
+            except InvalidPayload:
+                continue  # the member's own update is not finite: it skips the round
+            fault = corrupt(r, i, blob) if corrupt else None
+            published, committed = fault if fault else (blob, content_hash(blob))
+            submissions.append(Submission(addresses[i], i, committed, "", published))
+            moved += 2 * len(published)  # the model down (same size) and the update up
+        outcome = engine.decide(r, global_params, submissions)
+        global_params = outcome.result_params
+        engine.model.load_state_dict(global_params)
+        rec = _record(defense_name, r, outcome.decisions, tensor_sha256(outcome.aggregate),
+                      index_of, malicious, evaluator(engine.model), moved, 0,
+                      time.perf_counter() - started)
         records.append(rec)
         on_round(rec)
     return records

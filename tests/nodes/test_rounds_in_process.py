@@ -84,7 +84,7 @@ def test_tampered_update_is_rejected_flagged_on_chain_and_explained_by_audit(
     assert verdict.ok, "\n".join(verdict.lines())
     member = next(m for m in verdict.members if m.address == cheat)
     assert member.status_in_report == "rejected"
-    assert "do not match the commitment" in member.detail
+    assert "does not match the commitment" in member.detail
 
 
 def test_audit_fails_when_the_aggregate_does_not_replay(federation, tmp_path):
@@ -189,11 +189,11 @@ def test_audit_reports_a_malformed_report_instead_of_crashing(federation, tmp_pa
 
 def test_poison_pills_are_rejected_and_the_round_completes(federation, tmp_path, monkeypatch):
     """A finite but astronomically large update and absurd sample claims cannot stop a round."""
-    from fleml_node import client as client_module
+    from fleml_node import round_engine
     from fleml_node.attacks import make_attack
 
-    real_encode = client_module.encode_tensors
-    monkeypatch.setattr(client_module, "encode_tensors", lambda tensors, **kw: real_encode(
+    real_encode = round_engine.encode_tensors
+    monkeypatch.setattr(round_engine, "encode_tensors", lambda tensors, **kw: real_encode(
         tensors, **{**kw, "extra": {"num_samples": 10**40}}))
     aggregator = make_aggregator_node(federation, tmp_path, until_round=1)
     clients = make_clients(federation, tmp_path)

@@ -1,0 +1,486 @@
+"""The round policy: one function decides a round, one function re-checks the decision.
+
+Everything a round decides is here and nowhere else: which submissions are accepted, which are
+rejected and why, what the defense sees, how its flags become the on-chain bitmap, the new
+global model and the round report. The aggregator node (:mod:`fleml_node.aggregator`), the
+audit (:mod:`fleml_node.audit`) and the in-memory simulator (:mod:`fleml_node.simulate`) all
+call :meth:`RoundEngine.decide` or :meth:`RoundEngine.verify`, so an audit applies exactly the
+aggregator's rules and the simulator's numbers come from the policy the nodes run.
+
+This module knows nothing about chains or IPFS. Its input is what the chain and IPFS yielded:
+per member the committed hash, the CID and the fetched bytes, or the reason they could not be
+fetched (:class:`Submission`). Whatever a member puts on chain is that member's problem, never
+the round's: a missing, malformed or unparseable object, bytes that do not hash to the
+commitment, wrong shapes, another round's payload, NaN or absurd norms each reject that member
+with a reason, and the round goes on.
+
+Rejection rules, in order (the first that applies is the reason):
+
+``unavailable``  the node could not fetch the object although its own IPFS daemon is healthy
+                 (missing, a directory, a malformed CID, too large);
+``tampered``     the bytes do not hash to the member's on-chain commitment;
+``invalid``      the bytes are not an update for this round of this model (not FLEML
+                 safetensors, another kind or round, wrong names or shapes, non-float32,
+                 NaN/Inf, or an L2 norm above :data:`MAX_UPDATE_NORM`).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fleml_node.defense import Defense, RoundContext, make_defense, replay
+from fleml_node.learning import flatten, get_params, local_train, make_generator, unflatten
+from fleml_node.learning.params import ParamSpec
+from fleml_node.storage import (
+    InvalidPayload,
+    content_hash,
+    decode_tensors,
+    encode_tensors,
+)
+from fleml_node.task import TaskConfig
+
+REPORT_FORMAT = "fleml-round-report/1"
+SAMPLE_CLAIM_CAP = 4  # claimed sample counts above 4x the round's median are clipped to it
+MAX_SAMPLE_CLAIM = 2**31  # larger or non-integer claims count as 1
+# An update whose L2 norm (in float64) exceeds this is no training step; values that large
+# also overflow the float32 statistics the defenses compute, so it is rejected on receipt.
+MAX_UPDATE_NORM = 1e6
+# Defenses whose aggregate depends only on the updates, sample counts and their parameters:
+# the audit re-runs them. FLEML and FLTrust also read the aggregator's validation data and
+# learned state, which the audit does not hold (yet): their coefficients are checked for
+# admissibility and exact effect.
+STATELESS_DEFENSES = ("fedavg", "krum", "multikrum", "median", "trimmedmean")
+
+
+def encode_update(update: dict[str, Tensor], round_id: int, num_samples: int) -> bytes:
+    """A member's update as the bytes it publishes (the one encoding every member uses).
+
+    Raises
+    ------
+    NonFiniteValues
+        If the update holds NaN or an infinity (the member's own training diverged).
+    """
+    return encode_tensors(update, kind="update", round=round_id,
+                          extra={"num_samples": int(num_samples)})
+
+
+def claimed_samples(extra: dict[str, Any]) -> int:
+    """The sample count a member claims in its update's metadata, if it is plausible, else 1."""
+    claim = extra.get("num_samples", 1)
+    if isinstance(claim, bool) or not isinstance(claim, int) or not 1 <= claim <= MAX_SAMPLE_CLAIM:
+        return 1
+    return claim
+
+
+def capped_counts(claims: list[int]) -> list[int]:
+    """Claims clipped to SAMPLE_CLAIM_CAP times their median, in integers."""
+    cap = SAMPLE_CLAIM_CAP * int(statistics.median_low(claims))
+    return [min(c, cap) for c in claims]
+
+
+def flagged_bitmap(indices: Sequence[int], member_slots: int) -> list[int]:
+    """Member indices as the contract's bitmap: bit i of word i // 256, no trailing zeros."""
+    words = [0] * ((member_slots + 255) // 256)
+    for index in indices:
+        words[index // 256] |= 1 << (index % 256)
+    while words and words[-1] == 0:
+        words.pop()
+    return words
+
+
+def bitmap_indices(words: Sequence[int]) -> set[int]:
+    """The member indices whose bits are set in a bitmap."""
+    return {w * 256 + b for w, word in enumerate(words) for b in range(256) if (word >> b) & 1}
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One member's committed update, as the node found it.
+
+    Parameters
+    ----------
+    member
+        The member's address (the defense's client id).
+    index
+        The member's index in the consortium (its bit in the flagged bitmap).
+    update_hash
+        The 32-byte content hash the member committed on chain.
+    update_cid
+        The CID it committed ("" where there is no IPFS, as in the in-memory simulator).
+    blob
+        The bytes fetched for that CID, or None when they could not be fetched.
+    fetch_error
+        Why the bytes could not be fetched (set exactly when ``blob`` is None).
+    """
+
+    member: str
+    index: int
+    update_hash: bytes
+    update_cid: str = ""
+    blob: bytes | None = None
+    fetch_error: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.blob is None) == (self.fetch_error is None):
+            raise ValueError("a submission has either its bytes or the reason they are missing")
+
+
+@dataclass
+class MemberDecision:
+    """What the round decided for one member."""
+
+    member: str
+    index: int
+    status: str  # accepted | flagged | rejected
+    reason: str = ""
+    coefficient: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"address": self.member, "index": self.index,
+                               "status": self.status}
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass
+class Screened:
+    """The first half of a round: submissions checked, before the defense runs."""
+
+    decisions: list[MemberDecision]
+    accepted: list[str]
+    updates: Tensor | None  # [n_accepted, d] float32, in member-index order
+    claims: list[int]
+
+
+@dataclass
+class RoundOutcome:
+    """Everything the policy decided for a round; the node only publishes and commits it."""
+
+    round_id: int
+    decisions: list[MemberDecision]
+    defense_report: dict[str, Any] | None
+    aggregate: Tensor
+    result_params: dict[str, Tensor]
+    bitmap_indices: list[int]
+    updates: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def accepted(self) -> list[str]:
+        return [d.member for d in self.decisions if d.status != "rejected"]
+
+    @property
+    def rejected(self) -> dict[str, str]:
+        return {d.member: d.reason for d in self.decisions if d.status == "rejected"}
+
+    @property
+    def flagged(self) -> list[str]:
+        return [d.member for d in self.decisions if d.status == "flagged"]
+
+    @property
+    def coefficients(self) -> dict[str, float | None]:
+        return {d.member: d.coefficient for d in self.decisions if d.status != "rejected"}
+
+    def bitmap(self, member_slots: int) -> list[int]:
+        return flagged_bitmap(self.bitmap_indices, member_slots)
+
+    def report(self, task: TaskConfig, base_model: dict[str, str],
+               result_model: dict[str, str], submissions: Sequence[Submission],
+               chain: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The round report: the claim an auditor checks (chain fields only where there is one).
+
+        Parameters
+        ----------
+        base_model, result_model
+            ``{"hash": "0x...", "cid": "..."}`` of the model the round trained on and of the
+            new global model.
+        submissions
+            The round's submissions, for their committed hashes and CIDs.
+        chain
+            ``{"consortium": address, "chain_id": id}``; None in the in-memory simulator.
+        """
+        committed = {s.member: s for s in submissions}
+        members = []
+        for decision in self.decisions:
+            entry = decision.to_dict()
+            sub = committed[decision.member]
+            entry["update_hash"] = "0x" + sub.update_hash.hex()
+            entry["update_cid"] = sub.update_cid
+            members.append(entry)
+        return {
+            "format": REPORT_FORMAT,
+            "round": self.round_id,
+            "consortium": (chain or {}).get("consortium"),
+            "chain_id": (chain or {}).get("chain_id"),
+            "task": task.to_dict(),
+            "base_model": base_model,
+            "result_model": result_model,
+            "members": members,
+            "defense": self.defense_report,
+        }
+
+
+class RoundEngine:
+    """The round policy for one federation task and one defense.
+
+    Parameters
+    ----------
+    task
+        The federation's task; fixes the model and the training hyper-parameters.
+    defense
+        The aggregation method; stateful methods (FLEML) learn across :meth:`decide` calls.
+    validation
+        The aggregator's clean data ``(x, y)``: FLEML's look-ahead and FLTrust's root data.
+    """
+
+    def __init__(self, task: TaskConfig, defense: Defense,
+                 validation: tuple[Tensor, Tensor] | None = None) -> None:
+        self.task = task
+        self.defense = defense
+        self.validation = validation
+        self.model = task.initial_model()
+        self.spec = ParamSpec.from_named(get_params(self.model))
+
+    # -- deciding ------------------------------------------------------------------------
+    def screen(self, round_id: int, submissions: Sequence[Submission]) -> Screened:
+        """Apply the rejection rules to every submission (see the module docstring)."""
+        decisions, accepted, rows, claims = [], [], [], []
+        for sub in sorted(submissions, key=lambda s: s.index):
+            reason, flat, claim = self._check(round_id, sub)
+            if reason:
+                decisions.append(MemberDecision(sub.member, sub.index, "rejected", reason))
+                continue
+            decisions.append(MemberDecision(sub.member, sub.index, "accepted"))
+            accepted.append(sub.member)
+            rows.append(flat)
+            claims.append(claim)
+        if len(set(accepted)) != len(accepted):
+            raise ValueError("a member appears twice among the round's submissions")
+        return Screened(decisions, accepted, torch.stack(rows) if rows else None, claims)
+
+    def _check(self, round_id: int, sub: Submission) -> tuple[str, Tensor | None, int]:
+        if sub.blob is None:
+            return f"unavailable: {sub.fetch_error}", None, 0
+        digest = content_hash(sub.blob)
+        if digest != sub.update_hash:
+            return (f"tampered: content hash 0x{digest.hex()} does not match the commitment "
+                    f"0x{sub.update_hash.hex()}"), None, 0
+        try:
+            payload = decode_tensors(sub.blob, expected_kind="update", expected_round=round_id,
+                                     expected_spec=self.spec)
+        except InvalidPayload as exc:
+            return f"invalid: {exc}", None, 0
+        flat = flatten(payload.tensors)
+        norm = torch.linalg.vector_norm(flat.double()).item()
+        if not norm <= MAX_UPDATE_NORM:
+            return f"invalid: update norm {norm:.3g} exceeds {MAX_UPDATE_NORM:g}", None, 0
+        return "", flat, claimed_samples(payload.extra)
+
+    def decide(self, round_id: int, base: dict[str, Tensor],
+               submissions: Sequence[Submission]) -> RoundOutcome:
+        """Decide round `round_id` on the base model `base` from the members' submissions.
+
+        Stateful defenses update their state; a caller that may fail before committing the
+        result takes :meth:`defense_state` first and restores it on failure.
+        """
+        screened = self.screen(round_id, submissions)
+        base_flat = flatten(base)
+        decisions = screened.decisions
+        if screened.updates is None:
+            aggregate, defense_report = torch.zeros_like(base_flat), None
+        else:
+            result = self.defense.aggregate(screened.updates, self._context(
+                round_id, base, screened.accepted, capped_counts(screened.claims)))
+            aggregate, defense_report = result.update, result.to_dict()
+            by_id = {c.client_id: c for c in result.clients}
+            for d in decisions:
+                if d.status == "accepted":
+                    client = by_id[d.member]
+                    d.coefficient = client.coefficient
+                    if client.flagged:
+                        d.status = "flagged"
+        result_params = unflatten(base_flat + aggregate, self.spec)
+        return RoundOutcome(
+            round_id, decisions, defense_report, aggregate, result_params,
+            bitmap_indices=[d.index for d in decisions if d.status != "accepted"],
+            updates=screened.updates)
+
+    def _context(self, round_id: int, base: dict[str, Tensor], ids: list[str],
+                 counts: list[int]) -> RoundContext:
+        self.model.load_state_dict(base)
+        x_val, y_val = self.validation if self.validation else (None, None)
+        return RoundContext(client_ids=ids, sample_counts=counts, round_number=round_id,
+                            global_params=flatten(base), model=self.model, x_val=x_val,
+                            y_val=y_val, root_update=lambda: self._root_update(base, round_id),
+                            seed=self.task.seed)
+
+    def _root_update(self, base: dict[str, Tensor], round_id: int) -> Tensor:
+        """The aggregator's own update on its clean data (FLTrust's server update)."""
+        if self.validation is None:
+            raise ValueError("this defense needs the aggregator's validation data")
+        update, _ = local_train(self.task.initial_model(), base, self.validation[0],
+                                self.validation[1], self.task.train,
+                                make_generator(self.task.seed, round_id, 10**6))
+        return flatten(update)
+
+    def defense_state(self) -> dict[str, Any] | None:
+        """The defense's learned state (None for stateless methods)."""
+        return self.defense.state_dict() if hasattr(self.defense, "state_dict") else None
+
+    def restore_defense(self, state: dict[str, Any] | None) -> None:
+        if state is not None:
+            self.defense.load_state_dict(state)
+
+
+# -- verifying ---------------------------------------------------------------------------------
+Check = tuple[str, bool, str]
+
+
+@dataclass
+class MemberCheck:
+    """The audit's view of one member: what the policy says against what the report says."""
+
+    address: str
+    index: int
+    committed_hash: str
+    status_in_report: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Verification:
+    """The result of re-checking a round's report against its inputs."""
+
+    checks: list[Check] = field(default_factory=list)
+    members: list[MemberCheck] = field(default_factory=list)
+
+    def add(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.checks.append((name, ok, detail))
+        return ok
+
+
+def verify_round(round_id: int, submissions: Sequence[Submission], base: dict[str, Tensor],
+                 result: dict[str, Tensor], report: dict[str, Any], bitmap: Sequence[int],
+                 make_engine: Callable[[TaskConfig, Defense], RoundEngine] | None = None
+                 ) -> Verification:
+    """Re-check a round's report with the same rules :meth:`RoundEngine.decide` applies.
+
+    Parameters
+    ----------
+    round_id
+        The round.
+    submissions
+        Every committed submission of the round, with the bytes the auditor fetched.
+    base, result
+        The base and the finalized global model (already checked against their hashes).
+    report
+        The round report (already checked against its hash): the claim being verified.
+    bitmap
+        The flagged bitmap the round was finalized with.
+    make_engine
+        Builds the engine from the report's task and a fresh defense (tests use it).
+
+    Returns
+    -------
+    Verification
+        One entry per check; a failed check never raises.
+    """
+    out = Verification()
+    task = task_from_report(report["task"])
+    defense_report = report.get("defense")
+    method = defense_report["method"] if defense_report else "fedavg"
+    params = defense_report["params"] if defense_report else {}
+    defense = make_defense(method, **params)
+    engine = (make_engine or (lambda t, d: RoundEngine(t, d)))(task, defense)
+    if round_id == 1:
+        # later rounds are chained on chain: each opens on the previous round's result
+        out.add("round 1 starts from the task's initial model",
+                torch.equal(flatten(get_params(task.initial_model())), flatten(base)))
+
+    entries = report["members"]
+    by_member = {e["address"]: e for e in entries}
+    committed = {s.member: s for s in submissions}
+    out.add("report lists exactly the committed submissions, once each",
+            len(by_member) == len(entries) and sorted(by_member) == sorted(committed),
+            f"{len(committed)} on chain, {len(entries)} in report")
+    wrong_index = [a for a, e in by_member.items()
+                   if a in committed and e.get("index") != committed[a].index]
+    out.add("report's member indices are the chain's", not wrong_index,
+            f"wrong for {wrong_index}" if wrong_index else "")
+
+    screened = engine.screen(round_id, submissions)
+    for decision in screened.decisions:
+        sub = committed[decision.member]
+        status = by_member.get(decision.member, {}).get("status", "missing")
+        if decision.status == "rejected":
+            ok = status == "rejected"
+            detail = decision.reason + ("; rightly rejected" if ok
+                                        else "; yet the aggregator used it")
+        else:
+            ok = status in ("accepted", "flagged")
+            detail = "commitment matches" + ("" if ok else f", but the report says {status}")
+        out.members.append(MemberCheck(decision.member, decision.index,
+                                       "0x" + sub.update_hash.hex(), status, ok, detail))
+
+    claimed = {committed[a].index for a, e in by_member.items()
+               if e.get("status") in ("flagged", "rejected") and a in committed}
+    on_chain = bitmap_indices(bitmap)
+    out.add("flagged bitmap matches the report", on_chain == claimed,
+            f"chain {sorted(on_chain)}, report {sorted(claimed)}")
+
+    base_flat, result_flat = flatten(base), flatten(result)
+    if defense_report is None:
+        if not out.add("no verified update was left out", screened.updates is None,
+                       f"{len(screened.accepted)} verified updates, no aggregation reported"):
+            return out
+        expected = base_flat
+    else:
+        clients = defense_report["clients"]
+        order = [c["client_id"] for c in clients]
+        if not out.add("report's clients are the verified updates",
+                       order == screened.accepted,
+                       f"{len(order)} in report, {len(screened.accepted)} verified"):
+            return out
+        mismatched = [c["client_id"] for c in clients
+                      if c["flagged"] != (by_member[c["client_id"]]["status"] == "flagged")]
+        out.add("flags agree between members and the defense", not mismatched,
+                f"disagree for {mismatched}" if mismatched else "")
+        updates = screened.updates
+        if method in STATELESS_DEFENSES:
+            rerun = engine.defense.aggregate(updates, RoundContext(
+                client_ids=order, sample_counts=capped_counts(screened.claims),
+                round_number=round_id))
+            out.add(f"{method} re-run from the updates gives the reported aggregate",
+                    torch.equal(rerun.update, replay(updates, defense_report)))
+        else:
+            bad = [c["client_id"] for c in clients if c["coefficient"] is not None and (
+                float.fromhex(c["coefficient_hex"]) < 0
+                or (c["flagged"] and float.fromhex(c["coefficient_hex"]) != 0))]
+            out.add("coefficients are admissible (>= 0, zero when flagged)", not bad,
+                    f"not for {bad}" if bad else "")
+        try:
+            expected = base_flat + replay(updates, defense_report)
+        except (ValueError, KeyError, TypeError) as exc:
+            out.add("aggregation replays to the finalized model", False,
+                    f"report cannot be replayed: {exc}")
+            return out
+    same = torch.equal(expected, result_flat)
+    diff = 0.0 if same else (expected - result_flat).abs().max().item()
+    out.add("aggregation replays to the finalized model", same,
+            "bit-for-bit" if same else f"max abs difference {diff:.3g}")
+    return out
+
+
+def task_from_report(task: dict[str, Any]) -> TaskConfig:
+    """The :class:`TaskConfig` a round report records."""
+    from fleml_node.learning import TrainConfig
+
+    fields = dict(task)
+    return TaskConfig(**{**fields, "train": TrainConfig(**fields["train"])})
