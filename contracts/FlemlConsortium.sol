@@ -55,6 +55,7 @@ contract FlemlConsortium is Membership, IFlemlRounds {
         round.deadline = deadline;
         round.quorum = quorum;
         round.status = RoundStatus.Open;
+        round.openedBlock = uint64(block.number); // packed with deadline..status: no new slot
         emit RoundOpened(roundId, modelHash, modelCid, deadline, quorum);
     }
 

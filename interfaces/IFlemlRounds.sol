@@ -19,6 +19,9 @@ interface IFlemlRounds {
     }
 
     /// @notice A round's on-chain record.
+    /// @dev `deadline` to `openedBlock` share one storage slot. Every event of round r lies in
+    ///      blocks `openedBlock` of r to `openedBlock` of r + 1 (a round opens only after the
+    ///      previous one is finalized), so a reader scans only the round's own blocks.
     struct Round {
         bytes32 modelHash; // hash of the global model the round trains on
         bytes32 resultHash; // hash of the new global model (set at finalization)
@@ -27,6 +30,7 @@ interface IFlemlRounds {
         uint32 quorum; // submissions that allow closing before the deadline
         uint32 submissions; // updates committed so far
         RoundStatus status;
+        uint64 openedBlock; // block that opened the round: its events start there
     }
 
     /// @notice The caller is not the aggregator.
@@ -141,7 +145,8 @@ interface IFlemlRounds {
     /// @notice The id of the latest round (0 before the first).
     function currentRound() external view returns (uint256);
 
-    /// @notice A round's record.
+    /// @notice A round's record, with the block that opened it (where the round's events start).
+    /// @param roundId the round; a round that does not exist reads as all zeros (status `None`)
     function getRound(uint256 roundId) external view returns (Round memory);
 
     /// @notice The latest round `member` submitted to and the update hash it committed there.

@@ -3,7 +3,8 @@
 Random sequences of opens, submissions, closes, finalizations, removals, re-admissions and time
 jumps, from authorized and unauthorized callers. After every step the chain must agree with the
 model: one submission per member per round, nothing after close, only the aggregator opens,
-closes and finalizes, finalized rounds never change, removed members cannot submit.
+closes and finalizes, finalized rounds never change, removed members cannot submit, each round
+keeps the block that opened it.
 """
 
 import brownie
@@ -40,7 +41,8 @@ class RoundMachine(RuleBasedStateMachine):
         self.accounts, self.consortium, self.chain = self.env
         self.chain.revert()  # every example starts from the snapshot taken by the test
         self.current = 0
-        self.rounds = {}  # id -> dict(status, deadline, quorum, subs: {addr: hash}, result)
+        # id -> dict(status, deadline, quorum, subs: {addr: hash}, result, opened block)
+        self.rounds = {}
         self.active = {a.address for a in self.accounts[2:6]}
 
     def _call(self, ok, fn, *args, caller):
@@ -67,7 +69,8 @@ class RoundMachine(RuleBasedStateMachine):
             self.current += 1
             assert tx.return_value == self.current
             self.rounds[self.current] = {"status": OPEN, "deadline": deadline,
-                                         "quorum": quorum, "subs": {}, "result": None}
+                                         "quorum": quorum, "subs": {}, "result": None,
+                                         "opened": tx.block_number}
 
     @rule(member=member, value=value)
     def submit(self, member, value):
@@ -140,6 +143,7 @@ class RoundMachine(RuleBasedStateMachine):
             record = self.consortium.getRound(rid)
             assert record[6] == rnd["status"]
             assert record[5] == len(rnd["subs"])
+            assert record[7] == rnd["opened"]
             for address, digest in rnd["subs"].items():
                 last_round, last_hash = self.consortium.latestCommitment(address)
                 if last_round == rid:

@@ -45,7 +45,20 @@ def test_open_round(consortium, aggregator_account, chain):
     }
     assert consortium.currentRound() == 1
     assert list(consortium.getRound(1)) == [MODEL_HASH, "0x" + "00" * 32, "0x" + "00" * 32,
-                                            deadline, 3, 0, OPEN]
+                                            deadline, 3, 0, OPEN, tx.block_number]
+
+
+def test_each_round_records_the_block_that_opened_it(consortium, closed_round,
+                                                    aggregator_account, chain):
+    opened = consortium.getRound(closed_round)[7]
+    assert opened > 0 and chain[opened].transactions  # the block holding openRound
+    finalize(consortium, closed_round, aggregator_account)
+    assert consortium.getRound(closed_round)[7] == opened  # closing and finalizing keep it
+    chain.mine(5)
+    tx = consortium.openRound(RESULT_HASH, CID, now(chain) + ROUND_SECONDS, 1,
+                              {"from": aggregator_account})
+    assert consortium.getRound(2)[7] == tx.block_number > opened
+    assert consortium.getRound(3)[7] == 0
 
 
 def test_open_round_reverts(consortium, aggregator_account, outsider, chain):
