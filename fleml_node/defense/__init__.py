@@ -25,8 +25,8 @@ fleml          :class:`.fleml.FLEMLDefense`                FLEML, Inf. Sci. 2026
 from .base import (
     REGISTRY,
     AggregationResult,
-    Defense,
     ClientReport,
+    Defense,
     InvalidRoundError,
     RoundContext,
     make_defense,
@@ -35,7 +35,7 @@ from .base import (
     weighted_sum,
 )
 from .fedavg import FedAvgDefense
-from .fleml import FLEMLDefense
+from .fleml import FLEMLConfig, FLEMLDefense
 from .fltrust import FLTrustDefense
 from .krum import KrumDefense, MultiKrumDefense
 from .median import MedianDefense
@@ -49,6 +49,7 @@ __all__ = [
     "ClientReport",
     "DetectionMetrics",
     "DetectionTracker",
+    "FLEMLConfig",
     "FLEMLDefense",
     "FLTrustDefense",
     "FedAvgDefense",

@@ -26,6 +26,7 @@ Two replay kinds exist:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -327,15 +328,15 @@ def register(cls: type[Defense]) -> type[Defense]:
 
 
 def make_defense(name: str, **params: Any) -> Defense:
-    """Create a registered aggregator by name.
+    """Create a registered defense by name.
 
     Parameters
     ----------
     name : str
-        One of ``fedavg``, ``krum``, ``multikrum``, ``median``, ``trimmedmean``, ``fltrust``,
-        ``fleml`` (case-insensitive).
+        A key of :data:`REGISTRY` (case-insensitive); the CLI's ``--defense`` choices are
+        the same keys.
     **params
-        Constructor parameters of that aggregator.
+        Constructor parameters of that defense.
 
     Returns
     -------
@@ -344,12 +345,21 @@ def make_defense(name: str, **params: Any) -> Defense:
     Raises
     ------
     ValueError
-        Unknown name.
+        Unknown name, or a parameter the defense does not have (the message names it).
     """
     key = name.lower()
     if key not in REGISTRY:
-        raise ValueError(f"unknown aggregator {name!r}; choose one of {sorted(REGISTRY)}")
-    return REGISTRY[key](**params)
+        raise ValueError(f"unknown defense {name!r}; choose one of {sorted(REGISTRY)}")
+    cls = REGISTRY[key]
+    signature = inspect.signature(cls)
+    # A constructor taking **params (FLEML) checks the names itself, against its config class.
+    if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        accepted = [p for p in signature.parameters if p != "self"]
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise ValueError(f"defense {key!r} has no parameter(s) {unknown}; "
+                             f"it accepts {accepted or 'none'}")
+    return cls(**params)
 
 
 def replay(updates: Tensor, report: Mapping[str, Any] | str | AggregationResult) -> Tensor:

@@ -71,6 +71,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,8 @@ from fleml_node.learning.runtime import make_generator
 
 from .base import (
     AggregationResult,
-    Defense,
     ClientReport,
+    Defense,
     InvalidRoundError,
     RoundContext,
     register,
@@ -115,11 +116,17 @@ _ORIENTED = {
 }
 
 
-@register
-class FLEMLDefense(Defense):
-    """Entropy-guided detection plus meta-learned weighting (see the module docstring).
+_FIELD_TYPES = {"float": float, "int": int, "bool": bool}
 
-    Parameters
+
+@dataclass(frozen=True)
+class FLEMLConfig:
+    """FLEML's parameters: the one place they are named, typed, defaulted and documented.
+
+    The constructor of :class:`FLEMLDefense`, its :meth:`~FLEMLDefense.params` (which goes into
+    every round report and the saved state) and ``--defense-param`` all read this class.
+
+    Attributes
     ----------
     flag_threshold : float
         Robust z-score of the anomaly score above which a client is flagged.
@@ -155,67 +162,94 @@ class FLEMLDefense(Defense):
         Weight of ``KL(c || c_prior)`` in the look-ahead objective.
     """
 
-    name = "fleml"
+    flag_threshold: float = 3.5
+    score_floor: float = 0.25
+    sample_coords: int = 8192
+    bins: int = 16
+    clip: bool = True
+    meta_steps: int = 2
+    meta_batch: int = 64
+    align_batch: int = 128
+    lr: float = 0.05
+    hidden: int = 4
+    prior_scale: float = 1.0
+    ema: float = 0.3
+    seed: int = 0
+    sample_prior: bool = True
+    kl_weight: float = 1.0
 
-    def __init__(
-        self,
-        flag_threshold: float = 3.5,
-        score_floor: float = 0.25,
-        sample_coords: int = 8192,
-        bins: int = 16,
-        clip: bool = True,
-        meta_steps: int = 2,
-        meta_batch: int = 64,
-        align_batch: int = 128,
-        lr: float = 0.05,
-        hidden: int = 4,
-        prior_scale: float = 1.0,
-        ema: float = 0.3,
-        seed: int = 0,
-        sample_prior: bool = True,
-        kl_weight: float = 1.0,
-    ) -> None:
-        if sample_coords < 2 or bins < 2 or meta_steps < 0 or min(meta_batch, align_batch) < 1:
+    def __post_init__(self) -> None:
+        # Values from TOML, JSON or the command line may be ints where floats are meant
+        # (flag_threshold=4); coercing keeps reports and saved states comparable by value.
+        for f in fields(self):
+            object.__setattr__(self, f.name, _FIELD_TYPES[f.type](getattr(self, f.name)))
+        if self.sample_coords < 2 or self.bins < 2 or self.meta_steps < 0 \
+                or min(self.meta_batch, self.align_batch) < 1:
             raise ValueError(
                 "sample_coords and bins must be >= 2, meta_steps >= 0, batches >= 1"
             )
-        self.flag_threshold = float(flag_threshold)
-        self.score_floor = float(score_floor)
-        self.sample_coords = int(sample_coords)
-        self.bins = int(bins)
-        self.clip = bool(clip)
-        self.meta_steps = int(meta_steps)
-        self.meta_batch = int(meta_batch)
-        self.align_batch = int(align_batch)
-        self.lr = float(lr)
-        self.hidden = int(hidden)
-        self.prior_scale = float(prior_scale)
-        self.ema = float(ema)
-        self.seed = int(seed)
-        self.sample_prior = bool(sample_prior)
-        self.kl_weight = float(kl_weight)
-        self.weighter = MetaWeighter(hidden, lr, prior_scale, ema, seed, self.sample_prior)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The parameter names, in declaration order."""
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any]) -> FLEMLConfig:
+        """Build a config from keyword parameters, refusing names FLEML does not have.
+
+        Parameters
+        ----------
+        params : Mapping[str, Any]
+            Any subset of the fields; the others keep their defaults.
+
+        Returns
+        -------
+        FLEMLConfig
+
+        Raises
+        ------
+        ValueError
+            A name is not a parameter (the message names it and lists the valid ones), or a
+            value is out of range.
+        """
+        unknown = sorted(set(params) - set(cls.names()))
+        if unknown:
+            raise ValueError(f"defense 'fleml' has no parameter(s) {unknown}; "
+                             f"it accepts {cls.names()}")
+        return cls(**params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters as a plain dict (JSON-ready), the inverse of :meth:`from_dict`."""
+        return asdict(self)
+
+
+@register
+class FLEMLDefense(Defense):
+    """Entropy-guided detection plus meta-learned weighting (see the module docstring).
+
+    Parameters
+    ----------
+    config : FLEMLConfig, optional
+        All parameters at once (see :class:`FLEMLConfig` for each one's meaning).
+    **params
+        Or any of :class:`FLEMLConfig`'s fields by keyword, e.g. ``FLEMLDefense(bins=8)``;
+        unknown names raise :class:`ValueError`.
+    """
+
+    name = "fleml"
+
+    def __init__(self, config: FLEMLConfig | None = None, **params: Any) -> None:
+        if config is not None and params:
+            raise ValueError("give FLEMLDefense either a config or keyword parameters, not both")
+        self.config = config if config is not None else FLEMLConfig.from_dict(params)
+        c = self.config
+        self.weighter = MetaWeighter(c.hidden, c.lr, c.prior_scale, c.ema, c.seed, c.sample_prior)
         self.aggregations = 0
 
     def params(self) -> dict[str, Any]:
-        """Constructor parameters."""
-        return {
-            "flag_threshold": self.flag_threshold,
-            "score_floor": self.score_floor,
-            "sample_coords": self.sample_coords,
-            "bins": self.bins,
-            "clip": self.clip,
-            "meta_steps": self.meta_steps,
-            "meta_batch": self.meta_batch,
-            "align_batch": self.align_batch,
-            "lr": self.lr,
-            "hidden": self.hidden,
-            "prior_scale": self.prior_scale,
-            "ema": self.ema,
-            "seed": self.seed,
-            "sample_prior": self.sample_prior,
-            "kl_weight": self.kl_weight,
-        }
+        """Constructor parameters (:meth:`FLEMLConfig.to_dict`)."""
+        return self.config.to_dict()
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -260,7 +294,7 @@ class FLEMLDefense(Defense):
         gen = make_generator(ctx.seed, ctx.round_number)
         norms = row_norms(updates)
         median_norm = float(norms.median())
-        if self.clip:
+        if self.config.clip:
             clip = torch.where(norms > median_norm, median_norm / norms.clamp(min=_TINY), 1.0)
         else:
             clip = torch.ones(n, dtype=torch.float64)
@@ -268,7 +302,7 @@ class FLEMLDefense(Defense):
         signals, vne_round = self._signals(updates, norms, median_norm, gen)
         lookahead = _Lookahead.build(ctx, gen) if ctx.has_validation else None
         if lookahead is not None:
-            signals["val_align"] = lookahead.alignment(updates, norms, self.align_batch)
+            signals["val_align"] = lookahead.alignment(updates, norms, self.config.align_batch)
 
         # oriented robust z-scores: positive = anomalous
         z = {
@@ -280,11 +314,11 @@ class FLEMLDefense(Defense):
         score = torch.stack([z[k].clamp(min=0.0) for k in used if k != "z_val"]).mean(dim=0)
         if "z_val" in z:
             score = torch.maximum(score, z["z_val"].clamp(min=0.0))
-        score_z = robust_z(score, self.score_floor)
+        score_z = robust_z(score, self.config.score_floor)
         smoothed = self.weighter.smoothed_scores(client_ids, score)
-        smoothed_z = robust_z(smoothed, self.score_floor)
-        flagged = score_z > self.flag_threshold
-        with_history = flagged | (smoothed_z > self.flag_threshold)
+        smoothed_z = robust_z(smoothed, self.config.score_floor)
+        flagged = score_z > self.config.flag_threshold
+        with_history = flagged | (smoothed_z > self.config.flag_threshold)
         if not bool(with_history.all()):
             flagged = with_history
         if "val_align" in signals:
@@ -306,9 +340,10 @@ class FLEMLDefense(Defense):
         if lookahead is not None:
             meta_losses = [
                 lookahead.train_step(
-                    self.weighter, features, active, clip, updates, self.meta_batch, self.kl_weight
+                    self.weighter, features, active, clip, updates,
+                    self.config.meta_batch, self.config.kl_weight,
                 )
-                for _ in range(self.meta_steps)
+                for _ in range(self.config.meta_steps)
             ]
         with torch.no_grad():
             weights = self.weighter.coefficients(features, active)
@@ -353,10 +388,10 @@ class FLEMLDefense(Defense):
         self.aggregations += 1
         info = {
             "signals": used,
-            "flag_threshold": self.flag_threshold,
+            "flag_threshold": self.config.flag_threshold,
             "median_norm": median_norm,
             "vne_round": vne_round,
-            "sampled_coordinates": min(self.sample_coords, d),
+            "sampled_coordinates": min(self.config.sample_coords, d),
             "validation": lookahead is not None,
             "meta_losses": meta_losses,
             "meta_params": self.weighter.n_params,
@@ -373,8 +408,8 @@ class FLEMLDefense(Defense):
     ) -> tuple[dict[str, Tensor], float]:
         """Reference-, entropy- and norm-based signals (float64, ``[n]``) and the round's S."""
         d = updates.shape[1]
-        if d > self.sample_coords:
-            idx = torch.sort(torch.randperm(d, generator=gen)[: self.sample_coords]).values
+        if d > self.config.sample_coords:
+            idx = torch.sort(torch.randperm(d, generator=gen)[: self.config.sample_coords]).values
             sample = updates.index_select(1, idx)
         else:
             sample = updates
@@ -386,7 +421,7 @@ class FLEMLDefense(Defense):
         log_norm = torch.log((norms + _TINY) / (median_norm + _TINY)).clamp(-_LOG_CLIP, _LOG_CLIP)
         signals = {"cos_ref": cos_ref, "log_norm": log_norm, "vne_loo": leave_one_out_entropy(gram)}
         if sample.shape[1] >= _MIN_INFO_COORDS:
-            cond_entropy, mutual_info = reference_information(sample, reference, self.bins)
+            cond_entropy, mutual_info = reference_information(sample, reference, self.config.bins)
             signals.update(cond_entropy=cond_entropy, mutual_info=mutual_info)
         return signals, float(von_neumann_entropy(gram))
 
@@ -401,13 +436,13 @@ class FLEMLDefense(Defense):
     ) -> str:
         """Why client ``i`` was flagged: which test fired and its two strongest signals."""
         tests = []
-        if float(score_z[i]) > self.flag_threshold:
+        if float(score_z[i]) > self.config.flag_threshold:
             tests.append(f"anomaly z={float(score_z[i]):.1f}")
-        if float(smoothed_z[i]) > self.flag_threshold:
+        if float(smoothed_z[i]) > self.config.flag_threshold:
             tests.append(f"smoothed anomaly z={float(smoothed_z[i]):.1f}")
         top = sorted(used, key=lambda k: -float(z[k][i]))[:2]
         detail = ", ".join(f"{k}={float(z[k][i]):.1f}" for k in top)
-        reason = f"{' and '.join(tests)} > {self.flag_threshold:g} ({detail})"
+        reason = f"{' and '.join(tests)} > {self.config.flag_threshold:g} ({detail})"
         if val_align is not None:
             reason += f", val_align={float(val_align[i]):.3f} <= 0"
         return reason

@@ -16,8 +16,8 @@ from torch import Tensor
 
 from .base import (
     AggregationResult,
-    Defense,
     ClientReport,
+    Defense,
     InvalidRoundError,
     RoundContext,
     register,

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from fleml_node.defense import (
     REGISTRY,
     AggregationResult,
-    Defense,
     ClientReport,
+    Defense,
     FedAvgDefense,
     InvalidRoundError,
     KrumDefense,
@@ -32,8 +32,16 @@ NAMES = ["fedavg", "krum", "multikrum", "median", "trimmedmean", "fltrust", "fle
 def test_registry_has_every_method() -> None:
     assert sorted(REGISTRY) == sorted(NAMES)
     assert isinstance(make_defense("FedAvg"), FedAvgDefense)
-    with pytest.raises(ValueError, match="unknown aggregator"):
+    with pytest.raises(ValueError, match="unknown defense"):
         make_defense("bulyan")
+
+
+def test_unknown_parameters_are_named() -> None:
+    with pytest.raises(ValueError, match=r"defense 'krum' has no parameter\(s\) \['g'\]"):
+        make_defense("krum", g=1)
+    with pytest.raises(ValueError, match=r"'fedavg' has no parameter\(s\) \['f'\]"):
+        make_defense("fedavg", f=1)
+    assert make_defense("multikrum", f=1, m=2).params() == {"f": 1, "m": 2}
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from torch import nn
 
 from fleml_node.defense import FLEMLDefense, InvalidRoundError, RoundContext, make_defense
 from fleml_node.defense.fedavg import FedAvgDefense
+from fleml_node.defense.fleml import FLEMLConfig
 from fleml_node.learning.params import ParamSpec, flatten, get_params, set_params, unflatten
 
 from .conftest import tiny_model
@@ -192,3 +193,28 @@ def test_invalid_settings_and_context(model, validation) -> None:
     ctx = RoundContext(global_params=torch.zeros(15), model=model, x_val=x_val, y_val=y_val[:3])
     with pytest.raises(InvalidRoundError, match="equal lengths"):
         FLEMLDefense().aggregate(torch.ones(3, 15), ctx)
+
+
+def test_config_round_trip() -> None:
+    config = FLEMLConfig(flag_threshold=4, bins=8, clip=False, meta_steps=3)
+    assert config.flag_threshold == 4.0 and isinstance(config.flag_threshold, float)
+    as_dict = config.to_dict()
+    assert list(as_dict) == FLEMLConfig.names() and len(as_dict) == 15
+    assert FLEMLConfig.from_dict(as_dict) == config
+    assert json.loads(json.dumps(as_dict)) == as_dict
+    by_keywords = make_defense("fleml", **as_dict)
+    assert by_keywords.config == config and by_keywords.params() == as_dict
+    assert FLEMLDefense(config).params() == as_dict
+    # the parameters in a round report are the config's
+    updates = torch.randn(4, 20, generator=torch.Generator().manual_seed(0))
+    assert FLEMLDefense(config).aggregate(updates).params == as_dict
+    assert FLEMLDefense().params() == FLEMLConfig().to_dict()
+
+
+def test_unknown_parameters_are_named() -> None:
+    with pytest.raises(ValueError, match=r"no parameter\(s\) \['binz', 'flag'\]"):
+        make_defense("fleml", binz=8, flag=1)
+    with pytest.raises(ValueError, match="either a config or keyword parameters"):
+        FLEMLDefense(FLEMLConfig(), bins=8)
+    with pytest.raises(ValueError, match="batches >= 1"):
+        FLEMLConfig.from_dict({"meta_batch": 0})
