@@ -29,10 +29,11 @@ from fleml_node.learning import (
     iid_partition,
     load_dataset,
 )
+from fleml_node.learning.datasets import DATASETS
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10")
+PARTITIONS = ("dirichlet", "iid")
 # Nodes log each round's local loss before and after training; measuring it on an evenly
 # spaced subset keeps that from costing two full extra passes over the local data.
 LOSS_EVAL_SAMPLES = 128
@@ -45,13 +46,13 @@ class TaskConfig:
     Attributes
     ----------
     dataset : str
-        ``mnist``, ``fashion_mnist`` or ``cifar10``; fixes the model architecture.
+        A key of :data:`~fleml_node.learning.datasets.DATASETS`; fixes the model architecture.
     seed : int
         Seed of the initial model, the data split and every client's random stream.
     num_clients : int
         Members the public dataset is split over (simulated local data).
     partition : str
-        ``dirichlet`` (label skew, see ``alpha``) or ``iid``.
+        One of :data:`PARTITIONS`: ``dirichlet`` (label skew, see ``alpha``) or ``iid``.
     alpha : float
         Dirichlet concentration; smaller is more skewed.
     validation_size : int
@@ -74,8 +75,8 @@ class TaskConfig:
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {DATASETS}")
-        if self.partition not in ("dirichlet", "iid"):
-            raise ValueError(f"partition must be 'dirichlet' or 'iid', not {self.partition!r}")
+        if self.partition not in PARTITIONS:
+            raise ValueError(f"unknown partition {self.partition!r}; choose one of {PARTITIONS}")
         if self.num_clients < 1:
             raise ValueError("num_clients must be >= 1")
         if self.alpha <= 0:

@@ -384,6 +384,8 @@ def load_cifar10(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset
 
 
 LOADERS = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist, "cifar10": load_cifar10}
+# The dataset names every other place (TaskConfig, the CLI's --dataset) reads.
+DATASETS: tuple[str, ...] = tuple(LOADERS)
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
