@@ -1,9 +1,15 @@
 """`fleml-node`: the command line of FLEML's nodes.
 
-Every option can also come from a TOML config file (``--config FILE``): a ``[common]`` table
-applies to every command, and a table named after a command (``[client]``, ``[aggregator]``,
-``[audit]``, ``[status]``, ``[simulate]``) to that command; keys are option names with
-underscores (``ipfs_api = "/ip4/127.0.0.1/tcp/5001"``). Options given on the command line win.
+Every option can also come from a TOML config file (``--config FILE``, before or after the
+command): a ``[common]`` table applies to every command that has the option, and a table named
+after a command (``[client]``, ``[aggregator]``, ``[audit]``, ``[status]``, ``[simulate]``) to
+that command; keys are option names with underscores (``ipfs_api = "/ip4/127.0.0.1/tcp/5001"``).
+An unknown table or key is an error. Options given on the command line win. ``examples/`` has
+a commented config for a client and for an aggregator.
+
+Names a user picks from (``--dataset``, ``--defense``, ``--attack``) are read from the
+registries of the modules that implement them, so a typo fails while the arguments are parsed,
+before anything connects to the chain or IPFS.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -22,31 +28,158 @@ from fleml_node import __version__
 
 log = logging.getLogger("fleml_node")
 
-COMMANDS = ("client", "aggregator", "audit", "status", "simulate", "account")
+DEFAULT_ROUNDS = 5  # `aggregator` without --rounds or --until-round
+
+
+# -- names from the registries --------------------------------------------------------------
+class RegistryChoice(click.Choice):
+    """A :class:`click.Choice` whose names are read from a registry when first needed.
+
+    The registries live in modules that import torch; reading them lazily keeps
+    ``fleml-node --help`` and ``--version`` quick, while each command's parsing and ``--help``
+    still see exactly the registered names.
+
+    Parameters
+    ----------
+    names : Callable[[], Iterable[str]]
+        Returns the valid names (called once).
+    extra : Sequence[str]
+        Names the command accepts besides the registry's (e.g. ``all``).
+    """
+
+    def __init__(self, names: Callable[[], Iterable[str]], extra: Sequence[str] = ()) -> None:
+        self._names = names
+        self._extra = tuple(extra)
+        self._loaded: tuple[str, ...] | None = None
+        super().__init__((), case_sensitive=True)
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self._loaded is None:
+            self._loaded = (*self._names(), *self._extra)
+        return self._loaded
+
+    @choices.setter
+    def choices(self, _value: Sequence[str]) -> None:
+        """click.Choice.__init__ assigns the (empty) list; the registry is the source."""
+
+
+def _dataset_names() -> Iterable[str]:
+    from fleml_node.learning.datasets import DATASETS
+
+    return DATASETS
+
+
+def _defense_names() -> Iterable[str]:
+    from fleml_node.defense import REGISTRY
+
+    return REGISTRY
+
+
+def _attack_names() -> Iterable[str]:
+    from fleml_node.attacks import ATTACKS
+
+    return ATTACKS
+
+
+def _partition_names() -> Iterable[str]:
+    from fleml_node.task import PARTITIONS
+
+    return PARTITIONS
+
+
+# -- config files ---------------------------------------------------------------------------
+def _config_keys(command: click.Command) -> dict[str, str]:
+    """Config keys a command accepts -> the parameter each sets.
+
+    A key is an option's long name with underscores (``num_clients``, ``round``, ``defense``)
+    or its parameter name where that differs (``round_id``, ``defenses``).
+    """
+    keys: dict[str, str] = {}
+    for param in command.params:
+        if not isinstance(param, click.Option) or not param.expose_value \
+                or param.name in (None, "help"):
+            continue
+        keys[param.name] = param.name
+        for opt in (*param.opts, *param.secondary_opts):
+            if opt.startswith("--"):
+                keys[opt[2:].replace("-", "_")] = param.name
+    return keys
+
+
+def read_config(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read a ``--config`` TOML file into each command's option defaults.
+
+    Parameters
+    ----------
+    path : str or Path
+        The TOML file: a ``[common]`` table and one table per command.
+
+    Returns
+    -------
+    dict[str, dict[str, Any]]
+        For every command, its defaults by parameter name: the ``[common]`` keys that command
+        has, overridden by its own table.
+
+    Raises
+    ------
+    click.BadParameter
+        The file cannot be read or parsed, or names a table, or a key in a table, that no
+        command has (the message names the key and the table).
+    """
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise click.BadParameter(f"cannot read config {path}: {exc}") from exc
+    keys = {name: _config_keys(cmd) for name, cmd in main.commands.items()}
+    stray = sorted(k for k, v in data.items() if not isinstance(v, dict))
+    if stray:
+        raise click.BadParameter(f"key(s) {stray} in {path} are outside any table; "
+                                 f"put them under [common] or [COMMAND]")
+    unknown = sorted(set(data) - {"common", *keys})
+    if unknown:
+        raise click.BadParameter(f"unknown table(s) {unknown} in {path}; "
+                                 f"use [common] or one of {list(keys)}")
+    every = {k for command_keys in keys.values() for k in command_keys}
+    for table, values in data.items():
+        valid = every if table == "common" else set(keys[table])
+        bad = sorted(set(values) - valid)
+        if bad:
+            raise click.BadParameter(f"unknown key(s) {bad} in table [{table}] of {path}; "
+                                     f"valid keys there: {', '.join(sorted(valid))}")
+    common = data.get("common", {})
+    return {
+        name: {command_keys[k]: v for k, v in {**common, **data.get(name, {})}.items()
+               if k in command_keys}
+        for name, command_keys in keys.items()
+    }
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--config`` callback, before the command (all tables) or after it (its own table)."""
     if not value:
         return value
-    try:
-        data = tomllib.loads(Path(value).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise click.BadParameter(f"cannot read config {value}: {exc}") from exc
-    common = data.get("common", {})
-    unknown = sorted(set(data) - {"common", *COMMANDS})
-    if unknown:
-        raise click.BadParameter(f"unknown table(s) {unknown} in {value}; "
-                                 f"use [common] or one of {list(COMMANDS)}")
-    ctx.default_map = {cmd: {**common, **data.get(cmd, {})} for cmd in COMMANDS}
+    tables = read_config(value)
+    if ctx.command is main:
+        ctx.default_map = tables
+    else:
+        # after the subcommand: its own defaults, over any from a --config before it
+        ctx.default_map = {**(ctx.default_map or {}), **tables.get(ctx.info_name or "", {})}
     return value
+
+
+def config_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--config FILE``; eager, so the file's values are defaults for every other option."""
+    return click.option(
+        "--config", type=click.Path(dir_okay=False), callback=_load_config, is_eager=True,
+        expose_value=False,
+        help="TOML file with option defaults ([common] and one table per command).")(fn)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"],
                                "max_content_width": 100})
 @click.version_option(__version__, prog_name="fleml-node")
-@click.option("--config", type=click.Path(dir_okay=False), callback=_load_config,
-              is_eager=True, expose_value=False,
-              help="TOML file with option defaults ([common] and one table per command).")
+@config_option
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
     """FLEML nodes: federated learning coordinated by contracts, weights on IPFS.
@@ -87,12 +220,23 @@ def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 # -- shared options -------------------------------------------------------------------------
 def chain_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--rpc``, ``--deployment`` and ``--config``: what every chain command needs."""
     options = [
+        config_option,
         click.option("--rpc", default="http://127.0.0.1:8545", show_default=True,
                      envvar="FLEML_RPC", help="JSON-RPC URL of the chain [env FLEML_RPC]."),
         click.option("--deployment", type=click.Path(dir_okay=False), envvar="FLEML_DEPLOYMENT",
                      help="Deployment record from `brownie run deploy` "
                           "[default: deployments/<chain id>.json; env FLEML_DEPLOYMENT]."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def ipfs_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--ipfs-api`` and ``--ipfs-timeout``, for the commands that move weights or reports."""
+    options = [
         click.option("--ipfs-api", envvar="FLEML_IPFS_API",
                      default="/ip4/127.0.0.1/tcp/5001", show_default=True,
                      help="IPFS HTTP RPC API (multiaddr or URL); kubo or js-ipfs "
@@ -112,30 +256,71 @@ def key_option(fn: Callable[..., Any]) -> Callable[..., Any]:
              "FLEML_KEYSTORE_PASSWORD or a prompt); without it FLEML_PRIVATE_KEY is used.")(fn)
 
 
-def task_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+# The task's options and their defaults, shared by every command that trains or aggregates;
+# a command changes a default through task_options(...) where it must (simulate caps shares).
+TASK_DEFAULTS: dict[str, Any] = {
+    "dataset": "mnist", "seed": 0, "num_clients": 10, "partition": "dirichlet", "alpha": 0.5,
+    "validation_size": 500, "max_client_samples": 0, "epochs": 1, "batch_size": 32,
+    "lr": 0.05, "momentum": 0.0,
+}
+
+
+def task_options(**defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The task options (dataset, split, training), as one decorator for every command.
+
+    Every node of a federation must agree on them, so they have one name, one help text and
+    one type everywhere.
+
+    Parameters
+    ----------
+    **defaults
+        Defaults that differ for this command, by parameter name (a key of
+        :data:`TASK_DEFAULTS`), e.g. ``task_options(max_client_samples=600)``.
+
+    Returns
+    -------
+    Callable
+        The decorator adding the options.
+
+    Raises
+    ------
+    TypeError
+        A default names no task option.
+    """
+    unknown = sorted(set(defaults) - set(TASK_DEFAULTS))
+    if unknown:
+        raise TypeError(f"task_options has no option(s) {unknown}")
+    d = {**TASK_DEFAULTS, **defaults}
     options = [
-        click.option("--dataset", type=click.Choice(["mnist", "fashion_mnist", "cifar10"]),
-                     default="mnist", show_default=True, help="Dataset; fixes the model."),
-        click.option("--seed", default=0, show_default=True,
+        click.option("--dataset", type=RegistryChoice(_dataset_names), default=d["dataset"],
+                     show_default=True, help="Dataset; fixes the model (CIFAR-10 needs its "
+                                             "files: FLEML_CIFAR10_DIR)."),
+        click.option("--seed", default=d["seed"], show_default=True,
                      help="Seed of the initial model, the split and the clients' streams."),
-        click.option("--num-clients", default=10, show_default=True,
-                     help="Members the public dataset is split over."),
-        click.option("--partition", type=click.Choice(["dirichlet", "iid"]),
-                     default="dirichlet", show_default=True, help="How the data is split."),
-        click.option("--alpha", default=0.5, show_default=True,
+        click.option("--num-clients", type=click.IntRange(min=1), default=d["num_clients"],
+                     show_default=True, help="Members the public dataset is split over."),
+        click.option("--partition", type=RegistryChoice(_partition_names),
+                     default=d["partition"], show_default=True, help="How the data is split."),
+        click.option("--alpha", default=d["alpha"], show_default=True,
                      help="Dirichlet concentration (smaller = more non-IID)."),
-        click.option("--validation-size", default=500, show_default=True,
+        click.option("--validation-size", default=d["validation_size"], show_default=True,
                      help="Clean samples reserved for the aggregator."),
-        click.option("--max-client-samples", default=0, show_default=True,
+        click.option("--max-client-samples", default=d["max_client_samples"], show_default=True,
                      help="Cap on each member's share of the public dataset (0 = none)."),
-        click.option("--epochs", default=1, show_default=True, help="Local epochs."),
-        click.option("--batch-size", default=32, show_default=True, help="Local batch size."),
-        click.option("--lr", default=0.05, show_default=True, help="Local learning rate."),
-        click.option("--momentum", default=0.0, show_default=True, help="SGD momentum."),
+        click.option("--epochs", default=d["epochs"], show_default=True, help="Local epochs."),
+        click.option("--batch-size", default=d["batch_size"], show_default=True,
+                     help="Local batch size."),
+        click.option("--lr", default=d["lr"], show_default=True, help="Local learning rate."),
+        click.option("--momentum", default=d["momentum"], show_default=True,
+                     help="Local SGD momentum."),
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
 
 
 def task_from(opts: dict[str, Any]):
@@ -167,16 +352,22 @@ def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _bind(opts: dict[str, Any], with_key: bool):
-    """Connect to the chain and IPFS, and load the key when the command signs."""
+def _bind_chain(opts: dict[str, Any], with_key: bool):
+    """Connect to the chain and load the key when the command signs."""
     from fleml_node.chain.contract import Consortium, connect, load_account
     from fleml_node.chain.deployment import default_record_path, load_record
-    from fleml_node.storage import IpfsStore, IpfsUnavailable
 
     w3 = connect(opts["rpc"])
     record = load_record(opts["deployment"] or default_record_path(w3.eth.chain_id))
     account = load_account(opts.get("keystore")) if with_key else None
-    consortium = Consortium(w3, record, account)
+    return Consortium(w3, record, account)
+
+
+def _bind(opts: dict[str, Any], with_key: bool):
+    """Connect to the chain and IPFS, and load the key when the command signs."""
+    from fleml_node.storage import IpfsStore, IpfsUnavailable
+
+    consortium = _bind_chain(opts, with_key)
     store = IpfsStore(opts["ipfs_api"], timeout=opts["ipfs_timeout"])
     if not store.is_available():
         raise IpfsUnavailable(
@@ -189,15 +380,15 @@ def _bind(opts: dict[str, Any], with_key: bool):
 # -- commands -------------------------------------------------------------------------------
 @main.command()
 @chain_options
+@ipfs_options
 @key_option
-@task_options
+@task_options()
 @click.option("--client-index", type=int,
               help="This member's share of the public dataset (0-based).")
 @click.option("--data-file", type=click.Path(exists=True, dir_okay=False),
               help="This member's own data: safetensors with x (float32) and y (int64).")
-@click.option("--attack", default="", help="Simulated malicious member: attack name "
-                                          "(random_label, sign_flip, gaussian_noise, "
-                                          "label_flip, backdoor).")
+@click.option("--attack", type=RegistryChoice(_attack_names), default="none", show_default=True,
+              help="Simulate a malicious member with this attack (none = honest).")
 @click.option("--attack-param", multiple=True, metavar="KEY=VALUE",
               help="Attack parameter, repeatable (e.g. scale=10).")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=".fleml/client",
@@ -216,10 +407,10 @@ def client(**opts: Any) -> None:
     from fleml_node.task import client_data
 
     task = task_from(opts)
+    attack = make_attack(opts["attack"], **parse_params(opts["attack_param"])) \
+        if opts["attack"] != "none" else None
     consortium, store = _bind(opts, with_key=True)
     x, y = client_data(task, opts["client_index"], opts["data_file"])
-    attack = make_attack(opts["attack"], **parse_params(opts["attack_param"])) \
-        if opts["attack"] else None
     state = Path(opts["state_dir"]) / f"{consortium.account.address}.events.json"
     follower = EventFollower(consortium, state, confirmations=opts["confirmations"])
     index = consortium.member_info(consortium.account.address)[2] \
@@ -233,14 +424,18 @@ def client(**opts: Any) -> None:
 
 @main.command()
 @chain_options
+@ipfs_options
 @key_option
-@task_options
-@click.option("--defense", default="fleml", show_default=True,
-              help="fleml, fedavg, krum, multikrum, median, trimmedmean or fltrust.")
+@task_options()
+@click.option("--defense", type=RegistryChoice(_defense_names), default="fleml",
+              show_default=True, help="How updates are weighed and aggregated.")
 @click.option("--defense-param", multiple=True, metavar="KEY=VALUE",
-              help="Defense parameter, repeatable (e.g. f=3 for Krum).")
-@click.option("--rounds", default=5, show_default=True,
-              help="Finalize rounds until this round number.")
+              help="Defense parameter, repeatable (e.g. f=3 for krum, bins=8 for fleml).")
+@click.option("--rounds", type=click.IntRange(min=1),
+              help="Finalize this many more rounds, counted from the chain's state when the "
+                   "command starts (a round already open counts as the first) [default: 5].")
+@click.option("--until-round", type=click.IntRange(min=1),
+              help="Or finalize until this absolute round number is finalized.")
 @click.option("--round-seconds", default=300, show_default=True,
               help="Submission window of each round.")
 @click.option("--quorum", default=0, show_default=True,
@@ -258,14 +453,16 @@ def aggregator(**opts: Any) -> None:
     from fleml_node.defense import make_defense
     from fleml_node.task import test_data, validation_data
 
+    rounds, until = _rounds_or_until(click.get_current_context())
     task = task_from(opts)
-    consortium, store = _bind(opts, with_key=True)
     defense = make_defense(opts["defense"], **parse_params(opts["defense_param"]))
+    consortium, store = _bind(opts, with_key=True)
+    until_round = until if until is not None else _until_round(consortium, rounds)
     evaluate = _test_evaluator(task) if opts["evaluate"] else None
     if evaluate:
         test_data(task)  # load now, so a missing dataset fails before the first round
     node = AggregatorNode(consortium, store, defense, task, Path(opts["state_dir"]),
-                          until_round=opts["rounds"], round_seconds=opts["round_seconds"],
+                          until_round=until_round, round_seconds=opts["round_seconds"],
                           quorum=opts["quorum"], validation=validation_data(task),
                           evaluate=evaluate)
 
@@ -276,8 +473,51 @@ def aggregator(**opts: Any) -> None:
             click.echo(f"round {s.round_id}: {len(s.accepted)} accepted, "
                        f"{len(s.rejected)} rejected, {len(s.flagged)} flagged{acc}", err=True)
 
+    click.echo(f"aggregator {consortium.account.address}: defense {opts['defense']}, "
+               f"finalizing until round {until_round} (Ctrl-C to stop)", err=True)
     node.run(poll_interval=opts["poll_interval"], on_step=progress)
-    click.echo(f"done: round {opts['rounds']} finalized", err=True)
+    click.echo(f"done: round {until_round} finalized", err=True)
+
+
+def _rounds_or_until(ctx: click.Context) -> tuple[int, int | None]:
+    """``(rounds, until_round)`` after checking that --rounds and --until-round do not clash.
+
+    A value on the command line (or from the environment) wins over one from a config file, so
+    ``--until-round 30`` works with a config that sets ``rounds``.
+
+    Raises
+    ------
+    click.UsageError
+        Both were given at the same level: ``--rounds`` counts from the chain's state,
+        ``--until-round`` is an absolute round number; only one can decide when to stop.
+    """
+    rounds, until = ctx.params["rounds"], ctx.params["until_round"]
+    if rounds is not None and until is not None:
+        from_file = click.core.ParameterSource.DEFAULT_MAP
+        rounds_from_file = ctx.get_parameter_source("rounds") is from_file
+        until_from_file = ctx.get_parameter_source("until_round") is from_file
+        if rounds_from_file and not until_from_file:
+            rounds = None
+        elif until_from_file and not rounds_from_file:
+            until = None
+        else:
+            raise click.UsageError("give either --rounds (how many more rounds) or "
+                                   "--until-round (an absolute round number), not both")
+    return (DEFAULT_ROUNDS if rounds is None else rounds), until
+
+
+def _until_round(consortium, rounds: int) -> int:
+    """The absolute round after which ``rounds`` more rounds are finalized.
+
+    A round that exists but is not finalized yet (open or closed) is the first of them: the
+    aggregator finishes it before opening new ones.
+    """
+    from fleml_node.chain.contract import RoundStatus
+
+    current = consortium.current_round()
+    if current and consortium.get_round(current).status != RoundStatus.FINALIZED:
+        return current + rounds - 1
+    return current + rounds
 
 
 def _test_evaluator(task):
@@ -293,6 +533,7 @@ def _test_evaluator(task):
 
 @main.command()
 @chain_options
+@ipfs_options
 @click.option("--round", "round_id", type=int, help="The round to audit [default: all].")
 @_fail_cleanly
 def audit(**opts: Any) -> None:
@@ -321,8 +562,8 @@ def audit(**opts: Any) -> None:
 @chain_options
 @_fail_cleanly
 def status(**opts: Any) -> None:
-    """Show the consortium: roles, members and the current round."""
-    consortium, _ = _bind(opts, with_key=False)
+    """Show the consortium: roles, members and the current round (needs no IPFS)."""
+    consortium = _bind_chain(opts, with_key=False)
     click.echo(f"consortium {consortium.address} on chain {consortium.deployment.chain_id}")
     click.echo(f"aggregator {consortium.aggregator()}")
     for index in range(consortium.member_slots()):
@@ -357,32 +598,22 @@ def account_new(keystore: str) -> None:
 
 
 @main.command()
-@click.option("--dataset", type=click.Choice(["mnist", "fashion_mnist", "cifar10"]),
-              default="mnist", show_default=True, help="Dataset (CIFAR-10 needs its files: "
-                                                      "FLEML_CIFAR10_DIR).")
-@click.option("--clients", "num_clients", default=10, show_default=True, help="Members.")
+@config_option
+# shares capped at 600 samples: a whole federation must run in about a minute on a laptop
+@task_options(max_client_samples=600)
 @click.option("--malicious", "malicious_fraction", default=0.3, show_default=True,
               help="Fraction of malicious members.")
-@click.option("--attack", default="label_flip", show_default=True,
-              help="none, random_label, sign_flip, gaussian_noise, label_flip or backdoor.")
+@click.option("--attack", type=RegistryChoice(_attack_names), default="label_flip",
+              show_default=True, help="What the malicious members do (none = all honest).")
 @click.option("--attack-param", multiple=True, metavar="KEY=VALUE",
               help="Attack parameter, repeatable (e.g. scale=10).")
-@click.option("--defense", "defenses", multiple=True, default=("fedavg", "fleml"),
-              show_default=True, help="Defense to run, repeatable; 'all' for every one.")
+@click.option("--defense", "defenses", type=RegistryChoice(_defense_names, extra=("all",)),
+              multiple=True, default=("fedavg", "fleml"), show_default=True,
+              help="Defense to run, repeatable; 'all' for every one.")
 @click.option("--defense-param", multiple=True, metavar="NAME.KEY=VALUE",
               help="Parameter of one defense, repeatable (e.g. krum.f=3).")
-@click.option("--rounds", default=5, show_default=True, help="Rounds per defense.")
-@click.option("--partition", type=click.Choice(["dirichlet", "iid"]), default="dirichlet",
-              show_default=True)
-@click.option("--alpha", default=0.5, show_default=True, help="Dirichlet concentration.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--epochs", default=1, show_default=True, help="Local epochs.")
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--lr", default=0.05, show_default=True)
-@click.option("--max-client-samples", default=600, show_default=True,
-              help="Cap on each member's share (0 = its whole share).")
-@click.option("--validation-size", default=500, show_default=True,
-              help="Clean samples held by the aggregator.")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Rounds per defense.")
 @click.option("--test-samples", default=2000, show_default=True,
               help="Test images evaluated per round (0 = all).")
 @click.option("--mode", type=click.Choice(["chain", "memory"]), default="chain",
@@ -411,6 +642,9 @@ def simulate(**opts: Any) -> None:
         name, _, param = key.partition(".")
         if not param:
             raise click.BadParameter(f"--defense-param needs NAME.KEY=VALUE, got {key}")
+        if name not in defenses:
+            raise click.BadParameter(f"--defense-param {key}: {name!r} is not among the "
+                                     f"defenses run ({', '.join(defenses)})")
         per_defense.setdefault(name, {})[param] = value
     config = SimulationConfig(
         dataset=opts["dataset"], num_clients=opts["num_clients"],
@@ -418,7 +652,7 @@ def simulate(**opts: Any) -> None:
         attack_params=parse_params(opts["attack_param"]), defenses=tuple(defenses),
         defense_params=per_defense, rounds=opts["rounds"], partition=opts["partition"],
         alpha=opts["alpha"], seed=opts["seed"], epochs=opts["epochs"],
-        batch_size=opts["batch_size"], lr=opts["lr"],
+        batch_size=opts["batch_size"], lr=opts["lr"], momentum=opts["momentum"],
         max_client_samples=opts["max_client_samples"],
         validation_size=opts["validation_size"], test_samples=opts["test_samples"],
         mode=opts["mode"], ipfs_api=opts["ipfs_api"])

@@ -118,7 +118,7 @@ def test_client_killed_mid_round_misses_it_and_rejoins_the_next(federation: Fede
     fed.wait_exit(first, timeout=120)
     # round 2 from a second aggregator run with a long window (it still closes at quorum), so
     # the restarted client's start-up time cannot make it miss the round
-    second = fed.aggregator("--rounds", "2", "--round-seconds", "180", "--quorum", "0",
+    second = fed.aggregator("--until-round", "2", "--round-seconds", "180", "--quorum", "0",
                             "--no-evaluate", name="aggregator-round2")
     fed.wait_exit(second, timeout=240)
     fed.wait_exit(restarted, timeout=60)

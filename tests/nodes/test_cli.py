@@ -1,9 +1,16 @@
 """`fleml-node` as a user meets it: help everywhere, config files, and one-line errors."""
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 from click.testing import CliRunner
 
-from fleml_node.cli import main
+from fleml_node.chain.contract import RoundStatus
+from fleml_node.cli import TASK_DEFAULTS, _until_round, main, read_config
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+DEAD_RPC = "http://127.0.0.1:9"  # nothing listens: reaching it would fail with "cannot reach"
 
 COMMANDS = ["client", "aggregator", "audit", "status", "simulate", "account"]
 
@@ -40,10 +47,75 @@ def test_missing_key_is_reported_before_any_work(federation, monkeypatch):
 
 def test_unreachable_ipfs_is_reported(federation):
     result = CliRunner().invoke(main, [
-        "status", "--rpc", federation.url, "--deployment", str(federation.record_path),
+        "audit", "--rpc", federation.url, "--deployment", str(federation.record_path),
         "--ipfs-api", "/ip4/127.0.0.1/tcp/9", "--ipfs-timeout", "2"])
     assert result.exit_code == 1
     assert "no IPFS API answers at /ip4/127.0.0.1/tcp/9" in result.output
+
+
+def test_status_needs_no_ipfs(federation, monkeypatch):
+    monkeypatch.setenv("FLEML_IPFS_API", "/ip4/127.0.0.1/tcp/9")
+    result = CliRunner().invoke(main, [
+        "status", "--rpc", federation.url, "--deployment", str(federation.record_path)])
+    assert result.exit_code == 0, result.output
+    assert "member 0:" in result.output and "no round yet" in result.output
+    assert "--ipfs-api" not in CliRunner().invoke(main, ["status", "--help"]).output
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["client", "--attack", "lable_flip"], "--attack"),
+    (["client", "--dataset", "mnsit"], "--dataset"),
+    (["aggregator", "--defense", "flemll"], "--defense"),
+    (["aggregator", "--partition", "dirichlett"], "--partition"),
+    (["simulate", "--defense", "krumm"], "--defense"),
+    (["simulate", "--attack", "backdor"], "--attack"),
+])
+def test_unknown_choice_fails_while_parsing(args, option):
+    result = CliRunner().invoke(main, [*args, "--rpc", DEAD_RPC] if args[0] != "simulate"
+                                else args)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output
+    assert "cannot reach" not in result.output
+
+
+def test_choices_are_the_registries():
+    from fleml_node.attacks import ATTACKS
+    from fleml_node.defense import REGISTRY
+    from fleml_node.learning.datasets import DATASETS
+
+    commands = main.commands
+    choices = {(cmd, p.name): tuple(p.type.choices) for cmd in ("client", "aggregator",
+                                                                "simulate")
+               for p in commands[cmd].params if p.name in ("attack", "defense", "defenses",
+                                                           "dataset")}
+    assert choices[("client", "dataset")] == DATASETS == choices[("simulate", "dataset")]
+    assert choices[("client", "attack")] == tuple(ATTACKS) == choices[("simulate", "attack")]
+    assert choices[("aggregator", "defense")] == tuple(REGISTRY)
+    assert choices[("simulate", "defenses")] == (*REGISTRY, "all")
+
+
+def test_unknown_defense_parameter_fails_before_connecting():
+    result = CliRunner().invoke(main, ["aggregator", "--defense-param", "binz=8",
+                                       "--rpc", DEAD_RPC])
+    assert result.exit_code == 1
+    assert "defense 'fleml' has no parameter(s) ['binz']" in result.output
+    assert "cannot reach" not in result.output
+
+
+def test_simulate_shares_the_task_options():
+    def options(cmd):
+        return {o for p in main.commands[cmd].params for o in p.opts}
+
+    task = {"--dataset", "--seed", "--num-clients", "--partition", "--alpha", "--epochs",
+            "--validation-size", "--max-client-samples", "--batch-size", "--lr", "--momentum"}
+    for cmd in ("client", "aggregator", "simulate"):
+        assert task <= options(cmd), cmd
+    defaults = {cmd: {p.name: p.default for p in main.commands[cmd].params
+                      if p.name in TASK_DEFAULTS}
+                for cmd in ("client", "aggregator", "simulate")}
+    assert defaults["client"] == defaults["aggregator"] == TASK_DEFAULTS
+    # simulate differs only where it must: members' shares capped for a quick run
+    assert defaults["simulate"] == {**TASK_DEFAULTS, "max_client_samples": 600}
 
 
 def test_status_reads_options_from_a_config_file(federation, tmp_path):
@@ -54,6 +126,101 @@ def test_status_reads_options_from_a_config_file(federation, tmp_path):
     assert result.exit_code == 0, result.output
     assert "member 3:" in result.output and "'member-3' active" in result.output
     assert "no round yet" in result.output
+
+
+def test_config_after_the_command(federation, tmp_path):
+    config = tmp_path / "fleml.toml"
+    config.write_text(f'[status]\nrpc = "{federation.url}"\n'
+                      f'deployment = "{federation.record_path}"\n')
+    result = CliRunner().invoke(main, ["status", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "member 3:" in result.output
+
+
+def test_config_after_the_command_sets_task_options(tmp_path):
+    config = tmp_path / "fleml.toml"
+    config.write_text('[common]\nrpc = "http://127.0.0.1:9"\n[client]\nattack = "lable_flip"\n')
+    result = CliRunner().invoke(main, ["client", "--config", str(config)])
+    assert result.exit_code == 2  # the file's value went through --attack's choices
+    assert "Invalid value for '--attack'" in result.output
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[client]\nnum_client = 4\n", "unknown key(s) ['num_client'] in table [client]"),
+    ("[common]\nrpcc = 'x'\n", "unknown key(s) ['rpcc'] in table [common]"),
+    ("[status]\ndataset = 'mnist'\n", "unknown key(s) ['dataset'] in table [status]"),
+    ("rpc = 'x'\n", "key(s) ['rpc'] in"),
+])
+@pytest.mark.parametrize("after", [False, True])
+def test_config_file_with_an_unknown_key_is_refused(tmp_path, text, message, after):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    args = ["status", "--config", str(config)] if after else ["--config", str(config), "status"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_config_keys_are_option_names(tmp_path):
+    config = tmp_path / "sim.toml"
+    config.write_text('[simulate]\ndefense = ["krum"]\nnum_clients = 4\n'
+                      '[audit]\nround = 2\n')
+    tables = read_config(config)
+    assert tables["simulate"]["defenses"] == ["krum"]
+    assert tables["simulate"]["num_clients"] == 4
+    assert tables["audit"] == {"round_id": 2}
+
+
+@pytest.mark.parametrize("name", ["client", "aggregator"])
+def test_examples_load_through_the_config_loader(name):
+    path = EXAMPLES / f"{name}.toml"
+    tables = read_config(path)  # raises on any unknown table or key
+    params = {p.name for p in main.commands[name].params}
+    assert tables[name] and set(tables[name]) <= params
+    # and the whole command line accepts them: parsing ends at the (unreachable) chain
+    result = CliRunner().invoke(main, [name, "--config", str(path), "--rpc", DEAD_RPC])
+    assert result.exit_code == 1, result.output
+    assert "cannot reach the chain at http://127.0.0.1:9" in result.output
+
+
+def test_rounds_and_until_round_conflict():
+    result = CliRunner().invoke(main, ["aggregator", "--rounds", "3", "--until-round", "7",
+                                       "--rpc", DEAD_RPC])
+    assert result.exit_code == 2
+    assert "not both" in result.output and "cannot reach" not in result.output
+
+
+def test_until_round_on_the_command_line_wins_over_rounds_in_a_config(tmp_path):
+    config = tmp_path / "agg.toml"
+    config.write_text("[aggregator]\nrounds = 4\n")
+    result = CliRunner().invoke(main, ["aggregator", "--config", str(config),
+                                       "--until-round", "7", "--rpc", DEAD_RPC])
+    assert result.exit_code == 1, result.output  # parsed; failed only at the chain
+    assert "cannot reach the chain" in result.output
+
+
+class _Chain:
+    """Just what _until_round reads from a Consortium."""
+
+    def __init__(self, current, status=None):
+        self.current, self.status = current, status
+
+    def current_round(self):
+        return self.current
+
+    def get_round(self, r):
+        assert r == self.current
+        return SimpleNamespace(status=self.status)
+
+
+@pytest.mark.parametrize(("chain", "rounds", "until"), [
+    (_Chain(0), 3, 3),                              # fresh chain: rounds 1..3
+    (_Chain(4, RoundStatus.FINALIZED), 3, 7),       # after round 4: rounds 5..7
+    (_Chain(4, RoundStatus.OPEN), 3, 6),            # round 4 still open: it is the first
+    (_Chain(4, RoundStatus.CLOSED), 1, 4),
+])
+def test_rounds_counts_from_the_chains_state(chain, rounds, until):
+    assert _until_round(chain, rounds) == until
 
 
 def test_config_file_with_an_unknown_table_is_refused(tmp_path):
