@@ -38,7 +38,13 @@ from fleml_node.defense import Defense
 from fleml_node.defense.base import tensor_sha256
 from fleml_node.learning import get_params
 from fleml_node.retry import Backoff, is_permanent, is_transient
-from fleml_node.round_engine import MemberDecision, RoundEngine, RoundOutcome, Submission
+from fleml_node.round_engine import (
+    MemberDecision,
+    RoundEngine,
+    RoundOutcome,
+    Submission,
+    update_size_cap,
+)
 from fleml_node.storage import (
     IpfsStore,
     content_hash,
@@ -235,7 +241,8 @@ class AggregatorNode:
                                              expected_hash=info.model_hash),
                               expected_kind="model", expected_spec=self.engine.spec)
         submissions = gather_submissions(self.consortium, self.store,
-                                         events.get("UpdateSubmitted", []))
+                                         events.get("UpdateSubmitted", []),
+                                         max_bytes=update_size_cap(self.engine.spec))
         t1 = time.perf_counter()
         outcome = self.engine.decide(r, base.tensors, submissions)
         for member, reason in outcome.rejected.items():

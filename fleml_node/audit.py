@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from fleml_node.chain.contract import Consortium, RoundStatus
 from fleml_node.chain.events import round_events
 from fleml_node.learning import ParamSpec
-from fleml_node.round_engine import MemberCheck, verify_round
+from fleml_node.round_engine import MemberCheck, update_size_cap, verify_round
 from fleml_node.storage import IpfsStore, StorageError, decode_report, decode_tensors
 from fleml_node.submissions import gather_submissions
 
@@ -91,7 +91,8 @@ def audit_round(consortium: Consortium, store: IpfsStore, round_id: int) -> Roun
     except StorageError as exc:
         verdict.check("global models match their commitments", False, str(exc))
         return verdict
-    submissions = gather_submissions(consortium, store, events.get("UpdateSubmitted", []))
+    submissions = gather_submissions(consortium, store, events.get("UpdateSubmitted", []),
+                                     max_bytes=update_size_cap(ParamSpec.from_named(base.tensors)))
     try:
         checked = verify_round(round_id, submissions, base.tensors, result.tensors, report,
                                finalized.args["flaggedBitmap"])

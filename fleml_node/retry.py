@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 import requests
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
@@ -77,18 +76,3 @@ class Backoff:
             log.info("%s works again after %.0f s", what, time.monotonic() - self._since)
         self.failures, self._since = 0, None
 
-
-def retry_transient(call: Callable[[], object], what: str, backoff: Backoff | None = None,
-                    sleep: Callable[[float], None] = time.sleep) -> object:
-    """Call `call` until it returns, waiting out transient failures; others propagate."""
-    backoff = backoff or Backoff()
-    while True:
-        try:
-            result = call()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            sleep(backoff.failed(what, exc))
-            continue
-        backoff.succeeded(what)
-        return result

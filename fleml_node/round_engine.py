@@ -70,6 +70,16 @@ def encode_update(update: dict[str, Tensor], round_id: int, num_samples: int) ->
                           extra={"num_samples": int(num_samples)})
 
 
+def update_size_cap(spec: ParamSpec) -> int:
+    """The most bytes an update of this model can take: its float32 values and a header.
+
+    The header (names, shapes, offsets, metadata) is a few hundred bytes per tensor; 64 KiB
+    plus 512 bytes per tensor leaves room for any honest one. Nodes fetch members' objects
+    with this cap, so an oversized object costs a bounded read.
+    """
+    return 4 * spec.numel + 2**16 + 512 * len(spec.names)
+
+
 def claimed_samples(extra: dict[str, Any]) -> int:
     """The sample count a member claims in its update's metadata, if it is plausible, else 1."""
     claim = extra.get("num_samples", 1)

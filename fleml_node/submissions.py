@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 FETCH_WORKERS = 8
 
 
-def fetch_member_object(store: IpfsStore, cid: str) -> tuple[bytes | None, str | None]:
+def fetch_member_object(store: IpfsStore, cid: str,
+                        max_bytes: int | None = None) -> tuple[bytes | None, str | None]:
     """The bytes of a member's CID, or the reason they cannot be had when that is its fault.
 
     Raises
@@ -38,7 +39,7 @@ def fetch_member_object(store: IpfsStore, cid: str) -> tuple[bytes | None, str |
         When our own daemon does not answer: a transient failure of ours.
     """
     try:
-        return store.get(cid), None
+        return store.get(cid, max_bytes=max_bytes), None
     except (InvalidCid, PayloadTooLarge) as exc:
         return None, str(exc)
     except IpfsError as exc:
@@ -48,6 +49,7 @@ def fetch_member_object(store: IpfsStore, cid: str) -> tuple[bytes | None, str |
 
 
 def gather_submissions(consortium: Consortium, store: IpfsStore, events: Sequence[ChainEvent],
+                       max_bytes: int | None = None,
                        workers: int = FETCH_WORKERS) -> list[Submission]:
     """The round's submissions with their bytes, in member-index order.
 
@@ -59,6 +61,9 @@ def gather_submissions(consortium: Consortium, store: IpfsStore, events: Sequenc
         Our IPFS daemon; its address and limits are used by the fetching threads.
     events
         The round's `UpdateSubmitted` events.
+    max_bytes
+        The largest object fetched (the round engine's `update_size_cap`); larger ones reject
+        their member after reading one byte past the cap.
     workers
         Objects fetched at the same time.
     """
@@ -71,7 +76,7 @@ def gather_submissions(consortium: Consortium, store: IpfsStore, events: Sequenc
                                     max_bytes=store.max_bytes)
             opened.append(local.store)
         member, cid = event.args["member"], event.args["updateCid"]
-        blob, error = fetch_member_object(local.store, cid)
+        blob, error = fetch_member_object(local.store, cid, max_bytes)
         if error:
             log.warning("update of %s (%s) cannot be fetched: %s", member, cid, error)
         return Submission(member, index_of[member], bytes(event.args["updateHash"]), cid,

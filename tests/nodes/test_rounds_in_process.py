@@ -204,3 +204,33 @@ def test_poison_pills_are_rejected_and_the_round_completes(federation, tmp_path,
     assert len(summary.accepted) == NUM_MEMBERS - 1
     verdict = audit_round(federation.bind(None), federation.store(), 1)
     assert verdict.ok, "\n".join(verdict.lines())
+
+
+def test_a_client_whose_training_yields_nan_skips_the_round_and_keeps_following(
+    federation, tmp_path, caplog
+):
+    """Its own NaN is permanent: one log line, no retraining loop, and the next round as usual."""
+    import logging
+
+    from fleml_node.attacks import make_attack
+
+    aggregator = AggregatorNode(federation.bind(1), federation.store(), make_defense("fedavg"),
+                                TASK, tmp_path / "agg", until_round=2, round_seconds=600,
+                                quorum=NUM_MEMBERS - 1)
+    clients = make_clients(federation, tmp_path)
+    clients[1].attack = make_attack("sign_flip", scale=float("inf"))
+    with caplog.at_level(logging.INFO, logger="fleml_node.client"):
+        for _ in range(200):
+            did = aggregator.step()
+            for c in clients:
+                c.poll_once()
+                if c.history and c.history[-1].status == "failed":
+                    c.attack = None  # its training works again from the next round on
+            if did == "done":
+                break
+    assert [s.status for s in clients[1].history] == ["failed", "submitted"]
+    assert "NaN/Inf" in clients[1].history[0].reason
+    skipped = [r for r in caplog.records if "round 1: skipped" in r.getMessage()]
+    assert len(skipped) == 1 and skipped[0].levelno == logging.WARNING
+    assert clients[1].address not in aggregator.summaries[0].accepted
+    assert clients[1].address in aggregator.summaries[1].accepted
