@@ -2,18 +2,22 @@
 
 Transactions are built, signed locally with the node's key and sent raw, so the chain client
 never holds the key. The key comes from an environment variable or an encrypted keystore file
-and is never logged or printed. Reverts are decoded from the contract's custom errors into
-`ChainError` messages such as ``AlreadySubmitted(roundId=3, member=0xabc...)``.
+and is never logged or printed. Every mined transaction's hash is logged at INFO and is in the
+receipt each write returns (`tx_hash(receipt)` gives it as 0x hex). Reverts are decoded from
+the contract's custom errors into `ChainError` messages such as
+``AlreadySubmitted(roundId=3, member=0xabc...)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import getpass
 import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ import requests
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from eth_utils.abi import abi_to_signature, function_signature_to_4byte_selector
 from web3 import Web3
 from web3.exceptions import (
     ContractCustomError,
@@ -30,6 +34,7 @@ from web3.exceptions import (
     TimeExhausted,
     Web3RPCError,
 )
+from web3.middleware import Web3Middleware
 
 from fleml_node.chain.deployment import Deployment
 
@@ -54,7 +59,12 @@ class RoundStatus(enum.IntEnum):
 
 @dataclass(frozen=True)
 class RoundInfo:
-    """A round's on-chain record (`IFlemlRounds.Round`)."""
+    """A round's on-chain record (`IFlemlRounds.Round`).
+
+    `opened_block` is the block that opened the round, where its events start; 0 for a round
+    that does not exist, and for every round of a contract deployed before the field existed
+    (its deployment record's ABI has no `openedBlock`).
+    """
 
     round_id: int
     model_hash: bytes
@@ -64,6 +74,7 @@ class RoundInfo:
     quorum: int
     submissions: int
     status: RoundStatus
+    opened_block: int = 0
 
 
 def load_account(keystore: str | os.PathLike[str] | None = None) -> LocalAccount:
@@ -103,6 +114,34 @@ def load_account(keystore: str | os.PathLike[str] | None = None) -> LocalAccount
         return Account.from_key(key)
     except (ValueError, TypeError) as exc:
         raise ChainError(f"{PRIVATE_KEY_ENV} is not a valid private key") from exc
+
+
+def tx_hash(receipt: Mapping[str, Any]) -> str:
+    """The hash of the transaction behind `receipt` (what every write returns), as 0x hex."""
+    return "0x" + bytes(receipt["transactionHash"]).hex()
+
+
+@contextlib.contextmanager
+def recorded_requests(w3: Web3) -> Iterator[list[tuple[str, Any]]]:
+    """Record every JSON-RPC request `w3` sends inside the block, as ``(method, params)``.
+
+    For measuring what a read costs, e.g. how many blocks an audit's ``eth_getLogs`` scan.
+    """
+    seen: list[tuple[str, Any]] = []
+
+    class Recorder(Web3Middleware):
+        def wrap_make_request(self, make_request: Callable[..., Any]) -> Callable[..., Any]:
+            def record(method: str, params: Any) -> Any:
+                seen.append((str(method), params))
+                return make_request(method, params)
+            return record
+
+    name = f"fleml-recorder-{id(seen)}"
+    w3.middleware_onion.add(Recorder, name)
+    try:
+        yield seen
+    finally:
+        w3.middleware_onion.remove(name)
 
 
 def connect(rpc_url: str, timeout: float = 30.0) -> Web3:
@@ -147,7 +186,7 @@ class Consortium:
         self.receipt_timeout = receipt_timeout
         self.contract = w3.eth.contract(address=deployment.address, abi=deployment.abi)
         self._errors = {
-            keccak(text=_signature(item))[:4]: item
+            function_signature_to_4byte_selector(abi_to_signature(item)): item
             for item in deployment.abi if item.get("type") == "error"
         }
 
@@ -161,8 +200,10 @@ class Consortium:
 
     def get_round(self, round_id: int) -> RoundInfo:
         fields = self.contract.functions.getRound(round_id).call()
+        opened = int(fields[7]) if len(fields) > 7 else 0  # an older contract: unknown
         return RoundInfo(round_id, bytes(fields[0]), bytes(fields[1]), bytes(fields[2]),
-                         int(fields[3]), int(fields[4]), int(fields[5]), RoundStatus(fields[6]))
+                         int(fields[3]), int(fields[4]), int(fields[5]), RoundStatus(fields[6]),
+                         opened)
 
     def aggregator(self) -> str:
         return self.contract.functions.aggregator().call()
@@ -226,7 +267,10 @@ class Consortium:
         return self._transact("removeMember", address)
 
     def _transact(self, name: str, *args: Any) -> Any:
-        """Estimate, sign locally, send and wait; returns the receipt or raises `ChainError`."""
+        """Estimate, sign locally, send and wait; returns the receipt or raises `ChainError`.
+
+        The receipt is web3's (``gasUsed``, ``blockNumber``, ...); `tx_hash` gives its hash.
+        """
         if self.account is None:
             raise ChainError(f"{name} needs a signing account; this binding is read-only")
         fn = getattr(self.contract.functions, name)(*args)
@@ -246,16 +290,20 @@ class Consortium:
         except Web3RPCError as exc:
             raise ChainError(f"{name} failed: {exc}") from None
         signed = self.account.sign_transaction(tx)
+        sent = "0x" + bytes(signed.hash).hex()
         try:
-            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash,
+            self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        except (Web3RPCError, requests.RequestException) as exc:
+            raise ChainError(f"{name} was not sent: {exc}") from exc
+        try:
+            receipt = self.w3.eth.wait_for_transaction_receipt(signed.hash,
                                                                timeout=self.receipt_timeout)
         except (Web3RPCError, TimeExhausted, requests.RequestException) as exc:
-            raise ChainError(f"{name} was not mined: {exc}") from exc
+            raise ChainError(f"{name} transaction {sent} was not mined: {exc}") from exc
         if receipt["status"] != 1:
-            raise ChainError(f"{name} transaction {tx_hash.hex()} failed on chain")
-        log.debug("%s mined in block %d, gas %d", name, receipt["blockNumber"],
-                  receipt["gasUsed"])
+            raise ChainError(f"{name} transaction {sent} failed on chain")
+        log.info("%s sent: %s (block %d, gas %d)", name, sent, receipt["blockNumber"],
+                 receipt["gasUsed"])
         return receipt
 
     def decode_error(self, exc: Exception) -> str:
@@ -274,10 +322,6 @@ class Consortium:
         shown = ", ".join(f"{i['name']}={_show(v)}" for i, v in zip(item["inputs"], values,
                                                                       strict=True))
         return f"{item['name']}({shown})"
-
-
-def _signature(item: dict[str, Any]) -> str:
-    return f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
 
 
 def _show(value: Any) -> str:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from web3._utils.events import get_event_data
+from eth_utils.abi import event_abi_to_log_topic
+from web3.contract.contract import ContractEvent
 
-from fleml_node.chain.contract import Consortium
+from fleml_node.chain.contract import Consortium, RoundStatus
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class EventFollower:
         self.consortium = consortium
         self.state_file = Path(state_file)
         self.confirmations = confirmations
-        self._abis = _event_abis(consortium)
+        self._events = _events_by_topic(consortium)
         default = consortium.deployment.block_number if start_block is None else start_block
         self.last_block = self._load_cursor(default - 1)
 
@@ -83,7 +84,7 @@ class EventFollower:
 
     def fetch(self, from_block: int, to_block: int) -> list[ChainEvent]:
         """All decoded events of the contract in a block range, in chain order."""
-        return fetch_events(self.consortium, from_block, to_block, abis=self._abis)
+        return fetch_events(self.consortium, from_block, to_block, events=self._events)
 
     def poll(self, handler: Callable[[ChainEvent], bool | None]) -> int:
         """Handle every new confirmed event once; returns how many were handled.
@@ -107,19 +108,44 @@ class EventFollower:
         self._save_cursor(head)
         return handled
 
-def round_events(consortium: Consortium, round_id: int,
-                 from_block: int | None = None) -> dict[str, list[ChainEvent]]:
+
+def round_events(consortium: Consortium, round_id: int, from_block: int | None = None,
+                 to_block: int | None = None) -> dict[str, list[ChainEvent]]:
     """Every event of one round (opened, submissions, closed, finalized), by event name.
 
-    All round events index the round id as their first topic, so one filtered log query
-    finds them; it starts at `from_block` (the block that opened the round, when known) or
-    else at the deployment block.
+    All round events index the round id as their first topic, so one filtered log query over
+    the round's own blocks finds them: from the block that opened it to the block that opened
+    the next round (round r + 1 opens only after round r is finalized), or the chain head
+    while it is the latest round. Both bounds are read from the chain, so the cost depends on
+    the round's length, not on the chain's.
+
+    Parameters
+    ----------
+    consortium
+        The contract binding.
+    round_id
+        The round.
+    from_block, to_block
+        Explicit bounds of the scan; by default those above. A contract deployed before rounds
+        recorded `openedBlock` is scanned from its deployment block.
+
+    Returns
+    -------
+    dict
+        Event name to that round's events of the name, in chain order; empty for a round that
+        does not exist.
     """
+    if from_block is None:
+        info = consortium.get_round(round_id)
+        if info.status is RoundStatus.NONE:
+            return {}
+        from_block = info.opened_block or consortium.deployment.block_number
+    if to_block is None:
+        following = consortium.get_round(round_id + 1).opened_block
+        to_block = following or consortium.w3.eth.block_number
     topic = "0x" + round_id.to_bytes(32, "big").hex()
     found: dict[str, list[ChainEvent]] = {}
-    head = consortium.w3.eth.block_number
-    start = consortium.deployment.block_number if from_block is None else from_block
-    for event in fetch_events(consortium, start, head, topics=[None, topic]):
+    for event in fetch_events(consortium, from_block, to_block, topics=[None, topic]):
         if event.args.get("roundId") == round_id:
             found.setdefault(event.name, []).append(event)
     return found
@@ -127,10 +153,14 @@ def round_events(consortium: Consortium, round_id: int,
 
 def fetch_events(consortium: Consortium, from_block: int, to_block: int,
                  topics: list[str | None] | None = None,
-                 abis: dict[bytes, dict[str, Any]] | None = None) -> list[ChainEvent]:
-    """Decoded events of the contract in a block range (optionally topic-filtered), in order."""
-    abis = abis or _event_abis(consortium)
-    events = []
+                 events: dict[bytes, ContractEvent] | None = None) -> list[ChainEvent]:
+    """Decoded events of the contract in a block range (optionally topic-filtered), in order.
+
+    Each log is decoded by the contract's own event object (`ContractEvent.process_log`); logs
+    of events the ABI does not know are skipped.
+    """
+    events = events or _events_by_topic(consortium)
+    decoded = []
     for start in range(from_block, to_block + 1, MAX_BLOCK_RANGE):
         end = min(to_block, start + MAX_BLOCK_RANGE - 1)
         query: dict[str, Any] = {"address": consortium.address, "fromBlock": start,
@@ -138,23 +168,21 @@ def fetch_events(consortium: Consortium, from_block: int, to_block: int,
         if topics:
             query["topics"] = topics
         for entry in consortium.w3.eth.get_logs(query):
-            abi = abis.get(bytes(entry["topics"][0]))
-            if abi is None:
+            event = events.get(bytes(entry["topics"][0])) if entry["topics"] else None
+            if event is None:
                 continue
-            data = get_event_data(consortium.w3.codec, abi, entry)
-            events.append(ChainEvent(abi["name"], dict(data["args"]), entry["blockNumber"],
-                                     entry["logIndex"], entry["transactionHash"].hex()))
-    events.sort(key=lambda e: (e.block_number, e.log_index))
-    return events
+            data = event.process_log(entry)
+            decoded.append(ChainEvent(data["event"], dict(data["args"]), data["blockNumber"],
+                                      data["logIndex"],
+                                      "0x" + bytes(data["transactionHash"]).hex()))
+    decoded.sort(key=lambda e: (e.block_number, e.log_index))
+    return decoded
 
 
-def _event_abis(consortium: Consortium) -> dict[bytes, dict[str, Any]]:
-    abis = {}
-    for item in consortium.contract.abi:
-        if item.get("type") == "event":
-            signature = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
-            abis[bytes(consortium.w3.keccak(text=signature))] = item
-    return abis
+def _events_by_topic(consortium: Consortium) -> dict[bytes, ContractEvent]:
+    """The contract's event objects by their topic 0 (the keccak of the event's signature)."""
+    return {event_abi_to_log_topic(item): consortium.contract.events[item["name"]]()
+            for item in consortium.contract.abi if item.get("type") == "event"}
 
 
 def _by_block(events: list[ChainEvent]) -> Iterator[tuple[int, list[ChainEvent]]]:

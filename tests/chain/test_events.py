@@ -1,0 +1,149 @@
+"""Event decoding through web3's public API, and round scans bounded by the round's own blocks."""
+
+import logging
+from itertools import pairwise
+
+from eth_account import Account
+
+from fleml_node.chain.contract import Consortium, recorded_requests, tx_hash
+from fleml_node.chain.events import MAX_BLOCK_RANGE, fetch_events, round_events
+
+from .conftest import future
+
+H1, H2, H3, H4 = (bytes([i]) * 32 for i in (1, 2, 3, 4))
+CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+OTHER_CID = "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"
+
+
+def mine(w3, blocks):
+    """Empty blocks, standing in for the rest of a busy chain."""
+    w3.provider.make_request("anvil_mine", [hex(blocks)])
+
+
+def run_round(agg, members, model):
+    """One round: open on `model`, every member submits, close, finalize; the open receipt."""
+    r = agg.current_round() + 1
+    # mined blocks move the chain's clock ahead of the wall clock
+    opened = agg.open_round(model, CID, agg.now() + 600, len(members))
+    for i, member in enumerate(members):
+        member.submit_update(r, bytes([16 + i]) * 32, OTHER_CID)
+    agg.close_round(r)
+    agg.finalize_round(r, H2, CID, H3, OTHER_CID, [0b10])
+    return opened
+
+
+def log_queries(requests):
+    return [params[0] for method, params in requests if method == "eth_getLogs"]
+
+
+def scanned(requests):
+    """The block ranges of the eth_getLogs calls among `requests`, as (first, last) pairs."""
+    return [(int(q["fromBlock"], 16), int(q["toBlock"], 16)) for q in log_queries(requests)]
+
+
+def test_every_event_type_is_decoded(deployed, as_account, keys):
+    w3, record = deployed
+    operator, agg, member = as_account(0), as_account(1), as_account(2)
+    new_operator = Account.from_key(keys[6]).address
+    operator.contract.functions.transferOperator(new_operator).transact(
+        {"from": operator.account.address})
+    operator.contract.functions.acceptOperator().transact({"from": new_operator})
+    as_account(6).remove_member(as_account(5).account.address)
+    opened = agg.open_round(H1, CID, future(), 1)
+    member.submit_update(1, H4, OTHER_CID)
+    agg.close_round(1)
+    finalized = agg.finalize_round(1, H2, CID, H3, OTHER_CID, [0b1])
+
+    events = fetch_events(Consortium(w3, record), record.block_number, w3.eth.block_number)
+    names = {e.name for e in events}
+    assert names == {item["name"] for item in record.abi if item["type"] == "event"}
+    by_name = {e.name: e for e in events}  # the last of each name
+    assert by_name["RoundOpened"].args == {"roundId": 1, "modelHash": H1, "modelCid": CID,
+                                           "deadline": by_name["RoundOpened"].args["deadline"],
+                                           "quorum": 1}
+    assert by_name["UpdateSubmitted"].args == {"roundId": 1, "member": member.account.address,
+                                               "updateHash": H4, "updateCid": OTHER_CID}
+    assert by_name["RoundClosed"].args == {"roundId": 1, "submissions": 1,
+                                           "quorumReached": True}
+    assert by_name["RoundFinalized"].args == {"roundId": 1, "resultHash": H2, "resultCid": CID,
+                                              "reportHash": H3, "reportCid": OTHER_CID,
+                                              "flaggedBitmap": [1]}
+    assert by_name["OperatorTransferred"].args == {"previousOperator": operator.account.address,
+                                                   "newOperator": new_operator}
+    assert by_name["MemberRemoved"].args == {"member": as_account(5).account.address,
+                                             "index": 3}
+    assert [e.args["label"] for e in events if e.name == "MemberAdmitted"] == [
+        f"member-{i}" for i in range(4)]
+    assert by_name["RoundOpened"].tx_hash == tx_hash(opened)
+    assert by_name["RoundOpened"].block_number == opened["blockNumber"]
+    assert by_name["RoundFinalized"].tx_hash == tx_hash(finalized)
+    assert [(e.block_number, e.log_index) for e in events] == sorted(
+        (e.block_number, e.log_index) for e in events)
+
+
+def test_opened_block_is_the_block_of_open_round(as_account):
+    agg, members = as_account(1), [as_account(i) for i in (2, 3)]
+    first = run_round(agg, members, H1)
+    second = run_round(agg, members, H2)
+    assert agg.get_round(1).opened_block == first["blockNumber"]
+    assert agg.get_round(2).opened_block == second["blockNumber"]
+    assert agg.get_round(3).opened_block == 0
+
+
+def test_round_events_scan_only_the_rounds_blocks(deployed, as_account):
+    w3, record = deployed
+    agg, members = as_account(1), [as_account(i) for i in (2, 3)]
+    model = H1
+    for _ in range(3):
+        mine(w3, 3000)  # more than one eth_getLogs range between rounds
+        run_round(agg, members, model)
+        model = H2
+    reader = Consortium(w3, record)
+    start, end = reader.get_round(2).opened_block, reader.get_round(3).opened_block
+
+    with recorded_requests(w3) as requests:
+        events = round_events(reader, 2)
+    ranges = scanned(requests)
+    # exactly the round's blocks, in eth_getLogs ranges of at most MAX_BLOCK_RANGE blocks
+    assert ranges[0][0] == start and ranges[-1][1] == end
+    assert all(b[0] == a[1] + 1 for a, b in pairwise(ranges))
+    assert len(ranges) == -(-(end - start + 1) // MAX_BLOCK_RANGE) == 2
+    assert {name: len(found) for name, found in events.items()} == {
+        "RoundOpened": 1, "UpdateSubmitted": 2, "RoundClosed": 1, "RoundFinalized": 1}
+    assert all(e.args["roundId"] == 2 for found in events.values() for e in found)
+
+    # the latest round is scanned from its opening block to the head
+    mine(w3, 10)
+    with recorded_requests(w3) as requests:
+        latest = round_events(reader, 3)
+    assert scanned(requests) == [(end, w3.eth.block_number)]
+    assert len(latest["UpdateSubmitted"]) == 2
+
+    # a round that does not exist has no events and costs no log query
+    with recorded_requests(w3) as requests:
+        assert round_events(reader, 4) == {}
+    assert log_queries(requests) == []
+
+
+def test_round_events_keeps_explicit_bounds(deployed, as_account):
+    w3, record = deployed
+    agg, members = as_account(1), [as_account(i) for i in (2, 3)]
+    opened = run_round(agg, members, H1)
+    reader = Consortium(w3, record)
+    with recorded_requests(w3) as requests:
+        events = round_events(reader, 1, from_block=opened["blockNumber"])
+    assert scanned(requests) == [(opened["blockNumber"], w3.eth.block_number)]
+    assert len(events["UpdateSubmitted"]) == 2
+    assert round_events(reader, 1, from_block=record.block_number,
+                        to_block=opened["blockNumber"] - 1) == {}
+
+
+def test_transactions_log_and_return_their_hash(as_account, caplog):
+    agg = as_account(1)
+    with caplog.at_level(logging.INFO, logger="fleml_node.chain.contract"):
+        receipt = agg.open_round(H1, CID, future(), 1)
+    digest = tx_hash(receipt)
+    assert digest.startswith("0x") and len(digest) == 66
+    assert agg.w3.eth.get_transaction(digest)["blockNumber"] == receipt["blockNumber"]
+    assert (f"openRound sent: {digest} (block {receipt['blockNumber']}, "
+            f"gas {receipt['gasUsed']})") in caplog.messages
