@@ -93,18 +93,7 @@ def load_account(keystore: str | os.PathLike[str] | None = None) -> LocalAccount
         If no key is configured or the keystore cannot be decrypted.
     """
     if keystore:
-        path = Path(keystore)
-        try:
-            encrypted = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ChainError(f"cannot read keystore {path}: {exc}") from exc
-        password = os.environ.get(KEYSTORE_PASSWORD_ENV)
-        if password is None:
-            password = getpass.getpass(f"password for {path}: ")
-        try:
-            return Account.from_key(Account.decrypt(encrypted, password))
-        except ValueError as exc:
-            raise ChainError(f"cannot decrypt keystore {path}: wrong password?") from exc
+        return _decrypt_keystore(Path(keystore))
     key = os.environ.get(PRIVATE_KEY_ENV)
     if not key:
         raise ChainError(
@@ -114,6 +103,31 @@ def load_account(keystore: str | os.PathLike[str] | None = None) -> LocalAccount
         return Account.from_key(key)
     except (ValueError, TypeError) as exc:
         raise ChainError(f"{PRIVATE_KEY_ENV} is not a valid private key") from exc
+
+
+def _decrypt_keystore(path: Path) -> LocalAccount:
+    try:
+        encrypted = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ChainError(f"cannot read keystore {path}: {exc}") from None
+    not_keystore = (f"{path} is not an encrypted keystore (web3 secret storage JSON, as "
+                    f"`fleml-node account` writes)")
+    crypto = encrypted.get("crypto", encrypted.get("Crypto")) if isinstance(encrypted,
+                                                                           dict) else None
+    if not isinstance(crypto, dict) or "mac" not in crypto:
+        raise ChainError(not_keystore)
+    password = os.environ.get(KEYSTORE_PASSWORD_ENV)
+    if password is None:
+        password = getpass.getpass(f"password for {path}: ")
+    try:
+        return Account.from_key(Account.decrypt(encrypted, password))
+    except ValueError as exc:
+        if "MAC mismatch" in str(exc):
+            raise ChainError(f"cannot decrypt keystore {path}: wrong password?") from None
+        raise ChainError(f"{not_keystore}: {exc}") from None
+    except (KeyError, TypeError, AttributeError, NotImplementedError) as exc:
+        # eth-keyfile reads the fields it needs without checking them first
+        raise ChainError(f"{not_keystore}: bad or missing field {exc}") from None
 
 
 def tx_hash(receipt: Mapping[str, Any]) -> str:

@@ -81,6 +81,20 @@ def test_keystore_account(tmp_path, monkeypatch, keys):
         load_account(path)
 
 
+@pytest.mark.parametrize("content", [
+    "{}", "[]", '"a string"', '{"address": "0x12", "version": 3}', '{"crypto": {}}',
+    '{"crypto": {"mac": "00", "kdf": "scrypt"}, "version": 3}',
+    '{"crypto": {"mac": "00", "kdf": "nope", "cipher": "x", "kdfparams": {}}, "version": 3}',
+])
+def test_a_file_that_is_not_a_keystore_is_a_one_line_error(tmp_path, monkeypatch, content):
+    path = tmp_path / "key.json"
+    path.write_text(content)
+    monkeypatch.setenv("FLEML_KEYSTORE_PASSWORD", "pw")
+    with pytest.raises(ChainError, match="is not an encrypted keystore") as caught:
+        load_account(path)
+    assert "\n" not in str(caught.value) and caught.value.__cause__ is None
+
+
 def test_follower_handles_each_event_once_across_restarts(deployed, as_account, tmp_path):
     w3, record = deployed
     agg, member = as_account(1), as_account(2)
