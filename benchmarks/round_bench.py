@@ -34,9 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fleml_node.devnet.ipfs import LocalIpfsDaemon  # noqa: E402
 from fleml_node.learning import configure_threads  # noqa: E402
 from fleml_node.simulate import SimulationConfig, chain_federation, machine_info  # noqa: E402
-from fleml_node.storage.daemon import LocalIpfsDaemon  # noqa: E402
 
 TARGET_OVERHEAD = 0.15
 

@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from fleml_node.devnet.ipfs import ensure_test_daemon  # noqa: E402
 from fleml_node.learning import ParamSpec, build_model, get_params  # noqa: E402
 from fleml_node.storage import (  # noqa: E402
     IpfsStore,
@@ -56,7 +57,6 @@ from fleml_node.storage import (  # noqa: E402
     decode_tensors,
     encode_tensors,
 )
-from fleml_node.storage.daemon import ensure_test_daemon  # noqa: E402
 
 T = TypeVar("T")
 

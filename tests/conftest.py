@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fleml_node.storage.daemon import ensure_test_daemon
+from fleml_node.devnet.ipfs import ensure_test_daemon
 
 
 @pytest.fixture(scope="session")

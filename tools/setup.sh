@@ -7,7 +7,8 @@
 #   3. the Python venv .venv with the exact versions in requirements.lock, plus fleml-node itself
 #   4. the solc shim that py-solc-x and brownie take for an installed solc (tools/solc-shim.js)
 #   5. anvil on the venv's PATH and brownie's `development` network pointed at it
-#   6. the compiled contracts in build/ (brownie compile)
+#   6. the compiled contracts in build/ (brownie compile), exported into the package
+#      (fleml_node/contracts/FlemlConsortium.json, tracked in git: commit it with contract changes)
 #
 # Run by ./fleml (setup, test, simulate, deploy) and by .ci/run. Progress goes to stderr.
 set -euo pipefail
@@ -103,8 +104,10 @@ if ! is_current networks "$net_fp" || [ ! -f "$HOME/.brownie/network-config.yaml
   mark_current networks "$net_fp"
 fi
 # 6. contracts ------------------------------------------------------------------------------
-# brownie recompiles only what changed; nodes and `fleml-node simulate` deploy from build/.
-step "compiling contracts (brownie compile)"
+# brownie recompiles only what changed. `fleml-node simulate` and the devnet deploy from the
+# artifact the package ships, exported from build/ here (rewritten only when it changed).
+step "compiling contracts (brownie compile) and exporting the package's artifact"
 PATH="$ROOT/.venv/bin:$PATH" .venv/bin/brownie compile >/dev/null
+.venv/bin/python -m fleml_node.devnet.artifacts
 
 step "ready: $(.venv/bin/python --version), solc $SOLC_VERSION (solc-js), $("$ANVIL_BIN" --version | head -1)"

@@ -44,8 +44,8 @@ from fleml_node.storage.ipfs import ENV_API, IpfsStore, api_url, default_api_add
 from fleml_node.storage.limits import DEFAULT_LIMITS, Limits
 from fleml_node.storage.local import LocalStore
 
-# Loaded on first use: they import torch (seconds), which the IPFS and daemon code,
-# including `python -m fleml_node.storage.daemon`, do not need.
+# Loaded on first use: they import torch (seconds), which the IPFS code and the devnet's
+# daemon manager do not need.
 _SERIALIZATION = frozenset(
     {
         "KIND_MODEL",

@@ -72,10 +72,9 @@ DEFAULT_API_ADDR = "/ip4/127.0.0.1/tcp/5001"
 """Used when neither an argument nor ``FLEML_IPFS_API`` gives an address."""
 
 START_HINT = (
-    "start a local js-ipfs daemon with `python -m fleml_node.storage.daemon start "
-    "--repo .fleml/ipfs --pidfile .fleml/ipfs.pid --addr-file .fleml/ipfs.addr` and set "
-    f"{ENV_API} to the address it prints, or set {ENV_API} to your own kubo daemon's API "
-    "address (e.g. /ip4/127.0.0.1/tcp/5001)"
+    f"set {ENV_API} to your IPFS daemon's API address (kubo: /ip4/127.0.0.1/tcp/5001), or "
+    "start a local one with `fleml-node devnet up` (a js-ipfs daemon and a chain) and use "
+    "the exports it prints"
 )
 
 _MULTIADDR = re.compile(

@@ -5,9 +5,9 @@ import time
 import pytest
 from eth_account import Account
 
-from fleml_node.chain.anvil import LocalAnvil, test_keys
 from fleml_node.chain.contract import Consortium, connect
-from fleml_node.chain.deploy import deploy_local_consortium
+from fleml_node.devnet.anvil import LocalAnvil, test_keys
+from fleml_node.devnet.consortium import deploy_local_consortium
 
 
 @pytest.fixture(scope="module")

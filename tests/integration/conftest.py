@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from fleml_node.chain.anvil import LocalAnvil, test_keys
 from fleml_node.chain.contract import Consortium, RoundStatus, connect
-from fleml_node.chain.deploy import ARTIFACT, deploy_local_consortium
 from fleml_node.chain.deployment import load_record
 from fleml_node.chain.events import round_events
+from fleml_node.devnet.anvil import LocalAnvil, test_keys
+from fleml_node.devnet.consortium import deploy_local_consortium
+from fleml_node.devnet.executables import ExecutableNotFound, find_anvil
 
-REPO = Path(__file__).resolve().parents[2]
 WRAPPER = Path(__file__).with_name("node_wrapper.py")
 NUM_MEMBERS = 4
 AGGREGATOR_KEY = 1
@@ -234,10 +234,10 @@ class Federation:
 @pytest.fixture
 def federation(tmp_path: Path, ipfs_api: str) -> Iterator[Federation]:
     """Key 0 operator, key 1 aggregator, keys 2..5 the members 0..3; nodes stopped after."""
-    if shutil.which("anvil") is None:
-        pytest.skip("anvil is not installed (./fleml setup links it into .venv/bin)")
-    if not (REPO / ARTIFACT).is_file():
-        pytest.skip(f"no compiled contract at {REPO / ARTIFACT}: run `brownie compile`")
+    try:
+        find_anvil()
+    except ExecutableNotFound as err:
+        pytest.skip(f"anvil is not installed (./fleml setup installs it): {err}")
     anvil_log = tmp_path / "anvil.log"
     with LocalAnvil(accounts=8, log_file=anvil_log) as anvil:
         keys = test_keys(8)

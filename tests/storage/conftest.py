@@ -2,7 +2,7 @@
 
 The daemon is the one named by ``FLEML_IPFS_API`` (started by the test runner) or, when that
 is unset, a js-ipfs daemon started once for the session by
-:func:`fleml_node.storage.daemon.ensure_test_daemon`.
+:func:`fleml_node.devnet.ipfs.ensure_test_daemon`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from fleml_node.devnet.ipfs import ensure_test_daemon
 from fleml_node.storage import IpfsStore
-from fleml_node.storage.daemon import ensure_test_daemon
 
 
 class SmallCnn(nn.Module):

@@ -118,7 +118,7 @@ def test_unreachable_daemon_is_reported_with_address_and_remedy(
         dead.version()
     message = str(info.value)
     assert addr in message
-    assert "python -m fleml_node.storage.daemon start" in message and ENV_API in message
+    assert "fleml-node devnet up" in message and ENV_API in message
     assert len(retry_warnings(caplog)) == 2  # three attempts in all
 
 

@@ -1,4 +1,4 @@
-"""The local js-ipfs daemon manager and its command line (real daemons, a few seconds each)."""
+"""The devnet's js-ipfs daemon manager (real daemons, a few seconds each)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,19 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from fleml_node.devnet.executables import JSIPFS_ENV
+from fleml_node.devnet.ipfs import (
+    API_PORT_FILE,
+    LocalIpfsDaemon,
+    ensure_test_daemon,
+    find_detached,
+    stop_detached,
+)
 from fleml_node.storage import DaemonError, IpfsStore
-from fleml_node.storage.daemon import ENV_JSIPFS, LocalIpfsDaemon, ensure_test_daemon
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fleml_node.storage.daemon", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -66,32 +61,47 @@ def test_start_stop_through_the_python_api(repo: Path, monkeypatch: pytest.Monke
     assert not (repo / "repo.lock").exists() and not (repo / "daemon.pid").exists()
 
 
-def test_cli_start_stop_and_recovery_after_a_kill(repo: Path, tmp_path: Path) -> None:
-    pidfile, addrfile = tmp_path / "ipfs.pid", tmp_path / "ipfs.addr"
-    args = ["start", "--repo", str(repo), "--pidfile", str(pidfile), "--addr-file", str(addrfile)]
+def test_restarts_keep_the_api_port_and_recover_after_a_kill(repo: Path) -> None:
     peer_id = json.loads((repo / "config").read_text())["Identity"]["PeerID"]
-    started = cli(*args)
-    assert started.returncode == 0, started.stderr
-    addr = addrfile.read_text().strip()
-    assert started.stdout.strip() == addr
-    pid = int(pidfile.read_text())
-    assert pid_alive(pid)
+    daemon = LocalIpfsDaemon(repo, startup_timeout=30.0)
+    addr = daemon.start()
+    port = int((repo / API_PORT_FILE).read_text())
+    assert addr == f"/ip4/127.0.0.1/tcp/{port}/http"
     cid = IpfsStore(addr, timeout=10.0, retries=0).put(b"kept across restarts")
 
-    # A daemon killed hard leaves its repo lock behind; the next start must recover.
+    daemon.stop()
+    assert daemon.start() == addr  # same port after a clean stop
+
+    # A daemon killed hard leaves its repo lock behind; the next start recovers, same port.
+    pid = daemon.pid
+    assert pid is not None and find_detached(repo) == (pid, addr)
     os.kill(pid, signal.SIGKILL)
-    assert (repo / "repo.lock").exists()
-    restarted = cli(*args)
-    assert restarted.returncode == 0, restarted.stderr
-    new_pid = int(pidfile.read_text())
-    store = IpfsStore(addrfile.read_text().strip(), timeout=10.0, retries=0)
-    assert new_pid != pid and store.get(cid) == b"kept across restarts" and store.is_pinned(cid)
+    daemon._proc.wait()
+    assert (repo / "repo.lock").exists() and find_detached(repo) is None
+    again = LocalIpfsDaemon(repo, startup_timeout=30.0)
+    assert again.start() == addr and again.pid != pid
+    new_pid = again.pid
+    store = IpfsStore(addr, timeout=10.0, retries=0)
+    assert store.get(cid) == b"kept across restarts" and store.is_pinned(cid)
     assert json.loads((repo / "config").read_text())["Identity"]["PeerID"] == peer_id
 
-    stopped = cli("stop", "--pidfile", str(pidfile))
-    assert stopped.returncode == 0, stopped.stderr
-    assert not pid_alive(new_pid) and not pidfile.exists() and not store.is_available()
-    assert cli("stop", "--pidfile", str(pidfile)).returncode == 0  # nothing left to stop
+    assert stop_detached(repo) == new_pid  # as `fleml-node devnet down` stops it
+    assert not pid_alive(new_pid) and not store.is_available()
+    assert not (repo / "daemon.pid").exists() and stop_detached(repo) is None
+
+
+def test_a_taken_recorded_port_fails_clearly(repo: Path) -> None:
+    with LocalIpfsDaemon(repo, startup_timeout=30.0):
+        port = int((repo / API_PORT_FILE).read_text())
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        daemon = LocalIpfsDaemon(repo, startup_timeout=30.0)
+        with pytest.raises(DaemonError, match=f"API port {port} .* is taken") as info:
+            daemon.start()
+    assert API_PORT_FILE in str(info.value) and not daemon.is_running()
+    assert int((repo / API_PORT_FILE).read_text()) == port  # never moved silently
 
 
 def test_startup_failure_reports_the_log_tail(repo: Path) -> None:
@@ -107,8 +117,8 @@ def test_startup_failure_reports_the_log_tail(repo: Path) -> None:
 
 
 def test_missing_executable_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENV_JSIPFS, str(tmp_path / "no-jsipfs"))
-    with pytest.raises(DaemonError, match="no-jsipfs does not exist"):
+    monkeypatch.setenv(JSIPFS_ENV, str(tmp_path / "no-jsipfs"))
+    with pytest.raises(DaemonError, match=f"no-jsipfs \\(named by {JSIPFS_ENV}\\) does not exist"):
         LocalIpfsDaemon(tmp_path / "repo")
 
 

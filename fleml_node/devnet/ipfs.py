@@ -1,13 +1,18 @@
-"""Run a private, offline js-ipfs daemon (npm ``ipfs`` 0.66.1) for nodes, tests and scripts.
+"""Run a private, offline js-ipfs daemon (npm ``ipfs`` 0.66.1) for the devnet and the tests.
 
-No kubo binary can be installed here, so FLEML runs js-ipfs from ``node_modules``. The
-repository is initialised once (``jsipfs init --profile test --emptyRepo``) and, before every
-start, its config is rewritten for an isolated loopback node: the API on ``127.0.0.1`` (port
-0 lets the kernel pick a free one, so several daemons coexist), no gateway, no swarm
-listeners, no gRPC endpoint, no bootstrap peers, no MDNS/webRTC discovery. The daemon runs as
-``jsipfs daemon --offline --enable-preload=false`` with ``IPFS_PATH`` set to the repository;
-it writes its actual API address to ``<repo>/api``, which is polled until ``version``
-answers.
+No kubo binary can be installed here, so FLEML runs js-ipfs (found as in
+:mod:`fleml_node.devnet.executables`: ``$FLEML_JSIPFS_BIN``, ``PATH``, a checkout's
+``node_modules``). The repository is initialised once (``jsipfs init --profile test
+--emptyRepo``) and, before every start, its config is rewritten for an isolated loopback node:
+the API on ``127.0.0.1``, no gateway, no swarm listeners, no gRPC endpoint, no bootstrap peers,
+no MDNS/webRTC discovery. The daemon runs as ``jsipfs daemon --offline --enable-preload=false``
+with ``IPFS_PATH`` set to the repository; it writes its actual API address to ``<repo>/api``,
+which is polled until ``version`` answers.
+
+The API port survives restarts, so nodes that were given the address keep working after the
+daemon comes back: the first start lets the kernel pick a free port (several daemons coexist)
+and records it in ``<repo>/api-port``; later starts reuse it and fail with a clear message if
+another process holds it. An explicit ``api_port`` replaces the recorded one.
 
 js-ipfs 0.66 quirks handled here:
 
@@ -24,91 +29,44 @@ From Python::
     with LocalIpfsDaemon("/tmp/ipfs-repo") as daemon:
         store = IpfsStore(daemon.api_addr)
 
-From a shell script::
-
-    python -m fleml_node.storage.daemon start --repo .fleml/ipfs \\
-        --pidfile .fleml/ipfs.pid --addr-file .fleml/ipfs.addr
-    export FLEML_IPFS_API="$(cat .fleml/ipfs.addr)"
-    ...
-    python -m fleml_node.storage.daemon stop --pidfile .fleml/ipfs.pid
-
-Test suites use :func:`ensure_test_daemon`, which honours ``FLEML_IPFS_API`` when it is set
-and otherwise starts a throw-away daemon.
+From a shell, ``fleml-node devnet up`` starts a detached daemon (with a chain) and
+``fleml-node devnet down`` stops it. Test suites use :func:`ensure_test_daemon`, which
+honours ``FLEML_IPFS_API`` when it is set and otherwise starts a throw-away daemon.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
 import os
+import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
+from fleml_node.devnet.executables import ExecutableNotFound, find_jsipfs
+from fleml_node.devnet.processes import read_pid, runs, terminate
 from fleml_node.storage.errors import DaemonError
 from fleml_node.storage.ipfs import ENV_API, IpfsStore
 from fleml_node.storage.local import atomic_write
 
 log = logging.getLogger(__name__)
 
-ENV_JSIPFS = "FLEML_JSIPFS"
-"""Environment variable overriding the path of the ``jsipfs`` executable."""
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-"""The checkout that holds ``node_modules`` (two levels above ``fleml_node/storage``)."""
-
 PID_FILE = "daemon.pid"
 LOG_FILE = "daemon.log"
+API_PORT_FILE = "api-port"
 _LOCK = "repo.lock"
 _API_FILE = "api"
+_TCP_PORT = re.compile(r"/tcp/(\d+)")
 _LOG_TAIL_LINES = 30
 _POLL_SECONDS = 0.1
 _INIT_TIMEOUT = 120.0
 # js-ipfs logs these and keeps running without an API (e.g. on a port conflict): fail fast.
 _FATAL_LOG_MARKERS = ("EADDRINUSE", "EACCES", "EADDRNOTAVAIL")
-
-
-def find_jsipfs(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """Locate the ``jsipfs`` executable.
-
-    Parameters
-    ----------
-    explicit
-        A path to use instead of the search.
-
-    Returns
-    -------
-    Path
-        ``explicit`` if given, else ``$FLEML_JSIPFS`` if set, else the first that exists of
-        ``<project>/node_modules/.bin/jsipfs`` and ``jsipfs`` on ``PATH``.
-
-    Raises
-    ------
-    DaemonError
-        If the chosen path does not exist or nothing is found.
-    """
-    chosen = explicit or os.environ.get(ENV_JSIPFS)
-    if chosen:
-        if not Path(chosen).is_file():
-            raise DaemonError(f"jsipfs executable {chosen} does not exist")
-        return Path(chosen)
-    bundled = PROJECT_ROOT / "node_modules" / ".bin" / "jsipfs"
-    if bundled.is_file():
-        return bundled
-    on_path = shutil.which("jsipfs")
-    if on_path:
-        return Path(on_path)
-    raise DaemonError(
-        f"jsipfs not found at {bundled} nor on PATH: run tools/setup.sh (its `npm ci` "
-        f"installs js-ipfs) or set {ENV_JSIPFS} to the executable"
-    )
 
 
 class LocalIpfsDaemon:
@@ -120,9 +78,16 @@ class LocalIpfsDaemon:
         The IPFS repository (created and initialised if needed). It also holds
         ``daemon.log`` (the daemon's output) and ``daemon.pid`` while it runs.
     api_port
-        Fixed API port on 127.0.0.1; ``None`` lets the kernel choose a free one.
+        Fixed API port on 127.0.0.1; ``None`` reuses the port recorded in the repository by an
+        earlier start, or lets the kernel choose a free one on the first start.
     jsipfs
-        Path of the ``jsipfs`` executable; ``None`` searches (see :func:`find_jsipfs`).
+        Path of the ``jsipfs`` executable; ``None`` searches (see
+        :func:`fleml_node.devnet.executables.find_jsipfs`).
+
+    Raises
+    ------
+    DaemonError
+        If no ``jsipfs`` executable is found.
     startup_timeout
         Seconds to wait for the API to answer after starting.
     stop_timeout
@@ -140,7 +105,10 @@ class LocalIpfsDaemon:
     ) -> None:
         self.repo_dir = Path(repo_dir).resolve()
         self.api_port = api_port
-        self.jsipfs = find_jsipfs(jsipfs)
+        try:
+            self.jsipfs = find_jsipfs(jsipfs)
+        except ExecutableNotFound as err:
+            raise DaemonError(str(err)) from err
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._proc: subprocess.Popen[bytes] | None = None
@@ -179,14 +147,27 @@ class LocalIpfsDaemon:
             raise DaemonError(f"the js-ipfs daemon for {self.repo_dir} is not running")
         return self._api_addr
 
+    @property
+    def recorded_port(self) -> int | None:
+        """The API port an earlier start recorded in the repository, if any."""
+        try:
+            return int((self.repo_dir / API_PORT_FILE).read_text(encoding="ascii").strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
     def is_running(self) -> bool:
         """Return whether the daemon process started by this object is alive."""
         return self._proc is not None and self._proc.poll() is None
 
-    def init(self) -> None:
+    def init(self, api_port: int | None = None) -> None:
         """Initialise the repository if needed and (re)write its isolated network config.
 
         Idempotent: an existing repository keeps its identity and blocks.
+
+        Parameters
+        ----------
+        api_port
+            The API port to configure; ``None`` or 0 lets the kernel choose.
 
         Raises
         ------
@@ -220,7 +201,7 @@ class LocalIpfsDaemon:
         except (OSError, ValueError) as err:
             raise DaemonError(f"cannot read js-ipfs config {config_path}: {err}") from err
         config["Addresses"] = {
-            "API": f"/ip4/127.0.0.1/tcp/{self.api_port or 0}",
+            "API": f"/ip4/127.0.0.1/tcp/{api_port or 0}",
             "Gateway": [],
             "Swarm": [],
             "Announce": [],
@@ -244,12 +225,14 @@ class LocalIpfsDaemon:
         Raises
         ------
         DaemonError
-            If another daemon runs on this repository, or the daemon exits or does not answer
-            within ``startup_timeout`` (the message includes the tail of its log).
+            If another daemon runs on this repository, the API port recorded by an earlier
+            start is taken, or the daemon exits or does not answer within ``startup_timeout``
+            (the message includes the tail of its log).
         """
         if self.is_running():
             return self.api_addr
-        self.init()
+        port = self.api_port or self.recorded_port
+        self.init(port)
         self._clear_stale_state()
         with open(self.log_path, "ab") as log_file:
             log_offset = log_file.tell()
@@ -267,7 +250,20 @@ class LocalIpfsDaemon:
                 raise DaemonError(f"cannot run {self.jsipfs}: {err}") from err
         atomic_write(self.repo_dir / PID_FILE, f"{self._proc.pid}\n".encode("ascii"))
         log.info("started js-ipfs daemon pid %d on %s", self._proc.pid, self.repo_dir)
-        self._api_addr = self._wait_ready(self._proc, log_offset)
+        try:
+            self._api_addr = self._wait_ready(self._proc, log_offset)
+        except DaemonError as err:
+            if port and "EADDRINUSE" in str(err):
+                raise DaemonError(
+                    f"the js-ipfs API port {port} of {self.repo_dir} is taken by another "
+                    f"process; free it, or delete {self.repo_dir / API_PORT_FILE} to let the "
+                    f"next start pick a new port (nodes given the old address must then be "
+                    f"told the new one). {err}"
+                ) from err
+            raise
+        match = _TCP_PORT.search(self._api_addr)
+        if match and int(match.group(1)) != self.recorded_port:
+            atomic_write(self.repo_dir / API_PORT_FILE, f"{match.group(1)}\n".encode("ascii"))
         log.info("js-ipfs API ready at %s", self._api_addr)
         return self._api_addr
 
@@ -294,11 +290,11 @@ class LocalIpfsDaemon:
     def _clear_stale_state(self) -> None:
         """Refuse to start twice on one repository; clean up after a daemon that died."""
         pid_path = self.repo_dir / PID_FILE
-        pid = _read_pid(pid_path)
+        pid = read_pid(pid_path)
         if pid is not None and _is_ipfs_daemon(pid):
             raise DaemonError(
-                f"a js-ipfs daemon (pid {pid}) already runs on {self.repo_dir}; stop it with "
-                f"`python -m fleml_node.storage.daemon stop --pidfile {pid_path}`"
+                f"a js-ipfs daemon (pid {pid}) already runs on {self.repo_dir}; stop it "
+                f"(`fleml-node devnet down` if the devnet started it, or kill {pid})"
             )
         if pid is not None:
             log.info("removing state left by dead js-ipfs daemon pid %d", pid)
@@ -376,44 +372,13 @@ def _remove_state(repo_dir: Path) -> None:
         lock.unlink(missing_ok=True)
 
 
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text(encoding="ascii").strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _is_alive(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie (PID 1 in containers may not reap)."""
-    if Path("/proc/self/stat").exists():
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-        except OSError:
-            return False
-        # The state follows the parenthesised command name, which may itself hold spaces.
-        return stat.rpartition(")")[2].split()[0] != "Z"
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_ipfs_daemon(pid: int) -> bool:
-    """Whether ``pid`` is alive and, where /proc tells, an IPFS process.
+    """Whether ``pid`` is a live IPFS process.
 
     js-ipfs sets ``process.title = 'ipfs'``, which replaces its whole command line, so the
     command line is all there is to check.
     """
-    if not _is_alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
-    return b"ipfs" in cmdline
+    return runs(pid, b"ipfs")
 
 
 def stop_pid(pid: int, timeout: float = 10.0) -> bool:
@@ -438,21 +403,53 @@ def stop_pid(pid: int, timeout: float = 10.0) -> bool:
     """
     if not _is_ipfs_daemon(pid):
         return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _is_alive(pid):
-            return True
-        time.sleep(_POLL_SECONDS)
-    log.warning("js-ipfs daemon pid %d ignored SIGTERM for %g s; killing it", pid, timeout)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _is_alive(pid):
-            return True
-        time.sleep(_POLL_SECONDS)
-    raise DaemonError(f"js-ipfs daemon pid {pid} survived SIGKILL")
+    try:
+        terminate(pid, timeout, "js-ipfs daemon")
+    except TimeoutError as err:
+        raise DaemonError(str(err)) from err
+    return True
+
+
+def find_detached(repo_dir: str | os.PathLike[str]) -> tuple[int, str] | None:
+    """Find a daemon that runs on ``repo_dir``, started by any process.
+
+    Returns
+    -------
+    tuple of (int, str) or None
+        Its pid and API multiaddr, or ``None`` when none runs (or it does not answer).
+    """
+    repo = Path(repo_dir)
+    pid = read_pid(repo / PID_FILE)
+    if pid is None or not _is_ipfs_daemon(pid):
+        return None
+    try:
+        addr = (repo / _API_FILE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    with IpfsStore(addr, timeout=2.0, retries=0) as probe:
+        return (pid, addr) if probe.is_available() else None
+
+
+def stop_detached(repo_dir: str | os.PathLike[str], timeout: float = 10.0) -> int | None:
+    """Stop the daemon that runs on ``repo_dir``, whoever started it, and clear its state.
+
+    Returns
+    -------
+    int or None
+        The pid that was stopped, or ``None`` if none was running.
+
+    Raises
+    ------
+    DaemonError
+        If the process survives SIGKILL.
+    """
+    repo = Path(repo_dir)
+    pid = read_pid(repo / PID_FILE)
+    if pid is None:
+        return None
+    stopped = stop_pid(pid, timeout)
+    _remove_state(repo)
+    return pid if stopped else None
 
 
 @contextlib.contextmanager
@@ -483,56 +480,3 @@ def ensure_test_daemon(repo_dir: str | os.PathLike[str] | None = None) -> Iterat
             repo_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fleml-ipfs-"))
         daemon = stack.enter_context(LocalIpfsDaemon(repo_dir))
         yield daemon.api_addr
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``start`` a detached daemon or ``stop`` it by pid file.
-
-    Parameters
-    ----------
-    argv
-        Arguments without the program name; ``None`` reads ``sys.argv``.
-
-    Returns
-    -------
-    int
-        Exit status: 0 on success, 1 on a :class:`DaemonError`.
-    """
-    parser = argparse.ArgumentParser(
-        prog="python -m fleml_node.storage.daemon",
-        description="Start or stop a private offline js-ipfs daemon for FLEML.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    start = commands.add_parser("start", help="start a detached daemon; print its API address")
-    start.add_argument("--repo", required=True, type=Path, help="IPFS repository directory")
-    start.add_argument("--pidfile", type=Path, help="write the daemon's pid here")
-    start.add_argument("--addr-file", type=Path, help="write the API multiaddr here")
-    start.add_argument("--api-port", type=int, help="fixed API port (default: a free one)")
-    start.add_argument("--timeout", type=float, default=60.0, help="startup timeout, seconds")
-    stop = commands.add_parser("stop", help="stop the daemon named by a pid file")
-    stop.add_argument("--pidfile", required=True, type=Path)
-    stop.add_argument("--timeout", type=float, default=10.0, help="seconds before SIGKILL")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.command == "start":
-            daemon = LocalIpfsDaemon(args.repo, args.api_port, startup_timeout=args.timeout)
-            addr = daemon.start()
-            if args.pidfile:
-                atomic_write(args.pidfile, f"{daemon.pid}\n".encode("ascii"))
-            if args.addr_file:
-                atomic_write(args.addr_file, f"{addr}\n".encode("ascii"))
-            sys.stdout.write(f"{addr}\n")
-        else:
-            pid = _read_pid(args.pidfile)
-            if pid is None or not stop_pid(pid, args.timeout):
-                log.info("no js-ipfs daemon running for pid file %s", args.pidfile)
-            args.pidfile.unlink(missing_ok=True)
-    except DaemonError as err:
-        log.error("%s", err)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

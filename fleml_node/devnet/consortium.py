@@ -1,0 +1,52 @@
+"""A ready consortium on a local chain, by the devnet's key convention.
+
+Key 0 of anvil's test mnemonic deploys and operates, key 1 is the aggregator, keys 2, 3, ...
+are the members. Simulations, the tests and ``fleml-node devnet up`` all use this layout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eth_account import Account
+from web3 import Web3
+
+from fleml_node.chain.contract import Consortium
+from fleml_node.chain.deploy import deploy_consortium
+from fleml_node.chain.deployment import Deployment
+
+OPERATOR_KEY_INDEX = 0
+AGGREGATOR_KEY_INDEX = 1
+FIRST_MEMBER_KEY_INDEX = 2
+
+
+def deploy_local_consortium(w3: Web3, keys: list[str], members: int, record_path: Path,
+                            label: str = "member") -> Deployment:
+    """Deploy, appoint the aggregator and admit the members.
+
+    Parameters
+    ----------
+    w3
+        A connected client of a local chain whose accounts ``keys`` fund.
+    keys
+        Private keys in the devnet's order (operator, aggregator, members).
+    members
+        How many members to admit (keys 2 .. 2 + members - 1).
+    record_path
+        Where to write the deployment record.
+    label
+        Members are labelled ``f"{label}-{i}"``.
+
+    Returns
+    -------
+    Deployment
+        The deployment record.
+    """
+    operator = Account.from_key(keys[OPERATOR_KEY_INDEX])
+    record = deploy_consortium(w3, operator, record_path)
+    admin = Consortium(w3, record, operator)
+    admin.set_aggregator(Account.from_key(keys[AGGREGATOR_KEY_INDEX]).address)
+    for i in range(members):
+        admin.admit_member(Account.from_key(keys[FIRST_MEMBER_KEY_INDEX + i]).address,
+                           f"{label}-{i}")
+    return record
