@@ -192,6 +192,12 @@ def main(verbose: int) -> None:
                         datefmt="%H:%M:%S")
 
 
+# Dev-only machinery has its own module; its commands load it lazily (see devnet/cli.py).
+from fleml_node.devnet.cli import devnet  # noqa: E402
+
+main.add_command(devnet)
+
+
 def _node_logging() -> None:
     """Long-running nodes log what they do at INFO even without -v."""
     logger = logging.getLogger("fleml_node")
