@@ -8,10 +8,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export PATH="$ROOT/.venv/bin:$PATH"
 
-RUN_DIR="$ROOT/.fleml/test-ipfs"
 if [ -z "${FLEML_IPFS_API:-}" ]; then
   echo "[test] starting a local IPFS daemon (js-ipfs, offline, loopback)" >&2
-  trap 'fleml-node devnet down --dir "$RUN_DIR" >&2 || true' EXIT
+  # A folder per run: runs side by side never share, or stop, each other's daemon.
+  mkdir -p "$ROOT/.fleml"
+  RUN_DIR="$(mktemp -d "$ROOT/.fleml/test-ipfs.XXXXXX")"
+  trap 'fleml-node devnet down --wipe --dir "$RUN_DIR" >&2 || true' EXIT
   eval "$(fleml-node devnet up --no-chain --dir "$RUN_DIR")"
   export FLEML_IPFS_API
 fi
