@@ -87,6 +87,8 @@ class Federation:
         self.ipfs_api = ipfs_api
         self.anvil_log = anvil_log
         self.nodes: list[Node] = []
+        # seconds each IPFS call may take: what a member's missing object costs a round
+        self.ipfs_timeout = 30
         self.reader = Consortium(connect(url), load_record(record_path))
         self.node_cmd = _fleml_node()
 
@@ -105,6 +107,10 @@ class Federation:
         return {e.args["member"]
                 for e in round_events(self.reader, round_id).get("UpdateSubmitted", [])}
 
+    def round_event(self, round_id: int, name: str):
+        """The round's latest event of this name (e.g. its `RoundFinalized`)."""
+        return round_events(self.reader, round_id)[name][-1]
+
     # -- processes -----------------------------------------------------------------------
     def _env(self, key_index: int | None) -> dict[str, str]:
         env = dict(os.environ)
@@ -117,7 +123,7 @@ class Federation:
 
     def _connection(self) -> list[str]:
         return ["--rpc", self.url, "--deployment", str(self.record_path),
-                "--ipfs-api", self.ipfs_api, "--ipfs-timeout", "30"]
+                "--ipfs-api", self.ipfs_api, "--ipfs-timeout", str(self.ipfs_timeout)]
 
     def start(self, name: str, command: str, key_index: int, args: list[str],
               fault: str | None = None, expected_rc: int = 0) -> Node:

@@ -18,6 +18,14 @@ event follower, the state folders) behaves as in production. Faults:
 ``crash-after-close``
     The aggregator prints ``FAULT crash-after-close round <r>`` and SIGKILLs itself when it
     is about to aggregate its first closed round: a crash between closing and finalizing.
+``bad-update:R=KIND,...``
+    A member that publishes a bad update in round R (its commitment is whatever the kind
+    needs): ``missing`` (a CID nobody has), ``directory`` (a directory's CID), ``malformed``
+    (a string that is no CID), ``tampered`` (bytes other than those committed), ``random``
+    (random bytes), ``pickle`` (a pickled state dict), ``shapes`` (a wrong shape),
+    ``nan`` (a NaN in the floats), ``oversized`` (more bytes than any update can take),
+    ``extra`` (an additional tensor) or ``other-round`` (the next round's payload). Rounds
+    not named are honest.
 ``none``
     No fault (plain `fleml-node`).
 """
@@ -67,14 +75,87 @@ def crash_after_close() -> None:
     AggregatorNode._aggregate_and_finalize = aggregate_and_finalize  # type: ignore[method-assign]
 
 
+def _bad_payload(kind: str, client: Any, round_id: int, blob: bytes) -> tuple[bytes, str]:
+    """(committed hash, committed CID) of a member publishing a bad update of this kind."""
+    import hashlib
+    import os
+    import pickle
+    import struct
+
+    import torch
+    from cid import make_cid
+
+    from fleml_node.learning import get_params
+    from fleml_node.learning.params import ParamSpec
+    from fleml_node.round_engine import update_size_cap
+    from fleml_node.storage import content_hash, encode_tensors
+
+    store = client.store
+    params = get_params(client.model)
+    if kind == "missing":  # a valid CIDv1 (raw, sha256) of bytes nobody ever added
+        digest = hashlib.sha256(os.urandom(64)).digest()
+        raw = make_cid(1, "raw", bytes([0x12, 0x20]) + digest).encode("base32").decode()
+        return content_hash(blob), raw
+    if kind == "directory":
+        folder = store._client.object.new("unixfs-dir")["Hash"]
+        return content_hash(blob), make_cid(folder).to_v1().encode("base32").decode()
+    if kind == "malformed":
+        return content_hash(blob), "bafy" + "a" * 55
+    if kind == "tampered":
+        return content_hash(blob), store.put(blob[:-4] + bytes(b ^ 0xFF for b in blob[-4:]))
+    if kind == "random":
+        published = os.urandom(4096)
+    elif kind == "pickle":
+        published = pickle.dumps({k: v.numpy() for k, v in params.items()})
+    elif kind == "shapes":
+        name = next(iter(params))
+        published = encode_tensors({name: torch.zeros(2, 2)}, kind="update", round=round_id)
+    elif kind == "nan":
+        start = 8 + struct.unpack("<Q", blob[:8])[0]
+        published = blob[:start] + struct.pack("<f", float("nan")) + blob[start + 4:]
+    elif kind == "oversized":
+        published = os.urandom(update_size_cap(ParamSpec.from_named(params)) + 1)
+    elif kind == "extra":
+        tensors = {k: torch.zeros_like(v) for k, v in params.items()}
+        tensors["extra.weight"] = torch.zeros(3)
+        published = encode_tensors(tensors, kind="update", round=round_id)
+    elif kind == "other-round":
+        tensors = {k: torch.zeros_like(v) for k, v in params.items()}
+        published = encode_tensors(tensors, kind="update", round=round_id + 1)
+    else:
+        raise SystemExit(f"unknown bad-update kind {kind!r}")
+    return content_hash(published), store.put(published)
+
+
+def bad_update(spec: str) -> None:
+    from fleml_node.client import ClientNode
+
+    plan = {int(r): kind for r, _, kind in (item.partition("=") for item in spec.split(","))}
+    honest = ClientNode.publish_update
+
+    def publish_update(self: ClientNode, round_id: int, blob: bytes) -> tuple[bytes, str]:
+        kind = plan.get(round_id)
+        if kind is None:
+            return honest(self, round_id, blob)
+        _say(f"FAULT bad-update round {round_id}: {kind}")
+        return _bad_payload(kind, self, round_id, blob)
+
+    ClientNode.publish_update = publish_update  # type: ignore[method-assign]
+
+
 FAULTS = {"none": lambda: None, "tamper-put": tamper_put, "hang-in-training": hang_in_training,
           "crash-after-close": crash_after_close}
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in FAULTS:
-        sys.exit(f"usage: {sys.argv[0]} {{{','.join(FAULTS)}}} [fleml-node args ...]")
-    FAULTS[sys.argv[1]]()
+    fault, _, arg = sys.argv[1].partition(":") if len(sys.argv) > 1 else ("", "", "")
+    if fault == "bad-update" and arg:
+        bad_update(arg)
+    elif fault in FAULTS:
+        FAULTS[fault]()
+    else:
+        sys.exit(f"usage: {sys.argv[0]} {{{','.join(FAULTS)},bad-update:R=KIND,...}} "
+                 "[fleml-node args ...]")
     from fleml_node.cli import main
 
     sys.argv = ["fleml-node", *sys.argv[2:]]
