@@ -33,8 +33,7 @@ def devnet() -> None:
 @devnet.command()
 @dir_option
 @click.option("--rpc-port", type=click.IntRange(1, 65535),
-              help="The chain's port [default: the one used before, else 8545, where "
-                   "brownie's development network looks].")
+              help="The chain's port [default: the one used before, else 8546].")
 @click.option("--members", type=click.IntRange(1, 8), default=DEFAULT_MEMBERS,
               show_default=True, help="Members to admit when the consortium is deployed.")
 @click.option("--no-chain", is_flag=True,

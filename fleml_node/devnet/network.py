@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path(".fleml/devnet")
 DIR_ENV = "FLEML_DEVNET_DIR"
-DEFAULT_RPC_PORT = 8545
-"""brownie's development network expects the chain here, so `brownie run admin` works too."""
+DEFAULT_RPC_PORT = 8546
+"""Beside brownie's 8545: brownie attaches its tests to any chain found on 8545, which must not
+be the devnet's."""
 DEFAULT_MEMBERS = 2
 ACCOUNTS = 10
 _STOP_SECONDS = 10.0
@@ -143,7 +144,7 @@ class Devnet:
         Parameters
         ----------
         rpc_port
-            The chain's port; ``None`` keeps the one an earlier ``up`` used, else 8545.
+            The chain's port; ``None`` keeps the one an earlier ``up`` used, else 8546.
         members
             How many members to admit when the consortium is (re)deployed.
         chain
