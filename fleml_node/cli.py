@@ -378,8 +378,7 @@ def _bind(opts: dict[str, Any], with_key: bool):
     if not store.is_available():
         raise IpfsUnavailable(
             f"no IPFS API answers at {opts['ipfs_api']}: start a daemon (kubo: `ipfs daemon`; "
-            f"or the project's local js-ipfs: python -m fleml_node.storage.daemon start ...) "
-            f"or pass --ipfs-api")
+            f"or a local js-ipfs with a chain: `fleml-node devnet up`) or pass --ipfs-api")
     return consortium, store
 
 
