@@ -48,6 +48,11 @@ class ChainError(Exception):
     """A chain call failed: unreachable node, wrong chain, or a decoded contract revert."""
 
 
+class ContractReverted(ChainError):
+    """The contract refused the call (a decoded custom error) or the transaction failed on
+    chain: sending it again unchanged fails again, unlike an unreachable or slow node."""
+
+
 class RoundStatus(enum.IntEnum):
     """Mirror of `IFlemlRounds.RoundStatus`."""
 
@@ -159,8 +164,13 @@ def recorded_requests(w3: Web3) -> Iterator[list[tuple[str, Any]]]:
 
 
 def connect(rpc_url: str, timeout: float = 30.0) -> Web3:
-    """A connected Web3 over HTTP, or a `ChainError` naming the URL."""
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    """A connected Web3 over HTTP, or a `ChainError` naming the URL.
+
+    web3's own silent retries are off: a node that cannot reach its RPC should say so and back
+    off on its own schedule (:mod:`fleml_node.retry`), not block for minutes inside one call.
+    """
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout},
+                                exception_retry_configuration=None))
     try:
         w3.eth.chain_id  # noqa: B018 - the call is the connectivity check
     except Exception as exc:  # requests and web3 raise many types for an unreachable node
@@ -300,7 +310,7 @@ class Consortium:
                 "chainId": self.deployment.chain_id,
             })
         except (ContractCustomError, ContractLogicError) as exc:
-            raise ChainError(f"{name} reverted: {self.decode_error(exc)}") from None
+            raise ContractReverted(f"{name} reverted: {self.decode_error(exc)}") from None
         except Web3RPCError as exc:
             raise ChainError(f"{name} failed: {exc}") from None
         signed = self.account.sign_transaction(tx)
@@ -315,7 +325,7 @@ class Consortium:
         except (Web3RPCError, TimeExhausted, requests.RequestException) as exc:
             raise ChainError(f"{name} transaction {sent} was not mined: {exc}") from exc
         if receipt["status"] != 1:
-            raise ChainError(f"{name} transaction {sent} failed on chain")
+            raise ContractReverted(f"{name} transaction {sent} failed on chain")
         log.info("%s sent: %s (block %d, gas %d)", name, sent, receipt["blockNumber"],
                  receipt["gasUsed"])
         return receipt
