@@ -32,7 +32,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from fleml_node.chain.contract import Consortium, RoundInfo, RoundStatus
+from fleml_node.chain.contract import Consortium, RoundInfo, RoundStatus, tx_hash
 from fleml_node.chain.events import ChainEvent, round_events
 from fleml_node.defense import Defense
 from fleml_node.defense.base import tensor_sha256
@@ -288,7 +288,7 @@ class AggregatorNode:
             round_id=outcome.round_id, submissions=len(submissions),
             decisions=outcome.decisions, aggregate_sha256=tensor_sha256(outcome.aggregate),
             result_cid=published["result_cid"], report_cid=published["report_cid"],
-            transactions={"finalizeRound": "0x" + bytes(receipt["transactionHash"]).hex()},
+            transactions={"finalizeRound": tx_hash(receipt)},
             gas_used={"finalizeRound": int(receipt["gasUsed"])}, seconds=seconds,
             bytes_down=sum(len(s.blob) for s in submissions if s.blob is not None),
             bytes_up=published["bytes_up"])

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from fleml_node.attacks import Attack
-from fleml_node.chain.contract import Consortium, ContractReverted, RoundStatus
+from fleml_node.chain.contract import Consortium, ContractReverted, RoundStatus, tx_hash
 from fleml_node.chain.events import ChainEvent, EventFollower
 from fleml_node.learning import ParamSpec, get_params, local_train, make_generator
 from fleml_node.retry import Backoff, is_transient
@@ -172,7 +172,7 @@ class ClientNode:
                                           self.task.train, generator, attack=self.attack)
         stats.loss_before, stats.loss_after = train_stats.loss_before, train_stats.loss_after
         t2 = time.perf_counter()
-        blob = encode_update(update, round_id, stats.samples)  # refuses NaN/Inf
+        blob = encode_update(update, round_id, stats.samples, self.address)  # refuses NaN/Inf
         digest, cid = self.publish_update(round_id, blob)
         stats.bytes_up = len(blob)
         t3 = time.perf_counter()
@@ -183,7 +183,7 @@ class ClientNode:
         receipt = self.consortium.submit_update(round_id, digest, cid)
         t4 = time.perf_counter()
         stats.gas_used = int(receipt["gasUsed"])
-        stats.transaction = "0x" + bytes(receipt["transactionHash"]).hex()
+        stats.transaction = tx_hash(receipt)
         stats.seconds = {"fetch": t1 - t0, "train": t2 - t1, "publish": t3 - t2,
                          "chain": t4 - t3}
         log.info("round %d: submitted update %s (%d samples, loss %.3f -> %.3f, %.1fs training)",

@@ -21,7 +21,9 @@ Rejection rules, in order (the first that applies is the reason):
 ``tampered``     the bytes do not hash to the member's on-chain commitment;
 ``invalid``      the bytes are not an update for this round of this model (not FLEML
                  safetensors, another kind or round, wrong names or shapes, non-float32,
-                 NaN/Inf, or an L2 norm above :data:`MAX_UPDATE_NORM`).
+                 NaN/Inf, or an L2 norm above :data:`MAX_UPDATE_NORM`);
+``copied``       the update's metadata names another member than the one who committed it
+                 (a member re-submitting someone else's hash and CID: free-riding).
 """
 
 from __future__ import annotations
@@ -58,8 +60,13 @@ MAX_UPDATE_NORM = 1e6
 STATELESS_DEFENSES = ("fedavg", "krum", "multikrum", "median", "trimmedmean")
 
 
-def encode_update(update: dict[str, Tensor], round_id: int, num_samples: int) -> bytes:
+def encode_update(update: dict[str, Tensor], round_id: int, num_samples: int,
+                  member: str) -> bytes:
     """A member's update as the bytes it publishes (the one encoding every member uses).
+
+    The metadata names the round and the member (its address), so the bytes, and the hash
+    committed on chain, are bound to their author: another member who commits the same hash
+    is rejected as a copier.
 
     Raises
     ------
@@ -67,7 +74,7 @@ def encode_update(update: dict[str, Tensor], round_id: int, num_samples: int) ->
         If the update holds NaN or an infinity (the member's own training diverged).
     """
     return encode_tensors(update, kind="update", round=round_id,
-                          extra={"num_samples": int(num_samples)})
+                          extra={"num_samples": int(num_samples), "member": member})
 
 
 def update_size_cap(spec: ParamSpec) -> int:
@@ -286,6 +293,9 @@ class RoundEngine:
                                      expected_spec=self.spec)
         except InvalidPayload as exc:
             return f"invalid: {exc}", None, 0
+        author = payload.extra.get("member")
+        if not isinstance(author, str) or author.lower() != sub.member.lower():
+            return f"copied: the update names member {author!r}, not its submitter", None, 0
         flat = flatten(payload.tensors)
         norm = torch.linalg.vector_norm(flat.double()).item()
         if not norm <= MAX_UPDATE_NORM:

@@ -337,7 +337,7 @@ def run_memory(config: SimulationConfig, defense_name: str,
                                     make_generator(task.seed, r, i),
                                     attack=attack if i in malicious else None)
             try:
-                blob = encode_update(update, r, int(y.numel()))
+                blob = encode_update(update, r, int(y.numel()), addresses[i])
             except InvalidPayload:
                 continue  # the member's own update is not finite: it skips the round
             fault = corrupt(r, i, blob) if corrupt else None

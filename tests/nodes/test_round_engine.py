@@ -36,13 +36,18 @@ def small_update(base, seed):
     return {k: 1e-3 * torch.randn(v.shape, generator=g) for k, v in base.items()}
 
 
+def member(index):
+    return f"0x{index:040x}"
+
+
 def honest(base, index, seed=None, samples=100):
-    blob = encode_update(small_update(base, seed if seed is not None else index), ROUND, samples)
-    return Submission(f"0x{index:040x}", index, content_hash(blob), f"cid{index}", blob)
+    blob = encode_update(small_update(base, seed if seed is not None else index), ROUND, samples,
+                         member(index))
+    return committed(index, blob)
 
 
 def committed(index, blob):
-    return Submission(f"0x{index:040x}", index, content_hash(blob), f"cid{index}", blob)
+    return Submission(member(index), index, content_hash(blob), f"cid{index}", blob)
 
 
 def nan_bytes(blob):
@@ -58,24 +63,26 @@ def engine(method="fedavg"):
 
 def bad_inputs(base):
     """One member-chosen bad input per rejection rule; index -> (submission, reason prefix)."""
-    good = encode_update(small_update(base, 0), ROUND, 100)
+    good = {i: encode_update(small_update(base, i), ROUND, 100, member(i)) for i in (2, 6)}
     wrong_shapes = {k: torch.zeros(2, 2) for k in list(base)[:1]}
     extra = {**small_update(base, 1), "extra.weight": torch.zeros(3)}
     return {
-        1: (Submission("0x" + "01" * 20, 1, b"\x01" * 32, "bafymissing",
+        1: (Submission(member(1), 1, b"\x01" * 32, "bafymissing",
                        fetch_error="IPFS cat timed out"), "unavailable"),
-        2: (Submission("0x" + "02" * 20, 2, content_hash(good), "cid2", good[:-4] + b"\0\0\0\0"),
-            "tampered"),
+        2: (Submission(member(2), 2, content_hash(good[2]), "cid2",
+                       good[2][:-4] + b"\0\0\0\0"), "tampered"),
         3: (committed(3, b"\x00garbage" * 100), "invalid"),
         4: (committed(4, pickle.dumps({k: v.numpy() for k, v in base.items()})), "invalid"),
         5: (committed(5, encode_tensors(wrong_shapes, kind="update", round=ROUND)), "invalid"),
-        6: (committed(6, nan_bytes(good)), "invalid"),
+        6: (committed(6, nan_bytes(good[6])), "invalid"),
         7: (committed(7, encode_tensors(extra, kind="update", round=ROUND)), "invalid"),
-        8: (committed(8, encode_update(small_update(base, 2), ROUND - 1, 100)), "invalid"),
+        8: (committed(8, encode_update(small_update(base, 2), ROUND - 1, 100, member(8))),
+            "invalid"),
         9: (committed(9, encode_tensors(base, kind="model", round=ROUND)), "invalid"),
         10: (committed(10, encode_update({k: torch.full_like(v, MAX_UPDATE_NORM)
-                                          for k, v in base.items()}, ROUND, 100)),
+                                          for k, v in base.items()}, ROUND, 100, member(10))),
          "invalid: update norm"),
+        12: (committed(12, honest(base, 0).blob), "copied"),
     }
 
 
@@ -104,6 +111,7 @@ def test_reasons_say_what_is_wrong(base):
     assert "round 2, expected round 3" in reason[8]
     assert "is a 'model', expected a 'update'" in reason[9]
     assert "exceeds" in reason[10]
+    assert f"names member {member(0)!r}, not its submitter" in reason[12]
 
 
 def test_a_round_with_no_usable_update_keeps_the_base_model(base):
@@ -147,7 +155,7 @@ def test_an_update_with_nan_cannot_be_encoded_by_its_member(base):
     update = small_update(base, 0)
     next(iter(update.values()))[0] = float("nan")
     with pytest.raises(NonFiniteValues):
-        encode_update(update, ROUND, 10)
+        encode_update(update, ROUND, 10, member(0))
 
 
 def test_bitmap_round_trips_and_has_no_trailing_zero_words():
@@ -160,7 +168,7 @@ def test_size_cap_fits_an_update_and_refuses_much_more(base):
     from fleml_node.learning.params import ParamSpec
 
     spec = ParamSpec.from_named(base)
-    blob = encode_update(small_update(base, 0), ROUND, 1)
+    blob = encode_update(small_update(base, 0), ROUND, 1, member(0))
     assert len(blob) <= update_size_cap(spec) < len(blob) + 2**17
 
 
