@@ -29,7 +29,7 @@ Rejection rules, in order (the first that applies is the reason):
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -387,8 +387,7 @@ class Verification:
 
 
 def verify_round(round_id: int, submissions: Sequence[Submission], base: dict[str, Tensor],
-                 result: dict[str, Tensor], report: dict[str, Any], bitmap: Sequence[int],
-                 make_engine: Callable[[TaskConfig, Defense], RoundEngine] | None = None
+                 result: dict[str, Tensor], report: dict[str, Any], bitmap: Sequence[int]
                  ) -> Verification:
     """Re-check a round's report with the same rules :meth:`RoundEngine.decide` applies.
 
@@ -404,8 +403,6 @@ def verify_round(round_id: int, submissions: Sequence[Submission], base: dict[st
         The round report (already checked against its hash): the claim being verified.
     bitmap
         The flagged bitmap the round was finalized with.
-    make_engine
-        Builds the engine from the report's task and a fresh defense (tests use it).
 
     Returns
     -------
@@ -417,16 +414,36 @@ def verify_round(round_id: int, submissions: Sequence[Submission], base: dict[st
     defense_report = report.get("defense")
     method = defense_report["method"] if defense_report else "fedavg"
     params = defense_report["params"] if defense_report else {}
-    defense = make_defense(method, **params)
-    engine = (make_engine or (lambda t, d: RoundEngine(t, d)))(task, defense)
+    engine = RoundEngine(task, make_defense(method, **params))
     if round_id == 1:
         # later rounds are chained on chain: each opens on the previous round's result
         out.add("round 1 starts from the task's initial model",
                 torch.equal(flatten(get_params(task.initial_model())), flatten(base)))
 
-    entries = report["members"]
-    by_member = {e["address"]: e for e in entries}
+    by_member = {e["address"]: e for e in report["members"]}
     committed = {s.member: s for s in submissions}
+    _check_listing(out, report["members"], by_member, committed)
+    screened = engine.screen(round_id, submissions)
+    out.members = [_member_check(d, committed[d.member], by_member) for d in screened.decisions]
+    claimed = {committed[a].index for a, e in by_member.items()
+               if e.get("status") in ("flagged", "rejected") and a in committed}
+    on_chain = bitmap_indices(bitmap)
+    out.add("flagged bitmap matches the report", on_chain == claimed,
+            f"chain {sorted(on_chain)}, report {sorted(claimed)}")
+    expected = _expected_model(out, engine, round_id, screened, defense_report, by_member,
+                               flatten(base))
+    if expected is not None:
+        result_flat = flatten(result)
+        same = torch.equal(expected, result_flat)
+        diff = 0.0 if same else (expected - result_flat).abs().max().item()
+        out.add("aggregation replays to the finalized model", same,
+                "bit-for-bit" if same else f"max abs difference {diff:.3g}")
+    return out
+
+
+def _check_listing(out: Verification, entries: list[dict[str, Any]],
+                   by_member: dict[str, dict[str, Any]], committed: dict[str, Submission]) -> None:
+    """The report lists every committed submission once, under its on-chain index."""
     out.add("report lists exactly the committed submissions, once each",
             len(by_member) == len(entries) and sorted(by_member) == sorted(committed),
             f"{len(committed)} on chain, {len(entries)} in report")
@@ -435,67 +452,57 @@ def verify_round(round_id: int, submissions: Sequence[Submission], base: dict[st
     out.add("report's member indices are the chain's", not wrong_index,
             f"wrong for {wrong_index}" if wrong_index else "")
 
-    screened = engine.screen(round_id, submissions)
-    for decision in screened.decisions:
-        sub = committed[decision.member]
-        status = by_member.get(decision.member, {}).get("status", "missing")
-        if decision.status == "rejected":
-            ok = status == "rejected"
-            detail = decision.reason + ("; rightly rejected" if ok
-                                        else "; yet the aggregator used it")
-        else:
-            ok = status in ("accepted", "flagged")
-            detail = "commitment matches" + ("" if ok else f", but the report says {status}")
-        out.members.append(MemberCheck(decision.member, decision.index,
-                                       "0x" + sub.update_hash.hex(), status, ok, detail))
 
-    claimed = {committed[a].index for a, e in by_member.items()
-               if e.get("status") in ("flagged", "rejected") and a in committed}
-    on_chain = bitmap_indices(bitmap)
-    out.add("flagged bitmap matches the report", on_chain == claimed,
-            f"chain {sorted(on_chain)}, report {sorted(claimed)}")
-
-    base_flat, result_flat = flatten(base), flatten(result)
-    if defense_report is None:
-        if not out.add("no verified update was left out", screened.updates is None,
-                       f"{len(screened.accepted)} verified updates, no aggregation reported"):
-            return out
-        expected = base_flat
+def _member_check(decision: MemberDecision, sub: Submission,
+                  by_member: dict[str, dict[str, Any]]) -> MemberCheck:
+    """The rules' verdict on one member against the status the report gives it."""
+    status = by_member.get(decision.member, {}).get("status", "missing")
+    if decision.status == "rejected":
+        ok = status == "rejected"
+        detail = decision.reason + ("; rightly rejected" if ok else "; yet the aggregator used it")
     else:
-        clients = defense_report["clients"]
-        order = [c["client_id"] for c in clients]
-        if not out.add("report's clients are the verified updates",
-                       order == screened.accepted,
-                       f"{len(order)} in report, {len(screened.accepted)} verified"):
-            return out
-        mismatched = [c["client_id"] for c in clients
-                      if c["flagged"] != (by_member[c["client_id"]]["status"] == "flagged")]
-        out.add("flags agree between members and the defense", not mismatched,
-                f"disagree for {mismatched}" if mismatched else "")
-        updates = screened.updates
-        if method in STATELESS_DEFENSES:
-            rerun = engine.defense.aggregate(updates, RoundContext(
-                client_ids=order, sample_counts=capped_counts(screened.claims),
-                round_number=round_id))
-            out.add(f"{method} re-run from the updates gives the reported aggregate",
-                    torch.equal(rerun.update, replay(updates, defense_report)))
-        else:
-            bad = [c["client_id"] for c in clients if c["coefficient"] is not None and (
-                float.fromhex(c["coefficient_hex"]) < 0
-                or (c["flagged"] and float.fromhex(c["coefficient_hex"]) != 0))]
-            out.add("coefficients are admissible (>= 0, zero when flagged)", not bad,
-                    f"not for {bad}" if bad else "")
-        try:
-            expected = base_flat + replay(updates, defense_report)
-        except (ValueError, KeyError, TypeError) as exc:
-            out.add("aggregation replays to the finalized model", False,
-                    f"report cannot be replayed: {exc}")
-            return out
-    same = torch.equal(expected, result_flat)
-    diff = 0.0 if same else (expected - result_flat).abs().max().item()
-    out.add("aggregation replays to the finalized model", same,
-            "bit-for-bit" if same else f"max abs difference {diff:.3g}")
-    return out
+        ok = status in ("accepted", "flagged")
+        detail = "commitment matches" + ("" if ok else f", but the report says {status}")
+    return MemberCheck(decision.member, decision.index, "0x" + sub.update_hash.hex(), status,
+                       ok, detail)
+
+
+def _expected_model(out: Verification, engine: RoundEngine, round_id: int, screened: Screened,
+                    defense_report: dict[str, Any] | None,
+                    by_member: dict[str, dict[str, Any]], base_flat: Tensor) -> Tensor | None:
+    """The global model the report implies (None when a check already failed fatally)."""
+    if defense_report is None:
+        ok = out.add("no verified update was left out", screened.updates is None,
+                     f"{len(screened.accepted)} verified updates, no aggregation reported")
+        return base_flat if ok else None
+    clients = defense_report["clients"]
+    order = [c["client_id"] for c in clients]
+    if not out.add("report's clients are the verified updates", order == screened.accepted,
+                   f"{len(order)} in report, {len(screened.accepted)} verified"):
+        return None
+    mismatched = [c["client_id"] for c in clients
+                  if c["flagged"] != (by_member[c["client_id"]]["status"] == "flagged")]
+    out.add("flags agree between members and the defense", not mismatched,
+            f"disagree for {mismatched}" if mismatched else "")
+    method, updates = defense_report["method"], screened.updates
+    if method in STATELESS_DEFENSES:
+        rerun = engine.defense.aggregate(updates, RoundContext(
+            client_ids=order, sample_counts=capped_counts(screened.claims),
+            round_number=round_id))
+        out.add(f"{method} re-run from the updates gives the reported aggregate",
+                torch.equal(rerun.update, replay(updates, defense_report)))
+    else:
+        bad = [c["client_id"] for c in clients if c["coefficient"] is not None and (
+            float.fromhex(c["coefficient_hex"]) < 0
+            or (c["flagged"] and float.fromhex(c["coefficient_hex"]) != 0))]
+        out.add("coefficients are admissible (>= 0, zero when flagged)", not bad,
+                f"not for {bad}" if bad else "")
+    try:
+        return base_flat + replay(updates, defense_report)
+    except (ValueError, KeyError, TypeError) as exc:
+        out.add("aggregation replays to the finalized model", False,
+                f"report cannot be replayed: {exc}")
+        return None
 
 
 def task_from_report(task: dict[str, Any]) -> TaskConfig:
