@@ -94,7 +94,7 @@ def test_tampered_update_is_rejected_flagged_on_chain_and_explained_by_the_audit
     output = assert_audit_passes(fed, 1)  # the aggregator did the right thing
     cheat_line = next((line for line in output.splitlines()
                        if f"member {cheat} {cheat_address}" in line), "")
-    assert "(rejected)" in cheat_line and "do not match the commitment" in cheat_line \
+    assert "(rejected)" in cheat_line and "does not match the commitment" in cheat_line \
         and "rightly rejected" in cheat_line, output
     assert output.count("commitment matches") == NUM_MEMBERS - 1, output
 
