@@ -12,13 +12,15 @@ abstract contract Membership is IFlemlMembership {
     /// @notice Longest label, in bytes.
     uint256 public constant MAX_LABEL_LENGTH = 64;
 
-    /// @dev One slot per member. `lastRound` (the latest round the member submitted to) lives
-    ///      here so that a submission checks membership and "one update per round" with one read.
+    /// @dev One slot per member. `lastRound` (the latest round the member submitted or revealed
+    ///      to) and `lastCommitRound` (the latest round it committed in) live here so that a
+    ///      submission checks membership and "once per round" with one read.
     struct MemberRecord {
         bool known;
         bool active;
         uint32 index;
         uint64 lastRound;
+        uint64 lastCommitRound;
     }
 
     address private _operator;
@@ -60,6 +62,8 @@ abstract contract Membership is IFlemlMembership {
     /// @inheritdoc IFlemlMembership
     function setAggregator(address newAggregator) external onlyOperator {
         if (newAggregator == address(0)) revert ZeroAddress();
+        // the aggregator judges the members' updates: it must not be one of them
+        if (_members[newAggregator].active) revert AggregatorIsMember(newAggregator);
         address previous = _aggregator;
         _aggregator = newAggregator;
         emit AggregatorSet(previous, newAggregator);
@@ -68,6 +72,7 @@ abstract contract Membership is IFlemlMembership {
     /// @inheritdoc IFlemlMembership
     function admitMember(address account, string calldata label) external onlyOperator {
         if (account == address(0)) revert ZeroAddress();
+        if (account == _aggregator) revert MemberIsAggregator(account);
         uint256 length = bytes(label).length;
         if (length == 0 || length > MAX_LABEL_LENGTH) {
             revert InvalidLabel(length, MAX_LABEL_LENGTH);
@@ -97,7 +102,7 @@ abstract contract Membership is IFlemlMembership {
     }
 
     /// @inheritdoc IFlemlMembership
-    function operator() external view returns (address) {
+    function operator() public view returns (address) {
         return _operator;
     }
 
@@ -144,6 +149,11 @@ abstract contract Membership is IFlemlMembership {
     /// @dev A member's record, for the round logic to read and update in place.
     function _memberRecord(address account) internal view returns (MemberRecord storage) {
         return _members[account];
+    }
+
+    /// @dev The account holding permanent index `index` (zero if none).
+    function _memberAtIndex(uint256 index) internal view returns (address) {
+        return _memberAt[uint32(index)];
     }
 
     function _checkOperator() internal view {

@@ -18,6 +18,10 @@ interface IFlemlMembership {
     error ZeroAddress();
     /// @notice A member label must be 1 to `maxLength` bytes long.
     error InvalidLabel(uint256 length, uint256 maxLength);
+    /// @notice The aggregator cannot be admitted as a member.
+    error MemberIsAggregator(address account);
+    /// @notice An active member cannot be appointed aggregator.
+    error AggregatorIsMember(address account);
 
     /// @notice The operator named `newOperator` as its successor; it takes over once it accepts.
     /// @param previousOperator the current operator
@@ -53,11 +57,12 @@ interface IFlemlMembership {
     function acceptOperator() external;
 
     /// @notice Appoint the account that opens, closes and finalizes rounds.
-    /// @param newAggregator the aggregator's account
+    /// @param newAggregator the aggregator's account; not an active member
     function setAggregator(address newAggregator) external;
 
     /// @notice Admit `account` as a member with a short public label (1 to 64 bytes).
-    /// @param account the member's account; a removed member may be admitted again
+    /// @param account the member's account, not the aggregator's; a removed member may be
+    ///        admitted again
     /// @param label a short public name, e.g. "hospital-a"
     function admitMember(address account, string calldata label) external;
 

@@ -5,6 +5,8 @@
     brownie run admin remove 0xMEMBER
     brownie run admin transfer_operator 0xNEW     (the new operator then runs accept_operator)
     brownie run admin accept_operator
+    brownie run admin schedule_policy min_submissions=3,grace_seconds=600
+    brownie run admin abandon ROUND
     brownie run admin show
 
 The operator's account is chosen as in scripts/deploy.py (accounts[0] on development,
@@ -12,10 +14,12 @@ FLEML_DEPLOYER_KEY or FLEML_DEPLOYER_ACCOUNT elsewhere). The contract address co
 deployment record ($FLEML_DEPLOYMENT or deployments/<chain_id>.json).
 """
 
+import dataclasses
 import os
 
 from brownie import Contract, accounts, chain, network
 
+from fleml_node.chain.contract import Policy, SubmissionMode
 from fleml_node.chain.deployment import CONTRACT_NAME, default_record_path, load_record
 
 
@@ -43,6 +47,32 @@ def admit_members(consortium, operator, spec: str) -> None:
         if not label:
             raise SystemExit(f"member {address!r} needs a label: write address:label")
         consortium.admitMember(address, label, {"from": operator})
+
+
+def parse_policy(spec: str, base: Policy | None = None) -> Policy:
+    """A policy from 'field=value,field=value' over `base` (default: Policy()'s defaults)."""
+    fields = {f.name for f in dataclasses.fields(Policy)}
+    values = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, value = item.partition("=")
+        if name.strip() not in fields or not value.strip().isdigit():
+            raise SystemExit(f"bad policy item {item!r}: write field=integer with a field of "
+                             f"{', '.join(sorted(fields))}")
+        values[name.strip()] = int(value)
+    if "mode" in values:
+        values["mode"] = SubmissionMode(values["mode"])
+    return dataclasses.replace(base or Policy(), **values)
+
+
+def schedule_policy(spec):
+    """Schedule a policy change over the policy in force (it waits rounds and a day)."""
+    c = consortium_contract()
+    policy = parse_policy(str(spec), Policy.from_tuple(c.policy()))
+    c.schedulePolicy(policy.as_tuple(), {"from": deployer_account()})
+
+
+def abandon(round_id):
+    consortium_contract().abandonRound(int(round_id), {"from": deployer_account()})
 
 
 def set_aggregator(address):
@@ -75,4 +105,10 @@ def show():
         address = c.memberAt(index)
         known, active, _, label = c.memberInfo(address)
         print(f"  [{index}] {address} {label!r} {'active' if active else 'removed'}")
-    print(f"  round      {c.currentRound()}")
+    print(f"  round      {c.currentRound()} (last finalized {c.lastFinalizedRound()}), "
+          f"protocol {c.version()}")
+    print(f"  policy     {Policy.from_tuple(c.policy())}")
+    pending, from_round, from_time = c.pendingPolicy()
+    if from_round:
+        print(f"  scheduled  {Policy.from_tuple(pending)} from round {from_round}, "
+              f"time {from_time}")

@@ -16,6 +16,7 @@ import getpass
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,8 +25,10 @@ from typing import Any
 
 import requests
 from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
 from eth_utils.abi import abi_to_signature, function_signature_to_4byte_selector
 from web3 import Web3
 from web3.exceptions import (
@@ -40,6 +43,8 @@ from fleml_node.chain.deployment import Deployment
 
 log = logging.getLogger(__name__)
 
+PROTOCOL_VERSION = 2
+"""The contract protocol version these bindings speak (`FlemlConsortium.version()`)."""
 PRIVATE_KEY_ENV = "FLEML_PRIVATE_KEY"
 KEYSTORE_PASSWORD_ENV = "FLEML_KEYSTORE_PASSWORD"
 
@@ -60,6 +65,23 @@ class RoundStatus(enum.IntEnum):
     OPEN = 1
     CLOSED = 2
     FINALIZED = 3
+    ABANDONED = 4
+
+
+class SubmissionMode(enum.IntEnum):
+    """A policy's and a round's `mode`: how members hand in their updates."""
+
+    PLAIN = 0  # submitUpdate(round, hash, cid) until the deadline
+    COMMIT_REVEAL = 1  # commitUpdate until the deadline, revealUpdate until the reveal deadline
+
+
+class CommitmentStatus(enum.IntEnum):
+    """Mirror of `IFlemlRounds.CommitmentStatus` (what `verifyCommitment` returns)."""
+
+    NOT_SUBMITTED = 0  # the member did not submit (reveal) in the round
+    MATCHES = 1  # it submitted exactly the hash asked about
+    DIFFERS = 2  # it submitted another hash
+    SUPERSEDED = 3  # it submitted to a later round since: read the round's UpdateSubmitted events
 
 
 @dataclass(frozen=True)
@@ -68,7 +90,8 @@ class RoundInfo:
 
     `opened_block` is the block that opened the round, where its events start; 0 for a round
     that does not exist, and for every round of a contract deployed before the field existed
-    (its deployment record's ABI has no `openedBlock`).
+    (its deployment record's ABI has no `openedBlock`). The fields after it are protocol
+    version 2's and read 0 (plain mode) from an older contract.
     """
 
     round_id: int
@@ -80,6 +103,95 @@ class RoundInfo:
     submissions: int
     status: RoundStatus
     opened_block: int = 0
+    min_submissions: int = 0
+    mode: SubmissionMode = SubmissionMode.PLAIN
+    reveal_deadline: int = 0
+    commits: int = 0
+    grace_seconds: int = 0
+
+    @property
+    def submission_end(self) -> int:
+        """The last second at which updates count: the reveal deadline, else the deadline."""
+        return self.reveal_deadline if self.mode is SubmissionMode.COMMIT_REVEAL else self.deadline
+
+    @property
+    def abandonable_after(self) -> int:
+        """After this time anyone may abandon the round if it is still open or closed."""
+        return self.submission_end + self.grace_seconds
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The consortium's round policy (`IFlemlPolicy.Policy`), fields in the struct's order.
+
+    Exactly one of `min_submissions` (absolute) and `min_submissions_bps` (a fraction of the
+    active members in basis points, rounded up) is non-zero; `reveal_seconds` is non-zero
+    exactly in commit-reveal mode. The defaults are the devnet's: plain mode, one submission,
+    rounds of 1 s to 7 days, 60 s of grace.
+    """
+
+    min_round_seconds: int = 1
+    max_round_seconds: int = 7 * 24 * 3600
+    min_submissions: int = 1
+    min_submissions_bps: int = 0
+    mode: SubmissionMode = SubmissionMode.PLAIN
+    reveal_seconds: int = 0
+    grace_seconds: int = 60
+
+    def as_tuple(self) -> tuple[int, ...]:
+        """The ABI tuple a contract call takes."""
+        return (self.min_round_seconds, self.max_round_seconds, self.min_submissions,
+                self.min_submissions_bps, int(self.mode), self.reveal_seconds,
+                self.grace_seconds)
+
+    @classmethod
+    def from_tuple(cls, fields: Any) -> Policy:
+        """The policy a contract call returned (a tuple in the struct's order), or an event
+        carried (a mapping of the struct's field names, in order)."""
+        values = [int(v) for v in (fields.values() if isinstance(fields, Mapping) else fields)]
+        return cls(values[0], values[1], values[2], values[3], SubmissionMode(values[4]),
+                   values[5], values[6])
+
+    def minimum_for(self, active_members: int) -> int:
+        """The minimum submissions of a round opened under this policy with `active_members`."""
+        if self.min_submissions:
+            return self.min_submissions
+        return -(-active_members * self.min_submissions_bps // 10_000)
+
+
+@dataclass(frozen=True)
+class PendingPolicy:
+    """A scheduled policy change: the first round id and time it may apply to."""
+
+    policy: Policy
+    effective_from_round: int
+    effective_from_time: int
+
+
+def commitment_of(member: str, round_id: int, update_hash: bytes, salt: bytes) -> bytes:
+    """A commit-reveal commitment, as the contract's `commitmentOf` computes it.
+
+    ``keccak256(abi.encode(member, roundId, updateHash, salt))``: bound to the member, so a
+    copied commitment does not open for anyone else.
+
+    Parameters
+    ----------
+    member
+        The committing member's address.
+    round_id
+        The round.
+    update_hash
+        The update's 32-byte content hash.
+    salt
+        32 secret random bytes (`new_salt`), kept until the reveal.
+    """
+    return keccak(abi_encode(["address", "uint256", "bytes32", "bytes32"],
+                             [to_checksum_address(member), round_id, update_hash, salt]))
+
+
+def new_salt() -> bytes:
+    """32 random bytes for a commitment; keep them until the reveal."""
+    return secrets.token_bytes(32)
 
 
 def load_account(keystore: str | os.PathLike[str] | None = None) -> LocalAccount:
@@ -225,9 +337,64 @@ class Consortium:
     def get_round(self, round_id: int) -> RoundInfo:
         fields = self.contract.functions.getRound(round_id).call()
         opened = int(fields[7]) if len(fields) > 7 else 0  # an older contract: unknown
+        v2 = [int(v) for v in fields[8:13]] if len(fields) > 12 else [0] * 5
         return RoundInfo(round_id, bytes(fields[0]), bytes(fields[1]), bytes(fields[2]),
                          int(fields[3]), int(fields[4]), int(fields[5]), RoundStatus(fields[6]),
-                         opened)
+                         opened, v2[0], SubmissionMode(v2[1]), v2[2], v2[3], v2[4])
+
+    def version(self) -> int:
+        """The contract's protocol version (2 for this package)."""
+        return int(self.contract.functions.version().call())
+
+    def check_version(self) -> None:
+        """Raise `ChainError` unless the contract speaks `PROTOCOL_VERSION`."""
+        try:
+            found = self.version()
+        except (ContractLogicError, ContractCustomError, ValueError, Web3RPCError) as exc:
+            raise ChainError(f"the contract at {self.address} has no version(): a protocol "
+                             f"older than {PROTOCOL_VERSION}? ({exc})") from None
+        if found != PROTOCOL_VERSION:
+            raise ChainError(f"the contract at {self.address} speaks protocol {found}, this "
+                             f"node protocol {PROTOCOL_VERSION}")
+
+    def last_finalized_round(self) -> int:
+        """The latest finalized round (0 before the first)."""
+        return int(self.contract.functions.lastFinalizedRound().call())
+
+    def base_model_hash(self) -> bytes:
+        """The model hash the next round must open on (32 zero bytes: any, before round 1)."""
+        return bytes(self.contract.functions.baseModelHash().call())
+
+    def abandonable_after(self, round_id: int) -> int:
+        """After this time anyone may abandon the round while it is open or closed."""
+        return int(self.contract.functions.abandonableAfter(round_id).call())
+
+    def policy(self) -> Policy:
+        """The policy the next round to open would open under (all zeros before one is set)."""
+        return Policy.from_tuple(self.contract.functions.policy().call())
+
+    def pending_policy(self) -> PendingPolicy | None:
+        """The scheduled policy change not yet in force for the next round, if any."""
+        pending, from_round, from_time = self.contract.functions.pendingPolicy().call()
+        if not from_round:
+            return None
+        return PendingPolicy(Policy.from_tuple(pending), int(from_round), int(from_time))
+
+    def latest_commit(self, member: str) -> tuple[int, bytes]:
+        """The latest commit-reveal round `member` committed in and its commitment."""
+        round_id, value = self.contract.functions.latestCommit(member).call()
+        return int(round_id), bytes(value)
+
+    def verify_commitment(self, round_id: int, member: str, update_hash: bytes
+                          ) -> CommitmentStatus:
+        """What storage says about `member`'s commitment to `update_hash` in `round_id`."""
+        return CommitmentStatus(
+            self.contract.functions.verifyCommitment(round_id, member, update_hash).call())
+
+    @staticmethod
+    def commitment_of(member: str, round_id: int, update_hash: bytes, salt: bytes) -> bytes:
+        """The commitment `member` makes for `update_hash` in `round_id`, computed locally."""
+        return commitment_of(member, round_id, update_hash, salt)
 
     def aggregator(self) -> str:
         return self.contract.functions.aggregator().call()
@@ -272,6 +439,29 @@ class Consortium:
 
     def submit_update(self, round_id: int, update_hash: bytes, update_cid: str) -> Any:
         return self._transact("submitUpdate", round_id, update_hash, update_cid)
+
+    def commit_update(self, round_id: int, commitment: bytes) -> Any:
+        """Commit-reveal: commit to an update (see `commitment_of`) until the deadline."""
+        return self._transact("commitUpdate", round_id, commitment)
+
+    def reveal_update(self, round_id: int, update_hash: bytes, update_cid: str,
+                      salt: bytes) -> Any:
+        """Commit-reveal: reveal the committed update after the deadline; emits
+        `UpdateSubmitted` like a plain submission."""
+        return self._transact("revealUpdate", round_id, update_hash, update_cid, salt)
+
+    def abandon_round(self, round_id: int) -> Any:
+        """Abandon an open or closed round (operator: any time; anyone: see `abandonable_after`
+        and `IFlemlRounds.abandonRound`)."""
+        return self._transact("abandonRound", round_id)
+
+    def set_initial_policy(self, policy: Policy) -> Any:
+        """Operator: the first round's policy, with no delay (only before round 1)."""
+        return self._transact("setInitialPolicy", policy.as_tuple())
+
+    def schedule_policy(self, policy: Policy) -> Any:
+        """Operator: a delayed policy change (see `pending_policy`)."""
+        return self._transact("schedulePolicy", policy.as_tuple())
 
     def close_round(self, round_id: int) -> Any:
         return self._transact("closeRound", round_id)

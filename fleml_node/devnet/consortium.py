@@ -11,7 +11,7 @@ from pathlib import Path
 from eth_account import Account
 from web3 import Web3
 
-from fleml_node.chain.contract import Consortium
+from fleml_node.chain.contract import Consortium, Policy
 from fleml_node.chain.deploy import deploy_consortium
 from fleml_node.chain.deployment import Deployment
 
@@ -20,9 +20,14 @@ AGGREGATOR_KEY_INDEX = 1
 FIRST_MEMBER_KEY_INDEX = 2
 
 
+DEFAULT_POLICY = Policy()
+"""The devnet's round policy: plain submissions, a result from 1 submission on, deadlines 1 s
+to 7 days away, and 60 s of grace after a deadline before anyone may abandon the round."""
+
+
 def deploy_local_consortium(w3: Web3, keys: list[str], members: int, record_path: Path,
-                            label: str = "member") -> Deployment:
-    """Deploy, appoint the aggregator and admit the members.
+                            label: str = "member", policy: Policy | None = None) -> Deployment:
+    """Deploy, appoint the aggregator, admit the members and set the initial policy.
 
     Parameters
     ----------
@@ -36,6 +41,8 @@ def deploy_local_consortium(w3: Web3, keys: list[str], members: int, record_path
         Where to write the deployment record.
     label
         Members are labelled ``f"{label}-{i}"``.
+    policy
+        The round policy (`setInitialPolicy`); `DEFAULT_POLICY` when None.
 
     Returns
     -------
@@ -49,4 +56,5 @@ def deploy_local_consortium(w3: Web3, keys: list[str], members: int, record_path
     for i in range(members):
         admin.admit_member(Account.from_key(keys[FIRST_MEMBER_KEY_INDEX + i]).address,
                            f"{label}-{i}")
+    admin.set_initial_policy(policy or DEFAULT_POLICY)
     return record

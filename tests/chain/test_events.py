@@ -5,8 +5,18 @@ from itertools import pairwise
 
 from eth_account import Account
 
-from fleml_node.chain.contract import Consortium, recorded_requests, tx_hash
+from fleml_node.chain.contract import (
+    Consortium,
+    Policy,
+    SubmissionMode,
+    commitment_of,
+    connect,
+    new_salt,
+    recorded_requests,
+    tx_hash,
+)
 from fleml_node.chain.events import MAX_BLOCK_RANGE, fetch_events, round_events
+from fleml_node.devnet.consortium import deploy_local_consortium
 
 from .conftest import future
 
@@ -41,44 +51,79 @@ def scanned(requests):
     return [(int(q["fromBlock"], 16), int(q["toBlock"], 16)) for q in log_queries(requests)]
 
 
-def test_every_event_type_is_decoded(deployed, as_account, keys):
-    w3, record = deployed
+def test_every_event_type_is_decoded(anvil, keys, tmp_path):
+    """Every event the ABI declares, in one commit-reveal consortium's history."""
+    w3 = connect(anvil.url)
+    record = deploy_local_consortium(w3, keys, 4, tmp_path / "cr.json", policy=Policy(
+        mode=SubmissionMode.COMMIT_REVEAL, reveal_seconds=300))
+
+    def as_account(index):
+        return Consortium(w3, record, Account.from_key(keys[index]))
+
     operator, agg, member = as_account(0), as_account(1), as_account(2)
     new_operator = Account.from_key(keys[6]).address
     operator.contract.functions.transferOperator(new_operator).transact(
         {"from": operator.account.address})
     operator.contract.functions.acceptOperator().transact({"from": new_operator})
     as_account(6).remove_member(as_account(5).account.address)
-    opened = agg.open_round(H1, CID, future(), 1)
-    member.submit_update(1, H4, OTHER_CID)
+    deadline = agg.now() + 100
+    opened = agg.open_round(H1, CID, deadline, 1)
+    salt = new_salt()
+    commitment = commitment_of(member.account.address, 1, H4, salt)
+    member.commit_update(1, commitment)
+    w3.provider.make_request("evm_setNextBlockTimestamp", [deadline + 1])
+    member.reveal_update(1, H4, OTHER_CID, salt)
     agg.close_round(1)
     finalized = agg.finalize_round(1, H2, CID, H3, OTHER_CID, [0b1])
+    agg.open_round(H2, CID, agg.now() + 100, 1)
+    as_account(6).abandon_round(2)
 
     events = fetch_events(Consortium(w3, record), record.block_number, w3.eth.block_number)
     names = {e.name for e in events}
     assert names == {item["name"] for item in record.abi if item["type"] == "event"}
     by_name = {e.name: e for e in events}  # the last of each name
-    assert by_name["RoundOpened"].args == {"roundId": 1, "modelHash": H1, "modelCid": CID,
-                                           "deadline": by_name["RoundOpened"].args["deadline"],
-                                           "quorum": 1}
+    aggregator = agg.account.address
+    first_open = [e for e in events if e.name == "RoundOpened"][0]
+    assert first_open.args == {"roundId": 1, "modelHash": H1, "aggregator": aggregator,
+                               "modelCid": CID, "deadline": deadline, "quorum": 1,
+                               "minSubmissions": 1, "mode": 1, "revealDeadline": deadline + 300}
+    assert by_name["UpdateCommitted"].args == {"roundId": 1, "member": member.account.address,
+                                               "commitment": commitment}
     assert by_name["UpdateSubmitted"].args == {"roundId": 1, "member": member.account.address,
                                                "updateHash": H4, "updateCid": OTHER_CID}
-    assert by_name["RoundClosed"].args == {"roundId": 1, "submissions": 1,
-                                           "quorumReached": True}
-    assert by_name["RoundFinalized"].args == {"roundId": 1, "resultHash": H2, "resultCid": CID,
+    assert by_name["RoundClosed"].args == {"roundId": 1, "aggregator": aggregator,
+                                           "submissions": 1, "quorumReached": True}
+    assert by_name["RoundFinalized"].args == {"roundId": 1, "resultHash": H2,
+                                              "aggregator": aggregator, "resultCid": CID,
                                               "reportHash": H3, "reportCid": OTHER_CID,
                                               "flaggedBitmap": [1]}
+    assert by_name["RoundAbandoned"].args == {"roundId": 2, "by": new_operator}
+    policy = by_name["PolicyScheduled"].args
+    assert policy["effectiveFromRound"] == 1
+    assert Policy.from_tuple(policy["policy"]) == Policy.from_tuple((1, 604800, 1, 0, 1, 300, 60))
     assert by_name["OperatorTransferred"].args == {"previousOperator": operator.account.address,
                                                    "newOperator": new_operator}
     assert by_name["MemberRemoved"].args == {"member": as_account(5).account.address,
                                              "index": 3}
     assert [e.args["label"] for e in events if e.name == "MemberAdmitted"] == [
         f"member-{i}" for i in range(4)]
-    assert by_name["RoundOpened"].tx_hash == tx_hash(opened)
-    assert by_name["RoundOpened"].block_number == opened["blockNumber"]
+    assert first_open.tx_hash == tx_hash(opened)
+    assert first_open.block_number == opened["blockNumber"]
     assert by_name["RoundFinalized"].tx_hash == tx_hash(finalized)
     assert [(e.block_number, e.log_index) for e in events] == sorted(
         (e.block_number, e.log_index) for e in events)
+
+
+def test_round_events_cover_an_abandoned_round(deployed, as_account):
+    w3, record = deployed
+    agg, operator, member = as_account(1), as_account(0), as_account(2)
+    agg.open_round(H1, CID, agg.now() + 600, 1)
+    member.submit_update(1, H4, OTHER_CID)
+    operator.abandon_round(1)
+    agg.open_round(H1, CID, agg.now() + 600, 1)
+    events = round_events(Consortium(w3, record), 1)
+    assert {name: len(found) for name, found in events.items()} == {
+        "RoundOpened": 1, "UpdateSubmitted": 1, "RoundAbandoned": 1}
 
 
 def test_opened_block_is_the_block_of_open_round(as_account):

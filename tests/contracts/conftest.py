@@ -1,6 +1,7 @@
 """Fixtures for the contract tests: a fresh FlemlConsortium per module, isolated per test."""
 
 import pytest
+from brownie import web3
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 MODEL_HASH = "0x" + "11" * 32
@@ -8,6 +9,20 @@ UPDATE_HASH = "0x" + "22" * 32
 RESULT_HASH = "0x" + "33" * 32
 REPORT_HASH = "0x" + "44" * 32
 ROUND_SECONDS = 600
+GRACE_SECONDS = 60
+REVEAL_SECONDS = 300
+WEEK = 7 * 24 * 3600
+PLAIN, COMMIT_REVEAL = 0, 1
+
+
+def make_policy(min_round=1, max_round=WEEK, min_submissions=1, min_bps=0, mode=PLAIN,
+                reveal=0, grace=GRACE_SECONDS):
+    """A `Policy` tuple in the struct's field order."""
+    return (min_round, max_round, min_submissions, min_bps, mode, reveal, grace)
+
+
+DEFAULT_POLICY = make_policy()
+CR_POLICY = make_policy(mode=COMMIT_REVEAL, reveal=REVEAL_SECONDS)
 
 
 @pytest.fixture(autouse=True)
@@ -38,11 +53,13 @@ def outsider(accounts):
 
 @pytest.fixture(scope="module")
 def consortium(FlemlConsortium, operator, aggregator_account, members):
-    """A consortium with an aggregator and four members."""
+    """A consortium with an aggregator, four members and the default policy (plain, minimum 1
+    submission, rounds of 1 s to a week, 60 s grace)."""
     contract = FlemlConsortium.deploy({"from": operator})
     contract.setAggregator(aggregator_account, {"from": operator})
     for i, member in enumerate(members):
         contract.admitMember(member, f"member-{i}", {"from": operator})
+    contract.setInitialPolicy(DEFAULT_POLICY, {"from": operator})
     return contract
 
 
@@ -61,6 +78,18 @@ def closed_round(consortium, open_round, aggregator_account, members):
         consortium.submitUpdate(open_round, UPDATE_HASH, CID, {"from": member})
     consortium.closeRound(open_round, {"from": aggregator_account})
     return open_round
+
+
+def pass_time(chain, moment):
+    """Mine a block later than `moment` (anvil's clock, not brownie's, is what counts)."""
+    chain.sleep(max(1, moment - chain[-1].timestamp + 5))
+    chain.mine()
+    assert chain[-1].timestamp > moment
+
+
+def next_block_at(moment):
+    """Make the next block (the next transaction's) carry exactly `moment` (unix seconds)."""
+    web3.provider.make_request("evm_setNextBlockTimestamp", [moment])
 
 
 def now(chain) -> int:

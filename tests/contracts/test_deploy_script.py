@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from fleml_node.chain.contract import Policy, SubmissionMode
 from fleml_node.chain.deployment import DeploymentError, load_record
 from scripts import admin, deploy
 
@@ -28,6 +29,31 @@ def test_deploy_writes_a_record_nodes_can_bind(record_path, monkeypatch, account
     assert consortium.aggregator() == accounts[1]
     assert consortium.memberInfo(accounts[3])[3] == "lab-b"
     assert json.loads(record_path.read_text())["compiler"]["evm_version"] == "cancun"
+    assert Policy.from_tuple(consortium.policy()) == Policy()  # the documented defaults
+
+
+def test_deploy_takes_the_initial_policy_from_the_environment(record_path, monkeypatch):
+    monkeypatch.setenv("FLEML_POLICY", "min_submissions=2, mode=1, reveal_seconds=300")
+    consortium = deploy.main()
+    assert Policy.from_tuple(consortium.policy()) == Policy(
+        min_submissions=2, mode=SubmissionMode.COMMIT_REVEAL, reveal_seconds=300)
+
+
+def test_admin_schedules_a_policy_change_and_abandons(record_path, accounts, chain):
+    consortium = deploy.main()
+    admin.schedule_policy("min_submissions=3")
+    pending, from_round, _ = consortium.pendingPolicy()
+    assert Policy.from_tuple(pending) == Policy(min_submissions=3) and from_round == 3
+    consortium.setAggregator(accounts[1], {"from": accounts[0]})
+    consortium.admitMember(accounts[2], "m", {"from": accounts[0]})
+    consortium.openRound("0x" + "11" * 32, "cid", chain.time() + 600, 1, {"from": accounts[1]})
+    admin.abandon(1)
+    assert consortium.getRound(1)["status"] == 4
+
+
+def test_a_bad_policy_item_is_refused():
+    with pytest.raises(SystemExit, match="bad policy item 'quorum=3'"):
+        admin.parse_policy("quorum=3")
 
 
 def test_admin_scripts_act_on_the_recorded_contract(record_path, accounts, capsys):

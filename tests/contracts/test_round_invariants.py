@@ -1,30 +1,63 @@
 """Stateful property test of the round invariants against a Python model of the contract.
 
-Random sequences of opens, submissions, closes, finalizations, removals, re-admissions and time
-jumps, from authorized and unauthorized callers. After every step the chain must agree with the
-model: one submission per member per round, nothing after close, only the aggregator opens,
-closes and finalizes, finalized rounds never change, removed members cannot submit, each round
-keeps the block that opened it.
+Random sequences of opens, plain submissions, commits and reveals, closes, finalizations,
+abandonments, policy changes, aggregator and operator hand-overs, removals, re-admissions and
+time jumps, from authorized and unauthorized callers. Every transaction is mined at a time the
+test sets (one second after the latest block), so the model knows the exact `block.timestamp`
+and no rule has to keep clear of a deadline. After every step the chain must agree with the
+model, and:
+
+* a finalized round has at least the minimum submissions of the policy in force when it opened;
+* every flagged member submitted (revealed) in that round;
+* no round stays open or closed past its longest duration, reveal window and grace period
+  without anyone being able to abandon it;
+* one commitment per (round, member), and one submission per (round, member);
+* only the aggregator opens, closes and finalizes; finalized rounds never change; each round
+  keeps the block that opened it.
+
+(No on-chain duplicate-hash check exists: the gas target leaves no room for it.)
 """
 
 import brownie
-from hypothesis import settings
+from hypothesis import event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
-from .conftest import CID, now
+from .conftest import CID, make_policy, next_block_at
 
-NONE, OPEN, CLOSED, FINALIZED = 0, 1, 2, 3
+NONE, OPEN, CLOSED, FINALIZED, ABANDONED = range(5)
+PLAIN, COMMIT_REVEAL = 0, 1
+DAY = 24 * 3600
+POLICIES = [
+    make_policy(min_round=1, max_round=900, min_submissions=1, grace=60),
+    make_policy(min_round=30, max_round=600, min_submissions=0, min_bps=5000, grace=30),
+    make_policy(min_round=1, max_round=900, min_submissions=2, mode=COMMIT_REVEAL, reveal=120,
+                grace=60),
+    make_policy(min_round=1, max_round=300, min_submissions=0, min_bps=2500,
+                mode=COMMIT_REVEAL, reveal=60, grace=0),
+]
 
 
 def h(i: int) -> str:
     return "0x" + f"{i + 1:064x}"
 
 
-caller = st.integers(0, 7)  # accounts[0] operator, [1] aggregator, [2..5] members
-member = st.integers(2, 6)  # accounts[6] starts as an outsider
+def salt(i: int) -> str:
+    return "0x" + f"{i + 7:064x}"
+
+
+# accounts [0] operator, [1] aggregator, [2..5] members, [6] outsider, [7] second aggregator,
+# [8] second operator; 9 and 10 stand for whoever holds the aggregator and the operator role
+caller = st.integers(0, 10)
+member = st.integers(2, 6)
 value = st.integers(0, 500)
-seconds = st.integers(1, 900)
+seconds = st.integers(1, 1000)
 
 
 class RoundMachine(RuleBasedStateMachine):
@@ -41,9 +74,25 @@ class RoundMachine(RuleBasedStateMachine):
         self.accounts, self.consortium, self.chain = self.env
         self.chain.revert()  # every example starts from the snapshot taken by the test
         self.current = 0
-        # id -> dict(status, deadline, quorum, subs: {addr: hash}, result, opened block)
+        self.finalized = 0
+        self.genesis = None
         self.rounds = {}
         self.active = {a.address for a in self.accounts[2:6]}
+        self.index = {a.address: i for i, a in enumerate(self.accounts[2:6])}
+        self.operator, self.aggregator = 0, 1
+        self.policy = POLICIES[0]
+        self.pending = None  # (policy, from round, from time)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _next_time(self) -> int:
+        """Fix the next block's time one second after the latest block, and return it."""
+        moment = self.chain[-1].timestamp + 1
+        next_block_at(moment)
+        return moment
+
+    def _who(self, caller: int) -> int:
+        """An account index: 9 and 10 mean the current aggregator and operator."""
+        return {9: self.aggregator, 10: self.operator}.get(caller, caller)
 
     def _call(self, ok, fn, *args, caller):
         if ok:
@@ -52,108 +101,332 @@ class RoundMachine(RuleBasedStateMachine):
             fn(*args, {"from": caller})
         return None
 
+    def _due(self, next_round, moment):
+        return (self.pending is not None and next_round >= self.pending[1]
+                and moment >= self.pending[2])
+
+    def _apply_due(self, next_round, moment):
+        if self._due(next_round, moment):
+            self.policy, self.pending = self.pending[0], None
+
+    def _base(self):
+        if self.finalized:
+            return self.rounds[self.finalized]["result"][0]
+        return self.genesis
+
+    def _latest(self):
+        return self.rounds.get(self.current)
+
+    @staticmethod
+    def _minimum(policy, active):
+        if policy[2]:
+            return policy[2]
+        return -(-active * policy[3] // 10_000)
+
+    # -- rules -----------------------------------------------------------------------------
+    @initialize(choice=st.integers(0, len(POLICIES) - 1))
+    def initial_policy(self, choice):
+        self._next_time()
+        self.consortium.setInitialPolicy(POLICIES[choice], {"from": self.accounts[0]})
+        self.policy = POLICIES[choice]
+
     @rule(caller=caller, value=value, seconds=seconds)
     def open(self, caller, value, seconds):
-        account = self.accounts[caller]
-        quorum = 1 + value % 4
-        deadline = now(self.chain) + seconds
-        prev = self.rounds.get(self.current)
-        # usually train on the previous result, as required; sometimes try another model
-        model = prev["result"][0] if prev and prev["result"] and value % 4 else h(value)
-        ok = (caller == 1 and (prev is None or prev["status"] == FINALIZED)
-              and (prev is None or model == prev["result"][0])
-              and quorum <= len(self.active))
-        tx = self._call(ok, self.consortium.openRound, model, CID, deadline, quorum,
-                        caller=account)
+        base = self._base()
+        # usually train on the model required, as required; sometimes try another one
+        model = base if base is not None and value % 5 else h(value)
+        self._open(self._who(caller), model, 1 + value % 5, seconds)
+
+    def _open(self, caller, model, quorum, seconds):
+        moment = self._next_time()
+        prev = self._latest()
+        base = self._base()
+        next_id = self.current + 1
+        policy = self.pending[0] if self._due(next_id, moment) else self.policy
+        minimum = self._minimum(policy, len(self.active))
+        ok = (caller == self.aggregator
+              and (prev is None or prev["status"] in (FINALIZED, ABANDONED))
+              and (base is None or model == base)
+              and policy[0] <= seconds <= policy[1]
+              and minimum <= quorum <= len(self.active))
+        tx = self._call(ok, self.consortium.openRound, model, CID, moment + seconds, quorum,
+                        caller=self.accounts[caller])
         if ok:
-            self.current += 1
-            assert tx.return_value == self.current
-            self.rounds[self.current] = {"status": OPEN, "deadline": deadline,
-                                         "quorum": quorum, "subs": {}, "result": None,
-                                         "opened": tx.block_number}
+            self._apply_due(next_id, moment)
+            self.current = next_id
+            self.genesis = self.genesis or model
+            assert tx.return_value == next_id
+            mode, reveal, grace = policy[4], policy[5], policy[6]
+            self.rounds[next_id] = {
+                "status": OPEN, "deadline": moment + seconds, "quorum": quorum, "subs": {},
+                "commits": {}, "result": None, "opened": tx.block_number, "opened_at": moment,
+                "min": minimum, "mode": mode, "grace": grace, "max_round": policy[1],
+                "reveal": moment + seconds + reveal if mode == COMMIT_REVEAL else 0}
 
     @rule(member=member, value=value)
     def submit(self, member, value):
         account = self.accounts[member]
-        rnd = self.rounds.get(self.current)
+        moment = self._next_time()
+        rnd = self._latest()
         ok = (account.address in self.active and rnd is not None and rnd["status"] == OPEN
-              and now(self.chain) <= rnd["deadline"] and account.address not in rnd["subs"])
-        # a submission may be mined a second after chain.time(): keep clear of the deadline
-        if rnd is not None and abs(now(self.chain) - rnd["deadline"]) <= 2:
-            return
-        self._call(ok, self.consortium.submitUpdate, self.current, h(value), CID, caller=account)
+              and rnd["mode"] == PLAIN and moment <= rnd["deadline"]
+              and account.address not in rnd["subs"])
+        self._call(ok, self.consortium.submitUpdate, self.current, h(value), CID,
+                   caller=account)
         if ok:
             rnd["subs"][account.address] = h(value)
 
+    @rule(member=member, value=value)
+    def commit(self, member, value):
+        account = self.accounts[member]
+        moment = self._next_time()
+        rnd = self._latest()
+        ok = (account.address in self.active and rnd is not None and rnd["status"] == OPEN
+              and rnd["mode"] == COMMIT_REVEAL and moment <= rnd["deadline"]
+              and account.address not in rnd["commits"])
+        commitment = self.consortium.commitmentOf(account, self.current, h(value), salt(value))
+        self._call(ok, self.consortium.commitUpdate, self.current, commitment, caller=account)
+        if ok:
+            rnd["commits"][account.address] = (h(value), salt(value))
+
+    @rule(member=member, honest=st.booleans())
+    def reveal(self, member, honest):
+        account = self.accounts[member]
+        moment = self._next_time()
+        rnd = self._latest()
+        committed = rnd["commits"].get(account.address) if rnd else None
+        digest, secret = committed or (h(0), salt(0))
+        if not honest:
+            secret = salt(999)
+        ok = (account.address in self.active and rnd is not None and rnd["status"] == OPEN
+              and rnd["mode"] == COMMIT_REVEAL and rnd["deadline"] < moment <= rnd["reveal"]
+              and committed is not None and honest and account.address not in rnd["subs"])
+        self._call(ok, self.consortium.revealUpdate, self.current, digest, CID, secret,
+                   caller=account)
+        if ok:
+            rnd["subs"][account.address] = digest
+            event("revealed")
+
     @rule(caller=caller)
     def close(self, caller):
-        rnd = self.rounds.get(self.current)
-        if rnd is not None and abs(now(self.chain) - rnd["deadline"]) <= 2:
-            return
-        ok = (caller == 1 and rnd is not None and rnd["status"] == OPEN
-              and (len(rnd["subs"]) >= rnd["quorum"] or now(self.chain) > rnd["deadline"]))
-        self._call(ok, self.consortium.closeRound, self.current, caller=self.accounts[caller])
+        caller = self._who(caller)
+        moment = self._next_time()
+        rnd = self._latest()
+        ok = caller == self.aggregator and rnd is not None and rnd["status"] == OPEN
+        if ok:
+            subs = len(rnd["subs"])
+            if rnd["mode"] == PLAIN:
+                ok = subs >= rnd["quorum"] or moment > rnd["deadline"]
+            else:
+                ok = moment > rnd["reveal"] or (
+                    moment > rnd["deadline"] and subs >= rnd["quorum"]
+                    and subs == len(rnd["commits"]))
+        self._call(ok, self.consortium.closeRound, self.current,
+                   caller=self.accounts[caller])
         if ok:
             rnd["status"] = CLOSED
 
     @rule(caller=caller, value=value)
     def finalize(self, caller, value):
-        rnd = self.rounds.get(self.current)
-        ok = caller == 1 and rnd is not None and rnd["status"] == CLOSED
-        bitmap = [value % 16]
-        self._call(ok, self.consortium.finalizeRound, self.current, h(value), CID, h(value + 1),
-                   CID, bitmap, caller=self.accounts[caller])
+        self._finalize(self._who(caller), value, value % 32)
+
+    def _finalize(self, caller, value, bitmap):
+        self._next_time()
+        rnd = self._latest()
+        slots = 5 if len(self.index) == 5 else 4
+        flagged = {i for i in range(5) if bitmap >> i & 1}
+        submitters = {self.index[a] for a in rnd["subs"]} if rnd else set()
+        ok = (caller == self.aggregator and rnd is not None and rnd["status"] == CLOSED
+              and len(rnd["subs"]) >= rnd["min"] and flagged <= submitters
+              and bitmap < 1 << slots)
+        self._call(ok, self.consortium.finalizeRound, self.current, h(value), CID,
+                   h(value + 1), CID, [bitmap], caller=self.accounts[caller])
         if ok:
             rnd["status"] = FINALIZED
-            rnd["result"] = (h(value), h(value + 1), bitmap[0])
+            rnd["result"] = (h(value), h(value + 1), bitmap)
+            self.finalized = self.current
+            event(f"finalized, mode {rnd['mode']}")
+
+    @rule(value=value, finish=st.booleans())
+    def play_round(self, value, finish):
+        """A whole round by the book, so that examples reach later rounds and policy changes:
+        open, every active member submits (commits and reveals), close, then finalize flagging
+        one submitter, or abandon after the grace period."""
+        rnd = self._latest()
+        if rnd is not None and rnd["status"] in (OPEN, CLOSED):
+            self.abandon(10)  # the operator clears the way
+        moment = self.chain[-1].timestamp + 1
+        policy = self.pending[0] if self._due(self.current + 1, moment) else self.policy
+        minimum = self._minimum(policy, len(self.active))
+        if not self.active or minimum > len(self.active):
+            return
+        self._open(self.aggregator, self._base() or h(value), max(1, minimum), policy[1])
+        rnd = self._latest()
+        members = [i for i in range(2, 7) if self.accounts[i].address in self.active]
+        for i in members:
+            if rnd["mode"] == PLAIN:
+                self.submit(i, value + i)
+            else:
+                self.commit(i, value + i)
+        if rnd["mode"] == COMMIT_REVEAL:
+            next_block_at(rnd["deadline"])
+            self.chain.mine()
+            for i in members:
+                self.reveal(i, True)
+        self.close(9)
+        if finish:
+            flagged = self.index[self.accounts[members[value % len(members)]].address]
+            self._finalize(self.aggregator, value, 1 << flagged)
+        else:
+            end = rnd["reveal"] or rnd["deadline"]
+            next_block_at(max(self.chain[-1].timestamp, end) + rnd["grace"] + 1)
+            self.chain.mine()
+            self.abandon(6)
 
     @rule(caller=caller, value=value)
     def refinalize_old_round(self, caller, value):
+        caller = self._who(caller)
         finalized = [r for r, v in self.rounds.items() if v["status"] == FINALIZED]
         if finalized:
             self._call(False, self.consortium.finalizeRound, finalized[0], h(value), CID,
                        h(value), CID, [], caller=self.accounts[caller])
 
+    @rule(caller=caller)
+    def abandon(self, caller):
+        caller = self._who(caller)
+        moment = self._next_time()
+        rnd = self._latest()
+        ok = rnd is not None and rnd["status"] in (OPEN, CLOSED)
+        if ok and caller != self.operator:
+            end = rnd["reveal"] if rnd["mode"] == COMMIT_REVEAL else rnd["deadline"]
+            if rnd["status"] == CLOSED:
+                reachable = len(rnd["subs"])
+            elif moment <= rnd["deadline"]:
+                reachable = None
+            elif rnd["mode"] == COMMIT_REVEAL and moment <= rnd["reveal"]:
+                reachable = len(rnd["commits"])
+            else:
+                reachable = len(rnd["subs"])
+            doomed = reachable is not None and reachable < rnd["min"]
+            ok = doomed or moment > end + rnd["grace"]
+        self._call(ok, self.consortium.abandonRound, self.current,
+                   caller=self.accounts[caller])
+        if ok:
+            rnd["status"] = ABANDONED
+            event("abandoned " + ("by the operator" if caller == self.operator else "by anyone"))
+
+    @rule(caller=caller, choice=st.integers(0, len(POLICIES) - 1))
+    def schedule_policy(self, caller, choice):
+        caller = self._who(caller)
+        moment = self._next_time()
+        ok = caller == self.operator
+        self._call(ok, self.consortium.schedulePolicy, POLICIES[choice],
+                   caller=self.accounts[caller])
+        if ok:
+            self._apply_due(self.current + 1, moment)
+            self.pending = (POLICIES[choice], self.current + 3, moment + DAY)
+
+    @rule(caller=caller)
+    def swap_aggregator(self, caller):
+        caller = self._who(caller)
+        self._next_time()
+        target = 7 if self.aggregator == 1 else 1
+        ok = caller == self.operator
+        self._call(ok, self.consortium.setAggregator, self.accounts[target],
+                   caller=self.accounts[caller])
+        if ok:
+            self.aggregator = target
+
+    @rule(member=member)
+    def member_cannot_aggregate(self, member):
+        account = self.accounts[member]
+        self._next_time()
+        ok = account.address not in self.active
+        self._call(ok, self.consortium.setAggregator, account,
+                   caller=self.accounts[self.operator])
+        if ok:  # hand the role straight back
+            self._next_time()
+            self.consortium.setAggregator(self.accounts[self.aggregator],
+                                          {"from": self.accounts[self.operator]})
+
+    @rule()
+    def hand_over_operator(self):
+        self._next_time()
+        successor = 8 if self.operator == 0 else 0
+        self.consortium.transferOperator(self.accounts[successor],
+                                         {"from": self.accounts[self.operator]})
+        self._next_time()
+        self.consortium.acceptOperator({"from": self.accounts[successor]})
+        self.operator = successor
+
     @rule(member=member)
     def remove(self, member):
+        self._next_time()
         account = self.accounts[member]
         ok = account.address in self.active
-        self._call(ok, self.consortium.removeMember, account, caller=self.accounts[0])
+        self._call(ok, self.consortium.removeMember, account,
+                   caller=self.accounts[self.operator])
         if ok:
             self.active.discard(account.address)
 
     @rule(member=member)
     def readmit(self, member):
+        self._next_time()
         account = self.accounts[member]
         ok = account.address not in self.active
-        self._call(ok, self.consortium.admitMember, account, "back", caller=self.accounts[0])
+        self._call(ok, self.consortium.admitMember, account, "back",
+                   caller=self.accounts[self.operator])
         if ok:
             self.active.add(account.address)
+            self.index.setdefault(account.address, len(self.index))
 
     @rule(seconds=seconds)
     def sleep(self, seconds):
-        self.chain.sleep(seconds)
+        next_block_at(self.chain[-1].timestamp + seconds)
         self.chain.mine()
 
+    @rule()
+    def sleep_a_day(self):
+        next_block_at(self.chain[-1].timestamp + DAY)
+        self.chain.mine()
+
+    # -- invariants ------------------------------------------------------------------------
     @invariant()
     def chain_matches_model(self):
         assert self.consortium.currentRound() == self.current
+        assert self.consortium.lastFinalizedRound() == self.finalized
         assert self.consortium.activeMembers() == len(self.active)
+        assert self.consortium.aggregator() == self.accounts[self.aggregator]
+        assert self.consortium.operator() == self.accounts[self.operator]
         for rid, rnd in self.rounds.items():
             record = self.consortium.getRound(rid)
-            assert record[6] == rnd["status"]
-            assert record[5] == len(rnd["subs"])
-            assert record[7] == rnd["opened"]
+            assert record["status"] == rnd["status"]
+            assert record["submissions"] == len(rnd["subs"])
+            assert record["commits"] == len(rnd["commits"])  # one per (round, member)
+            assert record["openedBlock"] == rnd["opened"]
+            assert record["minSubmissions"] == rnd["min"]  # the policy's, at opening
+            assert record["mode"] == rnd["mode"]
             for address, digest in rnd["subs"].items():
                 last_round, last_hash = self.consortium.latestCommitment(address)
                 if last_round == rid:
                     assert last_hash == digest
-            if rnd["result"] is not None:
+            if rnd["status"] == FINALIZED:
+                assert len(rnd["subs"]) >= rnd["min"]
                 result, report, bitmap = rnd["result"]
-                assert record[1] == result and record[2] == report
-                for index in range(4):
-                    flagged = self.consortium.isFlagged(rid, self.accounts[2 + index])
+                assert record["resultHash"] == result and record["reportHash"] == report
+                for address, index in self.index.items():
+                    flagged = self.consortium.isFlagged(rid, address)
                     assert flagged == bool(bitmap >> index & 1)
+                    assert not flagged or address in rnd["subs"]  # flagged => submitted
+
+    @invariant()
+    def no_round_outlives_its_limits(self):
+        rnd = self._latest()
+        if rnd is None or rnd["status"] not in (OPEN, CLOSED):
+            return
+        reveal_seconds = rnd["reveal"] - rnd["deadline"] if rnd["reveal"] else 0
+        limit = rnd["opened_at"] + rnd["max_round"] + reveal_seconds + rnd["grace"]
+        assert self.consortium.abandonableAfter(self.current) <= limit
 
 
 def test_round_invariants(accounts, consortium, chain):
@@ -161,5 +434,5 @@ def test_round_invariants(accounts, consortium, chain):
     RoundMachine.env = (accounts, consortium, chain)
     run_state_machine_as_test(
         RoundMachine,
-        settings=settings(max_examples=40, stateful_step_count=25, deadline=None),
+        settings=settings(max_examples=15, stateful_step_count=40, deadline=None),
     )

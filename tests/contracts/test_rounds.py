@@ -5,13 +5,16 @@ import pytest
 
 from .conftest import (
     CID,
+    GRACE_SECONDS,
     MODEL_HASH,
     REPORT_HASH,
     RESULT_HASH,
     ROUND_SECONDS,
     UPDATE_HASH,
     error,
+    next_block_at,
     now,
+    pass_time,
 )
 
 OPEN, CLOSED, FINALIZED = 1, 2, 3
@@ -20,9 +23,7 @@ OTHER_CID = "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"
 
 def pass_deadline(chain, deadline):
     """Mine a block later than `deadline` (anvil's clock, not brownie's, is what counts)."""
-    chain.sleep(max(1, deadline - chain[-1].timestamp + 5))
-    chain.mine()
-    assert chain[-1].timestamp > deadline
+    pass_time(chain, deadline)
 
 
 def finalize(consortium, round_id, aggregator_account, bitmap=()):
@@ -39,13 +40,18 @@ def test_open_round(consortium, aggregator_account, chain):
     assert tx.events["RoundOpened"] == {
         "roundId": 1,
         "modelHash": MODEL_HASH,
+        "aggregator": aggregator_account,
         "modelCid": CID,
         "deadline": deadline,
         "quorum": 3,
+        "minSubmissions": 1,
+        "mode": 0,
+        "revealDeadline": 0,
     }
     assert consortium.currentRound() == 1
     assert list(consortium.getRound(1)) == [MODEL_HASH, "0x" + "00" * 32, "0x" + "00" * 32,
-                                            deadline, 3, 0, OPEN, tx.block_number]
+                                            deadline, 3, 0, OPEN, tx.block_number,
+                                            1, 0, 0, 0, GRACE_SECONDS]
 
 
 def test_each_round_records_the_block_that_opened_it(consortium, closed_round,
@@ -69,12 +75,12 @@ def test_open_round_reverts(consortium, aggregator_account, outsider, chain):
         consortium.openRound("0x" + "00" * 32, CID, deadline, 1, {"from": aggregator_account})
     with brownie.reverts(error('EmptyCid')):
         consortium.openRound(MODEL_HASH, "", deadline, 1, {"from": aggregator_account})
-    with brownie.reverts(error('InvalidQuorum', 0, 4)):
+    with brownie.reverts(error('InvalidQuorum', 0, 1, 4)):
         consortium.openRound(MODEL_HASH, CID, deadline, 0, {"from": aggregator_account})
-    with brownie.reverts(error('InvalidQuorum', 5, 4)):
+    with brownie.reverts(error('InvalidQuorum', 5, 1, 4)):
         consortium.openRound(MODEL_HASH, CID, deadline, 5, {"from": aggregator_account})
     past = now(chain) - 1
-    with brownie.reverts(revert_pattern=f"DeadlineNotInFuture: {past}, \\d+"):
+    with brownie.reverts(revert_pattern=f"DeadlineOutOfRange: {past}, \\d+, \\d+"):
         consortium.openRound(MODEL_HASH, CID, past, 1, {"from": aggregator_account})
 
 
@@ -140,7 +146,8 @@ def test_close_at_quorum(consortium, open_round, members, aggregator_account):
         consortium.submitUpdate(open_round, UPDATE_HASH, CID, {"from": member})
     tx = consortium.closeRound(open_round, {"from": aggregator_account})
     assert tx.events["RoundClosed"] == {
-        "roundId": open_round, "submissions": 2, "quorumReached": True
+        "roundId": open_round, "aggregator": aggregator_account, "submissions": 2,
+        "quorumReached": True,
     }
     assert consortium.getRound(open_round)[6] == CLOSED
 
@@ -154,7 +161,8 @@ def test_close_below_quorum_waits_for_deadline(
     pass_deadline(chain, consortium.getRound(open_round)[3])
     tx = consortium.closeRound(open_round, {"from": aggregator_account})
     assert tx.events["RoundClosed"] == {
-        "roundId": open_round, "submissions": 1, "quorumReached": False
+        "roundId": open_round, "aggregator": aggregator_account, "submissions": 1,
+        "quorumReached": False,
     }
 
 
@@ -173,15 +181,17 @@ def test_nothing_after_close(consortium, closed_round, members, aggregator_accou
 
 
 def test_finalize(consortium, closed_round, aggregator_account, members):
-    bitmap = [0b1010]  # members 1 and 3
+    bitmap = [0b10]  # member 1 (members 0 and 1 submitted)
     tx = finalize(consortium, closed_round, aggregator_account, bitmap)
     event = tx.events["RoundFinalized"]
-    assert [event[k] for k in ("roundId", "resultHash", "resultCid", "reportHash", "reportCid")] \
-        == [closed_round, RESULT_HASH, CID, REPORT_HASH, OTHER_CID]
+    assert [event[k] for k in ("roundId", "resultHash", "aggregator", "resultCid", "reportHash",
+                               "reportCid")] \
+        == [closed_round, RESULT_HASH, aggregator_account, CID, REPORT_HASH, OTHER_CID]
     assert list(event["flaggedBitmap"]) == bitmap
     record = consortium.getRound(closed_round)
     assert record[1] == RESULT_HASH and record[2] == REPORT_HASH and record[6] == FINALIZED
-    assert [consortium.isFlagged(closed_round, m) for m in members] == [False, True, False, True]
+    assert [consortium.isFlagged(closed_round, m) for m in members] == [False, True, False, False]
+    assert consortium.lastFinalizedRound() == closed_round
 
 
 def test_finalize_reverts(consortium, open_round, members, aggregator_account, outsider):
@@ -223,3 +233,58 @@ def test_only_aggregator_finalizes(consortium, closed_round, accounts, caller_in
     caller = accounts[caller_index]
     with brownie.reverts(error('NotAggregator', caller)):
         finalize(consortium, closed_round, caller)
+
+
+def test_submit_exactly_at_the_deadline(consortium, open_round, members):
+    deadline = consortium.getRound(open_round)[3]
+    next_block_at(deadline)
+    consortium.submitUpdate(open_round, UPDATE_HASH, CID, {"from": members[0]})
+    next_block_at(deadline + 1)
+    with brownie.reverts(error('DeadlinePassed', open_round, deadline)):
+        consortium.submitUpdate(open_round, UPDATE_HASH, CID, {"from": members[1]})
+
+
+def test_close_below_quorum_exactly_at_the_deadline(consortium, open_round, members,
+                                                    aggregator_account):
+    deadline = consortium.getRound(open_round)[3]
+    consortium.submitUpdate(open_round, UPDATE_HASH, CID, {"from": members[0]})
+    next_block_at(deadline)
+    with brownie.reverts(error('QuorumNotReached', open_round, 1, 2)):
+        consortium.closeRound(open_round, {"from": aggregator_account})
+    next_block_at(deadline + 1)
+    consortium.closeRound(open_round, {"from": aggregator_account})
+
+
+def test_previous_round_must_be_finalized_or_abandoned(consortium, open_round, operator,
+                                                       aggregator_account, chain):
+    with brownie.reverts(error('PreviousRoundNotFinalized', open_round)):
+        consortium.openRound(MODEL_HASH, CID, now(chain) + ROUND_SECONDS, 1,
+                             {"from": aggregator_account})
+    consortium.abandonRound(open_round, {"from": operator})
+    consortium.openRound(MODEL_HASH, CID, now(chain) + ROUND_SECONDS, 1,
+                         {"from": aggregator_account})
+
+
+def test_flagged_submitters_across_bitmap_words(FlemlConsortium, operator, aggregator_account,
+                                                accounts, chain):
+    """300 member slots: bits in the second word are checked too."""
+    contract = FlemlConsortium.deploy({"from": operator})
+    contract.setAggregator(aggregator_account, {"from": operator})
+    submitters = {0: accounts[2], 257: accounts[3], 299: accounts[4]}
+    for index in range(300):
+        account = submitters.get(index)
+        address = account.address if account else "0x" + f"{0x1000 + index:040x}"
+        contract.admitMember(address, "m", {"from": operator})
+    contract.setInitialPolicy((1, 3600, 1, 0, 0, 0, 0), {"from": operator})
+    contract.openRound(MODEL_HASH, CID, now(chain) + ROUND_SECONDS, 3,
+                       {"from": aggregator_account})
+    for account in submitters.values():
+        contract.submitUpdate(1, UPDATE_HASH, CID, {"from": account})
+    contract.closeRound(1, {"from": aggregator_account})
+    with brownie.reverts(error('FlaggedNonSubmitter', 1, 258)):
+        contract.finalizeRound(1, RESULT_HASH, CID, REPORT_HASH, CID,
+                               [1, (1 << 1) | (1 << 2)], {"from": aggregator_account})
+    tx = contract.finalizeRound(1, RESULT_HASH, CID, REPORT_HASH, CID,
+                                [1, (1 << 1) | (1 << 43)], {"from": aggregator_account})
+    assert tx.status == 1
+    assert [contract.isFlagged(1, a) for a in submitters.values()] == [True, True, True]

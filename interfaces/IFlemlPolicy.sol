@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+/// @title FLEML consortium policy
+/// @notice The rules every round opens under, set by the operator: how long a round may run, how
+///         many submissions a result needs, plain or commit-reveal submissions, and how long
+///         after its deadline a round may still be finalized before anyone can abandon it.
+/// @dev A change takes effect only for a round that opens at least `POLICY_DELAY_ROUNDS` rounds
+///      after the next one and at least `POLICY_DELAY_SECONDS` after the change was scheduled,
+///      so the operator and the aggregator together cannot lower the minimum for the round at
+///      hand, nor for the next one, nor burn through rounds quickly to get there. Each round
+///      copies what it needs from the policy when it opens (`IFlemlRounds.Round`).
+interface IFlemlPolicy {
+    /// @notice A consortium policy. Exactly one of `minSubmissions` and `minSubmissionsBps` is
+    ///         non-zero; `revealSeconds` is non-zero exactly in commit-reveal mode.
+    struct Policy {
+        uint32 minRoundSeconds; // earliest deadline: the opening time + this (>= 1)
+        uint32 maxRoundSeconds; // latest deadline: the opening time + this (<= MAX_POLICY_SECONDS)
+        uint32 minSubmissions; // a result needs at least this many submissions (absolute) ...
+        uint16 minSubmissionsBps; // ... or this fraction of the active members, rounded up
+        uint8 mode; // 0 plain (`submitUpdate`), 1 commit-reveal (`commitUpdate`, `revealUpdate`)
+        uint32 revealSeconds; // commit-reveal: length of the reveal window after the deadline
+        uint32 graceSeconds; // after the deadline (reveal deadline), before anyone may abandon
+    }
+
+    /// @notice No policy yet: the operator must call `setInitialPolicy` before the first round.
+    error PolicyNotSet();
+    /// @notice `setInitialPolicy` is only allowed before the first round opens.
+    error RoundsAlreadyStarted(uint256 currentRound);
+    /// @notice Exactly one of `minSubmissions` and `minSubmissionsBps` (at most 10,000) must be
+    ///         non-zero.
+    error InvalidMinimumSubmissions(uint32 minSubmissions, uint16 minSubmissionsBps);
+    /// @notice Round durations need 1 <= `minRoundSeconds` <= `maxRoundSeconds` <= `maxSeconds`.
+    error InvalidRoundDuration(uint32 minRoundSeconds, uint32 maxRoundSeconds, uint32 maxSeconds);
+    /// @notice The mode must be 0 (plain, `revealSeconds` 0) or 1 (commit-reveal, `revealSeconds`
+    ///         1 to `maxSeconds`).
+    error InvalidSubmissionMode(uint8 mode, uint32 revealSeconds, uint32 maxSeconds);
+    /// @notice The grace period must not exceed `maxSeconds`.
+    error InvalidGracePeriod(uint32 graceSeconds, uint32 maxSeconds);
+
+    /// @notice A policy was set (the initial one: effective from round 1 at once) or scheduled.
+    /// @param effectiveFromRound the first round id that may open under it
+    /// @param effectiveFromTime the earliest time (unix seconds) a round may open under it
+    /// @param policy the policy
+    event PolicyScheduled(
+        uint256 indexed effectiveFromRound, uint64 effectiveFromTime, Policy policy
+    );
+
+    /// @notice Set the policy of the first round, with no delay. Only while no round was opened.
+    /// @param newPolicy the policy
+    function setInitialPolicy(Policy calldata newPolicy) external;
+
+    /// @notice Schedule a policy change, for rounds that open from round `currentRound() + 1 +
+    ///         POLICY_DELAY_ROUNDS` on and no earlier than `POLICY_DELAY_SECONDS` from now. It
+    ///         replaces a change that is scheduled but not yet in force (whose delay restarts).
+    /// @param newPolicy the policy
+    function schedulePolicy(Policy calldata newPolicy) external;
+
+    /// @notice The policy the next round to open would open under (all zeros before
+    ///         `setInitialPolicy`).
+    function policy() external view returns (Policy memory);
+
+    /// @notice A scheduled change not yet in force for the next round (all zeros if none).
+    /// @return pending the scheduled policy
+    /// @return effectiveFromRound the first round id that may open under it
+    /// @return effectiveFromTime the earliest time (unix seconds) a round may open under it
+    function pendingPolicy()
+        external
+        view
+        returns (Policy memory pending, uint256 effectiveFromRound, uint256 effectiveFromTime);
+
+    /// @notice Rounds after the next one that a scheduled change waits for.
+    function POLICY_DELAY_ROUNDS() external view returns (uint256);
+
+    /// @notice Seconds that a scheduled change waits for, at least.
+    function POLICY_DELAY_SECONDS() external view returns (uint256);
+
+    /// @notice The longest round duration, reveal window and grace period a policy may set.
+    function MAX_POLICY_SECONDS() external view returns (uint32);
+}
