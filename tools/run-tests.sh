@@ -3,10 +3,13 @@
 # tests, the chain and node tests start their own anvil chains, and this script starts a local
 # js-ipfs daemon for the storage, node and end-to-end tests (`fleml-node devnet up --no-chain`,
 # unless FLEML_IPFS_API already names one) and stops it afterwards, whatever the outcome.
+# Before pytest, Slither checks the contracts (tools/slither-check.sh): no Medium or High finding.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export PATH="$ROOT/.venv/bin:$PATH"
+
+bash "$ROOT/tools/slither-check.sh"
 
 if [ -z "${FLEML_IPFS_API:-}" ]; then
   echo "[test] starting a local IPFS daemon (js-ipfs, offline, loopback)" >&2

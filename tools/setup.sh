@@ -9,6 +9,8 @@
 #   5. anvil on the venv's PATH and brownie's `development` network pointed at it
 #   6. the compiled contracts in build/ (brownie compile), exported into the package
 #      (fleml_node/contracts/FlemlConsortium.json, tracked in git: commit it with contract changes)
+#   7. Slither (requirements-slither.txt) in its own venv .fleml/slither-venv, for
+#      tools/slither-check.sh
 #
 # Run by ./fleml (setup, test, simulate, deploy) and by .ci/run. Progress goes to stderr.
 set -euo pipefail
@@ -109,5 +111,17 @@ fi
 step "compiling contracts (brownie compile) and exporting the package's artifact"
 PATH="$ROOT/.venv/bin:$PATH" .venv/bin/brownie compile >/dev/null
 .venv/bin/python -m fleml_node.devnet.artifacts
+
+# 7. Slither ---------------------------------------------------------------------------------
+# Its own venv: its dependency solc-select installs a `solc` command that must not shadow the
+# shim in brownie's venv. The shared packages are held at requirements.lock's versions.
+slither_fp="$(fingerprint requirements-slither.txt requirements.lock)"
+if [ ! -x .fleml/slither-venv/bin/slither ] || ! is_current slither "$slither_fp"; then
+  step "installing Slither into .fleml/slither-venv (requirements-slither.txt)"
+  [ -x .fleml/slither-venv/bin/python ] || "$PYTHON" -m venv .fleml/slither-venv
+  .fleml/slither-venv/bin/python -m pip install -q -r requirements-slither.txt \
+    -c requirements.lock >&2
+  mark_current slither "$slither_fp"
+fi
 
 step "ready: $(.venv/bin/python --version), solc $SOLC_VERSION (solc-js), $("$ANVIL_BIN" --version | head -1)"
