@@ -32,7 +32,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from fleml_node.chain.contract import Consortium, RoundInfo, RoundStatus, tx_hash
+from fleml_node.chain.contract import (
+    Consortium,
+    RoundInfo,
+    RoundStatus,
+    SubmissionMode,
+    tx_hash,
+)
 from fleml_node.chain.events import ChainEvent, round_events
 from fleml_node.defense import Defense
 from fleml_node.defense.base import tensor_sha256
@@ -140,6 +146,8 @@ class AggregatorNode:
         self.evaluate = evaluate
         self.model = task.initial_model()
         self.summaries: list[RoundSummary] = []
+        self.abandoned: list[int] = []
+        self.consortium.check_version()
         self._load_defense_state()
 
     @property
@@ -156,8 +164,10 @@ class AggregatorNode:
             return "opened"
         info = self.consortium.get_round(current)
         if info.status is RoundStatus.OPEN:
-            return self._maybe_close(info)
+            return self._progress(info)
         if info.status is RoundStatus.CLOSED:
+            if info.submissions < info.min_submissions:  # closed by an earlier protocol step
+                return self._abandon(info)
             # a failed attempt must not leave the defense having learned from this round
             snapshot = self.engine.defense_state()
             try:
@@ -168,8 +178,7 @@ class AggregatorNode:
             return "finalized"
         if current >= self.until_round:
             return "done"
-        finalized = round_events(self.consortium, current)["RoundFinalized"][-1]
-        self._open(current + 1, info.result_hash, finalized.args["resultCid"])
+        self._open(current + 1, self.consortium.base_model_hash(), self._base_model_cid())
         return "opened"
 
     def run(self, poll_interval: float = 1.0, on_step: Callable[[str], None] | None = None,
@@ -216,20 +225,54 @@ class AggregatorNode:
         return content_hash(blob), cid, blob
 
     def _open(self, round_id: int, digest: bytes, cid: str) -> None:
-        active = self.consortium.active_members()
-        quorum = min(self.quorum or active, active)
-        deadline = self.consortium.now() + self.round_seconds
-        self.consortium.open_round(digest, cid, deadline, quorum)
-        log.info("round %d opened on model %s (quorum %d, %d s)", round_id, cid, quorum,
-                 self.round_seconds)
+        """Open a round within the policy: its duration range and its minimum submissions."""
+        policy, active = self.consortium.policy(), self.consortium.active_members()
+        minimum = policy.minimum_for(active)
+        quorum = max(minimum, min(self.quorum or active, active))
+        # a margin of 2 s each side: the opening block's time is a little after our clock's
+        seconds = max(policy.min_round_seconds + 2,
+                      min(self.round_seconds, policy.max_round_seconds - 2))
+        self.consortium.open_round(digest, cid, self.consortium.now() + seconds, quorum)
+        log.info("round %d opened on model %s (%s mode, quorum %d, minimum %d, %d s)",
+                 round_id, cid, policy.mode.name.lower().replace("_", "-"), quorum, minimum,
+                 seconds)
 
-    def _maybe_close(self, info: RoundInfo) -> str:
-        if info.submissions < info.quorum and self.consortium.now() <= info.deadline:
+    def _base_model_cid(self) -> str:
+        """The CID of the model the next round builds on: the last finalized result, or, when
+        no round was ever finalized, round 1's model (the chain holds only hashes)."""
+        last = self.consortium.last_finalized_round()
+        if last:
+            return round_events(self.consortium, last)["RoundFinalized"][-1].args["resultCid"]
+        return round_events(self.consortium, 1)["RoundOpened"][-1].args["modelCid"]
+
+    def _progress(self, info: RoundInfo) -> str:
+        """An open round: close it once it may close, abandon it once it cannot succeed."""
+        now = self.consortium.now()
+        if now > info.submission_end and info.submissions < info.min_submissions or (
+                info.mode is SubmissionMode.COMMIT_REVEAL and now > info.deadline
+                and info.commits < info.min_submissions):
+            return self._abandon(info)  # the minimum can no longer be reached
+        if info.mode is SubmissionMode.PLAIN:
+            ready = info.submissions >= info.quorum or now > info.deadline
+        else:  # early only when every commitment is revealed (the contract's rule)
+            ready = now > info.reveal_deadline or (
+                now > info.deadline and info.submissions >= info.quorum
+                and info.submissions == info.commits)
+        if not ready:
             return "waiting"
         self.consortium.close_round(info.round_id)
         log.info("round %d closed with %d submission(s)%s", info.round_id, info.submissions,
                  "" if info.submissions >= info.quorum else " after the deadline")
         return "closed"
+
+    def _abandon(self, info: RoundInfo) -> str:
+        """Give up a round below its minimum: the next one builds on the last finalized model."""
+        self.consortium.abandon_round(info.round_id)
+        self.abandoned.append(info.round_id)
+        log.warning("round %d abandoned: %d submission(s), %d needed; the next round builds on "
+                    "the last finalized model", info.round_id, info.submissions,
+                    info.min_submissions)
+        return "abandoned"
 
     # -- aggregation ---------------------------------------------------------------------
     def _aggregate_and_finalize(self, info: RoundInfo) -> None:

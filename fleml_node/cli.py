@@ -554,9 +554,11 @@ def audit(**opts: Any) -> None:
     failed = False
     for r in rounds:
         verdict = audit_round(consortium, store, r)
-        if verdict.checks.get("round is finalized", (True, ""))[0] is False \
-                and opts["round_id"] is None:
-            click.echo(f"round {r}: not finalized yet, skipped")
+        ok, detail = verdict.checks.get("round is finalized", (True, ""))
+        if not ok and opts["round_id"] is None:
+            # an abandoned round has no result to check; an open one has none yet
+            state = "abandoned" if "ABANDONED" in detail else "not finalized yet"
+            click.echo(f"round {r}: {state}, skipped")
             continue
         click.echo("\n".join(verdict.lines()))
         failed |= not verdict.ok
@@ -576,10 +578,18 @@ def status(**opts: Any) -> None:
         _, active, _, label = consortium.member_info(address)
         click.echo(f"member {index}: {address} {label!r} {'active' if active else 'removed'}")
     current = consortium.current_round()
+    policy = consortium.policy()
+    minimum = (f"{policy.min_submissions}" if policy.min_submissions
+               else f"{policy.min_submissions_bps / 100:g}% of active members")
+    click.echo(f"policy: {policy.mode.name.lower().replace('_', '-')} submissions, rounds of "
+               f"{policy.min_round_seconds}-{policy.max_round_seconds} s, at least {minimum} "
+               f"per result, {policy.grace_seconds} s grace"
+               + (f", {policy.reveal_seconds} s reveal window" if policy.reveal_seconds else ""))
     if current:
         info = consortium.get_round(current)
         click.echo(f"round {current}: {info.status.name.lower()}, {info.submissions} of "
-                   f"quorum {info.quorum} submitted, deadline {info.deadline}")
+                   f"quorum {info.quorum} submitted (minimum {info.min_submissions}), "
+                   f"deadline {info.deadline}")
     else:
         click.echo("no round yet")
 

@@ -13,19 +13,35 @@ handled events, so nothing is lost. A failure that repeating cannot mend (the ag
 model does not match its commitment, our own training produced NaN/Inf, the contract refuses
 the submission) skips that round with one log line, and the node keeps following the chain.
 
+In a consortium whose policy asks for commit-reveal, the client commits
+``keccak256(member, round, sha256(bytes), salt)`` before the deadline, keeps the update on its
+own disk, and publishes it on IPFS and reveals hash, CID and salt only in the reveal window
+after the deadline, so no member can copy or adapt to another's update before committing.
+
 A simulated malicious member is the same node with an attack configured; nothing else differs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from torch import Tensor
 
 from fleml_node.attacks import Attack
-from fleml_node.chain.contract import Consortium, ContractReverted, RoundStatus, tx_hash
+from fleml_node.chain.contract import (
+    Consortium,
+    ContractReverted,
+    RoundStatus,
+    SubmissionMode,
+    commitment_of,
+    new_salt,
+    tx_hash,
+)
 from fleml_node.chain.events import ChainEvent, EventFollower
 from fleml_node.learning import ParamSpec, get_params, local_train, make_generator
 from fleml_node.retry import Backoff, is_transient
@@ -47,7 +63,7 @@ class ClientRoundStats:
     """What one round cost this client, for progress lines and benchmarks."""
 
     round_id: int
-    status: str  # submitted | skipped-late | skipped-done | failed
+    status: str  # submitted | committed (until revealed) | skipped-late | skipped-done | failed
     samples: int = 0
     loss_before: float | None = None
     loss_after: float | None = None
@@ -101,8 +117,10 @@ class ClientNode:
         self.history: list[ClientRoundStats] = []
 
     def poll_once(self) -> int:
-        """Handle new confirmed events; returns how many were handled."""
-        return self.follower.poll(self.handle)
+        """Handle new confirmed events, then a reveal that is due; returns events handled."""
+        handled = self.follower.poll(self.handle)
+        self.reveal_if_due()
+        return handled
 
     def run(self, poll_interval: float = 1.0, max_rounds: int | None = None,
             backoff: Backoff | None = None) -> None:
@@ -152,27 +170,36 @@ class ClientNode:
 
         stats = ClientRoundStats(round_id, "submitted", samples=int(self.y.numel()))
         try:
-            self._train_and_submit(stats, model_hash, model_cid, deadline)
+            if info.mode is SubmissionMode.COMMIT_REVEAL:
+                self._train_and_commit(stats, model_hash, model_cid)
+            else:
+                self._train_and_submit(stats, model_hash, model_cid, deadline)
         except (HashMismatch, InvalidPayload, ContractReverted) as exc:
             # repeating cannot mend these: skip the round, keep following the chain
             log.warning("round %d: skipped: %s", round_id, exc)
             stats.status, stats.reason = "failed", str(exc)
         return stats
 
-    def _train_and_submit(self, stats: ClientRoundStats, model_hash: bytes, model_cid: str,
-                          deadline: int) -> None:
-        round_id = stats.round_id
+    def _train(self, stats: ClientRoundStats, model_hash: bytes, model_cid: str) -> bytes:
+        """Fetch and check the global model, train on it, and encode the update."""
         t0 = time.perf_counter()
         data = self.store.get(model_cid, expected_hash=model_hash)
         stats.bytes_down = len(data)
         payload = decode_tensors(data, expected_kind="model", expected_spec=self.spec)
         t1 = time.perf_counter()
-        generator = make_generator(self.task.seed, round_id, self.client_index)
+        generator = make_generator(self.task.seed, stats.round_id, self.client_index)
         update, train_stats = local_train(self.model, payload.tensors, self.x, self.y,
                                           self.task.train, generator, attack=self.attack)
         stats.loss_before, stats.loss_after = train_stats.loss_before, train_stats.loss_after
+        stats.seconds = {"fetch": t1 - t0, "train": time.perf_counter() - t1}
+        # refuses NaN/Inf; names this member, so nobody else can submit these bytes as theirs
+        return encode_update(update, stats.round_id, stats.samples, self.address)
+
+    def _train_and_submit(self, stats: ClientRoundStats, model_hash: bytes, model_cid: str,
+                          deadline: int) -> None:
+        round_id = stats.round_id
+        blob = self._train(stats, model_hash, model_cid)
         t2 = time.perf_counter()
-        blob = encode_update(update, round_id, stats.samples, self.address)  # refuses NaN/Inf
         digest, cid = self.publish_update(round_id, blob)
         stats.bytes_up = len(blob)
         t3 = time.perf_counter()
@@ -181,14 +208,90 @@ class ClientNode:
             stats.status = "skipped-late"
             return
         receipt = self.consortium.submit_update(round_id, digest, cid)
-        t4 = time.perf_counter()
         stats.gas_used = int(receipt["gasUsed"])
         stats.transaction = tx_hash(receipt)
-        stats.seconds = {"fetch": t1 - t0, "train": t2 - t1, "publish": t3 - t2,
-                         "chain": t4 - t3}
+        stats.seconds.update(publish=t3 - t2, chain=time.perf_counter() - t3)
         log.info("round %d: submitted update %s (%d samples, loss %.3f -> %.3f, %.1fs training)",
                  round_id, cid, stats.samples, stats.loss_before or float("nan"),
                  stats.loss_after or float("nan"), stats.seconds["train"])
+
+    # -- commit-reveal ---------------------------------------------------------------------
+    # The update stays on this machine until the reveal window: nobody can copy it or adapt to
+    # it before committing. The bytes and the salt are kept on disk, so a node restarted
+    # between its commitment and the reveal still reveals.
+    @property
+    def _pending_file(self) -> Path:
+        return self.follower.state_file.with_suffix(".reveal.json")
+
+    def _train_and_commit(self, stats: ClientRoundStats, model_hash: bytes,
+                          model_cid: str) -> None:
+        round_id = stats.round_id
+        if self.consortium.latest_commit(self.address)[0] == round_id:
+            if self._pending_file.exists():
+                stats.status = "committed"  # a restart: the reveal is still to come
+            else:
+                stats.status, stats.reason = "failed", "committed, but the salt was lost"
+                log.warning("round %d: committed before a restart that lost the salt; "
+                            "this round's update cannot be revealed", round_id)
+            return
+        blob = self._train(stats, model_hash, model_cid)
+        digest, salt = content_hash(blob), new_salt()
+        blob_file = self._pending_file.with_suffix(".safetensors")
+        blob_file.write_bytes(blob)
+        pending = {"contract": self.consortium.address, "round": round_id,
+                   "hash": digest.hex(), "salt": salt.hex(), "blob": blob_file.name}
+        tmp = self._pending_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(pending))
+        tmp.replace(self._pending_file)
+        receipt = self.consortium.commit_update(round_id,
+                                                commitment_of(self.address, round_id, digest,
+                                                              salt))
+        stats.status, stats.gas_used, stats.bytes_up = "committed", int(receipt["gasUsed"]), 0
+        log.info("round %d: committed to update 0x%s (%d samples, %.1fs training); it is "
+                 "published at the reveal", round_id, digest.hex(), stats.samples,
+                 stats.seconds["train"])
+
+    def reveal_if_due(self) -> None:
+        """Publish and reveal the committed update once the round's reveal window is open."""
+        if not self._pending_file.exists():
+            return
+        pending = json.loads(self._pending_file.read_text())
+        round_id = int(pending["round"])
+        info = self.consortium.get_round(round_id)
+        now = self.consortium.now()
+        if info.status is RoundStatus.OPEN and now <= info.deadline:
+            return  # still the commit phase
+        blob_file = self._pending_file.with_name(pending["blob"])
+        if info.status is RoundStatus.OPEN and now <= info.reveal_deadline \
+                and pending["contract"] == self.consortium.address:
+            blob, digest = blob_file.read_bytes(), bytes.fromhex(pending["hash"])
+            cid = self.store.put(blob)
+            try:
+                receipt = self.consortium.reveal_update(round_id, digest, cid,
+                                                        bytes.fromhex(pending["salt"]))
+            except ContractReverted as exc:
+                log.warning("round %d: reveal refused: %s", round_id, exc)
+                self._record_reveal(round_id, "failed", str(exc))
+            else:
+                log.info("round %d: revealed update %s (%s)", round_id, cid, tx_hash(receipt))
+                self._record_reveal(round_id, "submitted", "", len(blob), receipt)
+        else:
+            log.warning("round %d: the reveal window passed before this node could reveal",
+                        round_id)
+            self._record_reveal(round_id, "skipped-late", "reveal window passed")
+        self._pending_file.unlink()
+        blob_file.unlink(missing_ok=True)
+
+    def _record_reveal(self, round_id: int, status: str, reason: str, size: int = 0,
+                       receipt: Any = None) -> None:
+        stats = next((s for s in reversed(self.history) if s.round_id == round_id), None)
+        if stats is None:  # committed by an earlier process
+            stats = ClientRoundStats(round_id, status, samples=int(self.y.numel()))
+            self.history.append(stats)
+        stats.status, stats.reason, stats.bytes_up = status, reason, size
+        if receipt is not None:
+            stats.gas_used += int(receipt["gasUsed"])
+            stats.transaction = tx_hash(receipt)
 
     def publish_update(self, round_id: int, blob: bytes) -> tuple[bytes, str]:
         """Put the update's bytes on IPFS; returns the content hash to commit and the CID.

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from fleml_node.chain.contract import Consortium, RoundStatus, connect
+from fleml_node.chain.contract import Consortium, Policy, RoundStatus, connect
 from fleml_node.chain.deployment import load_record
 from fleml_node.chain.events import round_events
 from fleml_node.devnet.anvil import LocalAnvil, test_keys
@@ -89,6 +89,7 @@ class Federation:
         self.nodes: list[Node] = []
         # seconds each IPFS call may take: what a member's missing object costs a round
         self.ipfs_timeout = 30
+        self.task_args = TASK_ARGS
         self.reader = Consortium(connect(url), load_record(record_path))
         self.node_cmd = _fleml_node()
 
@@ -130,7 +131,7 @@ class Federation:
         prefix = [sys.executable, str(WRAPPER), fault] if fault else self.node_cmd
         log = self.tmp_path / "logs" / f"{name}.log"
         log.parent.mkdir(exist_ok=True)
-        cmd = [*prefix, "-v", command, *self._connection(), *TASK_ARGS, *POLL, *args]
+        cmd = [*prefix, "-v", command, *self._connection(), *self.task_args, *POLL, *args]
         with open(log, "ab") as out:
             out.write(f"{_stamp()} $ {' '.join(cmd)}\n".encode())
             out.flush()
@@ -255,3 +256,34 @@ def federation(tmp_path: Path, ipfs_api: str) -> Iterator[Federation]:
             yield fed
         finally:
             fed.stop_all()
+
+
+@pytest.fixture
+def make_federation(tmp_path: Path, ipfs_api: str) -> Iterator[Callable[..., Federation]]:
+    """``make_federation(members, policy)``: a federation of any size under a given policy.
+
+    Its nodes train on 60 MNIST samples each; chains and nodes are stopped after the test.
+    """
+    feds: list[Federation] = []
+    chains: list[LocalAnvil] = []
+
+    def make(members: int, policy: Policy | None = None) -> Federation:
+        anvil_log = tmp_path / f"anvil{len(chains)}.log"
+        anvil = LocalAnvil(accounts=members + 2, log_file=anvil_log)
+        chains.append(anvil.start())
+        keys = test_keys(members + 2)
+        record = deploy_local_consortium(connect(anvil.url), keys, members,
+                                         tmp_path / f"deployment{len(chains)}.json",
+                                         policy=policy)
+        fed = Federation(tmp_path, anvil.url, record.path, keys, ipfs_api, anvil_log)
+        fed.task_args = ["--dataset", "mnist", "--num-clients", str(members),
+                         "--max-client-samples", "60", "--validation-size", "100",
+                         "--seed", "3", "--alpha", "1.0"]
+        feds.append(fed)
+        return fed
+
+    yield make
+    for fed in feds:
+        fed.stop_all()
+    for anvil in chains:
+        anvil.stop()

@@ -26,6 +26,11 @@ event follower, the state folders) behaves as in production. Faults:
     ``nan`` (a NaN in the floats), ``oversized`` (more bytes than any update can take),
     ``extra`` (an additional tensor) or ``other-round`` (the next round's payload). Rounds
     not named are honest.
+``silent:R,R,...``
+    A member that goes silent in the rounds named: it sees them open and submits nothing.
+``copy:I``
+    A free-rider: instead of its own update it commits the hash and CID that member I
+    submitted in the same round (waiting for it to appear on chain).
 ``none``
     No fault (plain `fleml-node`).
 """
@@ -143,6 +148,42 @@ def bad_update(spec: str) -> None:
     ClientNode.publish_update = publish_update  # type: ignore[method-assign]
 
 
+def silent(spec: str) -> None:
+    from fleml_node.client import ClientNode, ClientRoundStats
+
+    rounds = {int(r) for r in spec.split(",")}
+    real = ClientNode.take_part
+
+    def take_part(self: ClientNode, round_id: int, *args: Any) -> ClientRoundStats:
+        if round_id in rounds:
+            _say(f"FAULT silent round {round_id}")
+            return ClientRoundStats(round_id, "skipped-late", reason="silent")
+        return real(self, round_id, *args)
+
+    ClientNode.take_part = take_part  # type: ignore[method-assign]
+
+
+def copy_member(spec: str) -> None:
+    import time
+
+    from fleml_node.chain.events import round_events
+    from fleml_node.client import ClientNode
+
+    victim_index = int(spec)
+
+    def publish_update(self: ClientNode, round_id: int, blob: bytes) -> tuple[bytes, str]:
+        victim = self.consortium.member_at(victim_index)
+        while True:
+            for event in round_events(self.consortium, round_id).get("UpdateSubmitted", []):
+                if event.args["member"] == victim:
+                    _say(f"FAULT copy round {round_id}: committing member {victim_index}'s "
+                         "update as this member's own")
+                    return bytes(event.args["updateHash"]), event.args["updateCid"]
+            time.sleep(0.2)
+
+    ClientNode.publish_update = publish_update  # type: ignore[method-assign]
+
+
 FAULTS = {"none": lambda: None, "tamper-put": tamper_put, "hang-in-training": hang_in_training,
           "crash-after-close": crash_after_close}
 
@@ -151,10 +192,15 @@ if __name__ == "__main__":
     fault, _, arg = sys.argv[1].partition(":") if len(sys.argv) > 1 else ("", "", "")
     if fault == "bad-update" and arg:
         bad_update(arg)
+    elif fault == "silent" and arg:
+        silent(arg)
+    elif fault == "copy" and arg:
+        copy_member(arg)
     elif fault in FAULTS:
         FAULTS[fault]()
     else:
-        sys.exit(f"usage: {sys.argv[0]} {{{','.join(FAULTS)},bad-update:R=KIND,...}} "
+        sys.exit(f"usage: {sys.argv[0]} {{{','.join(FAULTS)},bad-update:R=KIND,...,"
+                 "silent:R,...,copy:I}} "
                  "[fleml-node args ...]")
     from fleml_node.cli import main
 
