@@ -49,6 +49,8 @@ from fleml_node.round_engine import (
     RoundEngine,
     RoundOutcome,
     Submission,
+    encode_state,
+    encode_validation,
     update_size_cap,
 )
 from fleml_node.storage import (
@@ -147,6 +149,7 @@ class AggregatorNode:
         self.model = task.initial_model()
         self.summaries: list[RoundSummary] = []
         self.abandoned: list[int] = []
+        self._validation_ref: dict[str, str] | None = None  # published on first use
         self.consortium.check_version()
         self._load_defense_state()
 
@@ -318,12 +321,29 @@ class AggregatorNode:
             result_model={"hash": "0x" + result_hash.hex(), "cid": result_cid},
             submissions=submissions,
             chain={"consortium": self.consortium.address,
-                   "chain_id": self.consortium.deployment.chain_id})
+                   "chain_id": self.consortium.deployment.chain_id},
+            inputs=self._publish_inputs(outcome))
         report_blob = encode_report(report)
         return {"result_hash": result_hash, "result_cid": result_cid,
                 "report_hash": content_hash(report_blob),
                 "report_cid": self.store.put(report_blob),
                 "bytes_up": len(result_blob) + len(report_blob)}
+
+    def _publish_inputs(self, outcome: RoundOutcome) -> dict[str, Any]:
+        """Put what the defense read besides the updates on IPFS (pinned), for the audit to
+        re-run it: the validation set and the defense's state before and after the round."""
+        inputs: dict[str, Any] = {}
+        if self.engine.validation is not None:
+            if self._validation_ref is None:
+                self._validation_ref = self._put(encode_validation(*self.engine.validation))
+            inputs["validation"] = self._validation_ref
+        if outcome.state_before is not None and outcome.state_after is not None:
+            inputs["defense_state"] = {"before": self._put(encode_state(outcome.state_before)),
+                                       "after": self._put(encode_state(outcome.state_after))}
+        return inputs
+
+    def _put(self, blob: bytes) -> dict[str, str]:
+        return {"hash": "0x" + content_hash(blob).hex(), "cid": self.store.put(blob)}
 
     def _summarize(self, outcome: RoundOutcome, submissions: list[Submission],
                    published: dict[str, Any], receipt: Any, seconds: dict[str, float]) -> None:

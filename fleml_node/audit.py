@@ -12,21 +12,51 @@ update (concurrently; a member's missing object costs one IPFS timeout), and che
    indices, the flagged bitmap, the defense's clients, the re-run of stateless defenses and
    the bit-for-bit replay of the aggregate; round 1 must start from the task's initial model.
 
-The report is only used as the claim being checked. What the audit cannot establish yet is that
-a FLEML or FLTrust aggregator used its true validation data: their coefficients are checked for
-admissibility and exact effect, not recomputed.
+3. FLEML and FLTrust, whose weights depend on a validation set and (FLEML) on learned state,
+   are re-run from what the aggregator published with the report: the validation set and the
+   defense's state before the round (each fetched by CID and checked against the hash the
+   report gives), under the execution settings the report records (one torch thread,
+   deterministic algorithms). Flags, coefficients, the aggregate and the state after the round
+   must match bit for bit, and the state before the round must be the state after the
+   previous finalized round (or a fresh one before any).
+
+Each check passes, fails, or is inconclusive: an object the check needs could not be fetched
+(the auditor's own daemon answers, but nobody provides it). Inconclusive is never a pass and
+never a failure: an aggregator cannot have a round pass by hiding its inputs, nor can anyone
+make an honest round fail by unpinning them. The report is only used as the claim being
+checked.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from fleml_node.chain.contract import Consortium, RoundStatus
 from fleml_node.chain.events import round_events
+from fleml_node.defense import make_defense
 from fleml_node.learning import ParamSpec
-from fleml_node.round_engine import MemberCheck, update_size_cap, verify_round
-from fleml_node.storage import IpfsStore, StorageError, decode_report, decode_tensors
+from fleml_node.round_engine import (
+    STATELESS_DEFENSES,
+    DefenseInputs,
+    MemberCheck,
+    decode_validation,
+    encode_state,
+    update_size_cap,
+    verify_round,
+)
+from fleml_node.storage import (
+    HashMismatch,
+    InvalidCid,
+    InvalidPayload,
+    IpfsError,
+    IpfsStore,
+    StorageError,
+    content_hash,
+    decode_report,
+    decode_tensors,
+)
 from fleml_node.submissions import gather_submissions
 
 log = logging.getLogger(__name__)
@@ -41,17 +71,26 @@ class RoundVerdict:
     checks: dict[str, tuple[bool, str]] = field(default_factory=dict)
 
     @property
-    def ok(self) -> bool:
-        return all(ok for ok, _ in self.checks.values()) and all(m.ok for m in self.members)
+    def verdict(self) -> str:
+        """FAIL if any check failed, else INCONCLUSIVE if any could not be decided, else PASS."""
+        results = [ok for ok, _ in self.checks.values()] + [m.ok for m in self.members]
+        if False in results:
+            return "FAIL"
+        return "INCONCLUSIVE" if None in results else "PASS"
 
-    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "PASS"
+
+    def check(self, name: str, ok: bool | None, detail: str = "") -> bool:
         self.checks[name] = (ok, detail)
-        return ok
+        return ok is not False
 
     def lines(self) -> list[str]:
-        out = [f"round {self.round_id}: {'PASS' if self.ok else 'FAIL'}"]
+        out = [f"round {self.round_id}: {self.verdict}"]
+        marks = {True: "ok", False: "FAIL", None: "??"}
         for name, (ok, detail) in self.checks.items():
-            out.append(f"  [{'ok' if ok else 'FAIL'}] {name}{': ' + detail if detail else ''}")
+            out.append(f"  [{marks[ok]}] {name}{': ' + detail if detail else ''}")
         for m in self.members:
             out.append(f"  member {m.index} {m.address}: {'ok' if m.ok else 'FAIL'} "
                        f"({m.status_in_report}) {m.detail}")
@@ -94,8 +133,9 @@ def audit_round(consortium: Consortium, store: IpfsStore, round_id: int) -> Roun
     submissions = gather_submissions(consortium, store, events.get("UpdateSubmitted", []),
                                      max_bytes=update_size_cap(ParamSpec.from_named(base.tensors)))
     try:
+        inputs = _defense_inputs(consortium, store, round_id, report, verdict)
         checked = verify_round(round_id, submissions, base.tensors, result.tensors, report,
-                               finalized.args["flaggedBitmap"])
+                               finalized.args["flaggedBitmap"], inputs)
     except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
         verdict.check("report is well-formed", False, f"{type(exc).__name__}: {exc}")
         return verdict
@@ -103,3 +143,52 @@ def audit_round(consortium: Consortium, store: IpfsStore, round_id: int) -> Roun
         verdict.check(name, ok, detail)
     verdict.members = sorted(checked.members, key=lambda m: m.index)
     return verdict
+
+
+def _defense_inputs(consortium: Consortium, store: IpfsStore, round_id: int,
+                    report: dict[str, Any], verdict: RoundVerdict) -> DefenseInputs | None:
+    """Fetch what a learned defense read (validation set, state before), and check the state
+    continues from the previous finalized round. None for methods that read neither."""
+    defense = report.get("defense")
+    if defense is None or defense["method"] in STATELESS_DEFENSES:
+        return None
+    try:
+        validation = state = None
+        if report.get("validation"):
+            ref = report["validation"]
+            validation = decode_validation(store.get(ref["cid"], expected_hash=ref["hash"]))
+        before = report.get("defense_state", {}).get("before")
+        if before:
+            state = decode_report(store.get(before["cid"], expected_hash=before["hash"]))
+    except (HashMismatch, InvalidPayload) as exc:
+        verdict.check("published defense inputs match the report", False, str(exc))
+        return DefenseInputs(missing=f"published inputs are not what the report says: {exc}")
+    except (InvalidCid, IpfsError) as exc:
+        if not store.is_available():
+            raise  # our own daemon: the audit cannot run, it does not judge the round
+        return DefenseInputs(missing=f"an input of the defense cannot be fetched: {exc}")
+    if before:
+        expected, source = _previous_state_hash(consortium, store, round_id, defense)
+        verdict.check("defense state continues from " + source,
+                      expected is None if expected is None else before["hash"] == expected,
+                      "" if expected is None or before["hash"] == expected
+                      else f"report starts from {before['hash']}, {source} ended at {expected}")
+    return DefenseInputs(validation, state)
+
+
+def _previous_state_hash(consortium: Consortium, store: IpfsStore, round_id: int,
+                         defense: dict[str, Any]) -> tuple[str | None, str]:
+    """The hash of the state the round must start from, and where it comes from."""
+    for r in range(round_id - 1, 0, -1):
+        if consortium.get_round(r).status is RoundStatus.FINALIZED:
+            finalized = round_events(consortium, r)["RoundFinalized"][-1]
+            try:
+                previous = decode_report(store.get(finalized.args["reportCid"],
+                                                   expected_hash=consortium.get_round(
+                                                       r).report_hash))
+            except StorageError:
+                return None, f"round {r} (its report cannot be fetched)"
+            after = previous.get("defense_state", {}).get("after", {}).get("hash")
+            return after, f"round {r}"
+    fresh = make_defense(defense["method"], **defense["params"]).state_dict()
+    return "0x" + content_hash(encode_state(fresh)).hex(), "a fresh defense (no earlier round)"

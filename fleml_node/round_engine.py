@@ -28,21 +28,25 @@ Rejection rules, in order (the first that applies is the reason):
 
 from __future__ import annotations
 
+import contextlib
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from fleml_node import __version__
 from fleml_node.defense import Defense, RoundContext, make_defense, replay
 from fleml_node.learning import flatten, get_params, local_train, make_generator, unflatten
 from fleml_node.learning.params import ParamSpec
 from fleml_node.storage import (
     InvalidPayload,
+    MalformedPayload,
     content_hash,
     decode_tensors,
+    encode_report,
     encode_tensors,
 )
 from fleml_node.task import TaskConfig
@@ -75,6 +79,61 @@ def encode_update(update: dict[str, Tensor], round_id: int, num_samples: int,
     """
     return encode_tensors(update, kind="update", round=round_id,
                           extra={"num_samples": int(num_samples), "member": member})
+
+
+def encode_validation(x: Tensor, y: Tensor) -> bytes:
+    """The consortium's validation set as the bytes committed on chain and put on IPFS.
+
+    Labels travel as float32 (exact for any class index below 2**24): FLEML's safetensors
+    payloads hold float32 tensors only.
+    """
+    return encode_tensors({"x": x.float().contiguous(), "y": y.float().contiguous()},
+                          kind="validation", round=0)
+
+
+def decode_validation(blob: bytes) -> tuple[Tensor, Tensor]:
+    """Inverse of :func:`encode_validation`, validating what another party published.
+
+    Raises
+    ------
+    InvalidPayload
+        If the bytes are no validation set (kind, tensors, non-integral labels).
+    """
+    payload = decode_tensors(blob, expected_kind="validation")
+    if set(payload.tensors) != {"x", "y"}:
+        raise MalformedPayload("a validation set holds exactly the tensors x and y")
+    x, y = payload.tensors["x"], payload.tensors["y"]
+    if y.ndim != 1 or x.shape[0] != y.shape[0] or not torch.equal(y, y.round()) \
+            or bool((y < 0).any()):
+        raise MalformedPayload("validation labels must be one non-negative integer per input")
+    return x, y.long()
+
+
+def encode_state(state: dict[str, Any]) -> bytes:
+    """A defense's learned state as canonical JSON: the bytes whose hash the report carries."""
+    return encode_report(state)
+
+
+EXECUTION_SETTINGS = {"torch_threads": 1, "deterministic_algorithms": True}
+
+
+@contextlib.contextmanager
+def execution_settings() -> Iterator[dict[str, Any]]:
+    """Run a defense so that anyone with the same inputs gets the same bits.
+
+    One torch thread (reductions split over threads round differently) and deterministic
+    algorithms; yields what the round report records (with the software versions), and
+    restores the caller's settings afterwards.
+    """
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(EXECUTION_SETTINGS["torch_threads"])
+    torch.use_deterministic_algorithms(EXECUTION_SETTINGS["deterministic_algorithms"])
+    try:
+        yield {**EXECUTION_SETTINGS, "torch": torch.__version__, "fleml_node": __version__}
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def update_size_cap(spec: ParamSpec) -> int:
@@ -187,6 +246,11 @@ class RoundOutcome:
     result_params: dict[str, Tensor]
     bitmap_indices: list[int]
     updates: Tensor | None = field(default=None, repr=False)
+    # the defense's learned state before and after the round (None for stateless methods),
+    # and the execution settings it ran under: what an auditor needs to re-run it
+    state_before: dict[str, Any] | None = field(default=None, repr=False)
+    state_after: dict[str, Any] | None = field(default=None, repr=False)
+    execution: dict[str, Any] = field(default_factory=dict)
 
     @property
     def accepted(self) -> list[str]:
@@ -209,7 +273,8 @@ class RoundOutcome:
 
     def report(self, task: TaskConfig, base_model: dict[str, str],
                result_model: dict[str, str], submissions: Sequence[Submission],
-               chain: dict[str, Any] | None = None) -> dict[str, Any]:
+               chain: dict[str, Any] | None = None,
+               inputs: dict[str, Any] | None = None) -> dict[str, Any]:
         """The round report: the claim an auditor checks (chain fields only where there is one).
 
         Parameters
@@ -221,6 +286,10 @@ class RoundOutcome:
             The round's submissions, for their committed hashes and CIDs.
         chain
             ``{"consortium": address, "chain_id": id}``; None in the in-memory simulator.
+        inputs
+            Where the defense's other inputs are published, ``{"validation": {"hash", "cid"},
+            "defense_state": {"before": {"hash", "cid"}, "after": {"hash", "cid"}}}``, so an
+            auditor can re-run it; None where nothing is published.
         """
         committed = {s.member: s for s in submissions}
         members = []
@@ -240,6 +309,8 @@ class RoundOutcome:
             "result_model": result_model,
             "members": members,
             "defense": self.defense_report,
+            "execution": self.execution,
+            **(inputs or {}),
         }
 
 
@@ -312,11 +383,13 @@ class RoundEngine:
         screened = self.screen(round_id, submissions)
         base_flat = flatten(base)
         decisions = screened.decisions
+        state_before, execution = self.defense_state(), {}
         if screened.updates is None:
             aggregate, defense_report = torch.zeros_like(base_flat), None
         else:
-            result = self.defense.aggregate(screened.updates, self._context(
-                round_id, base, screened.accepted, capped_counts(screened.claims)))
+            with execution_settings() as execution:
+                result = self.defense.aggregate(screened.updates, self._context(
+                    round_id, base, screened.accepted, capped_counts(screened.claims)))
             aggregate, defense_report = result.update, result.to_dict()
             by_id = {c.client_id: c for c in result.clients}
             for d in decisions:
@@ -329,7 +402,8 @@ class RoundEngine:
         return RoundOutcome(
             round_id, decisions, defense_report, aggregate, result_params,
             bitmap_indices=[d.index for d in decisions if d.status != "accepted"],
-            updates=screened.updates)
+            updates=screened.updates, state_before=state_before,
+            state_after=self.defense_state(), execution=execution)
 
     def _context(self, round_id: int, base: dict[str, Tensor], ids: list[str],
                  counts: list[int]) -> RoundContext:
@@ -359,7 +433,28 @@ class RoundEngine:
 
 
 # -- verifying ---------------------------------------------------------------------------------
-Check = tuple[str, bool, str]
+# (name, verdict, detail): True passed, False failed, None inconclusive (an input the check
+# needs could not be had: never a pass, never a failure)
+Check = tuple[str, bool | None, str]
+
+
+@dataclass(frozen=True)
+class DefenseInputs:
+    """What re-running a learned defense (FLEML, FLTrust) needs besides the updates.
+
+    Parameters
+    ----------
+    validation
+        The committed validation set ``(x, y)``, or None when it could not be had.
+    state_before
+        The defense's published state before the round (None for stateless methods).
+    missing
+        Why an input could not be fetched; the re-run is then inconclusive.
+    """
+
+    validation: tuple[Tensor, Tensor] | None = None
+    state_before: dict[str, Any] | None = None
+    missing: str = ""
 
 
 @dataclass
@@ -381,14 +476,14 @@ class Verification:
     checks: list[Check] = field(default_factory=list)
     members: list[MemberCheck] = field(default_factory=list)
 
-    def add(self, name: str, ok: bool, detail: str = "") -> bool:
+    def add(self, name: str, ok: bool | None, detail: str = "") -> bool:
         self.checks.append((name, ok, detail))
-        return ok
+        return ok is not False
 
 
 def verify_round(round_id: int, submissions: Sequence[Submission], base: dict[str, Tensor],
-                 result: dict[str, Tensor], report: dict[str, Any], bitmap: Sequence[int]
-                 ) -> Verification:
+                 result: dict[str, Tensor], report: dict[str, Any], bitmap: Sequence[int],
+                 inputs: DefenseInputs | None = None) -> Verification:
     """Re-check a round's report with the same rules :meth:`RoundEngine.decide` applies.
 
     Parameters
@@ -403,6 +498,10 @@ def verify_round(round_id: int, submissions: Sequence[Submission], base: dict[st
         The round report (already checked against its hash): the claim being verified.
     bitmap
         The flagged bitmap the round was finalized with.
+    inputs
+        The committed validation set and the published defense state before the round, for
+        FLEML and FLTrust, which are then re-run bit for bit; without them their coefficients
+        are only checked for admissibility and the re-run is inconclusive.
 
     Returns
     -------
@@ -432,6 +531,8 @@ def verify_round(round_id: int, submissions: Sequence[Submission], base: dict[st
             f"chain {sorted(on_chain)}, report {sorted(claimed)}")
     expected = _expected_model(out, engine, round_id, screened, defense_report, by_member,
                                flatten(base))
+    if defense_report is not None and defense_report["method"] not in STATELESS_DEFENSES:
+        _rerun_learned(out, task, round_id, base, submissions, report, inputs)
     if expected is not None:
         result_flat = flatten(result)
         same = torch.equal(expected, result_flat)
@@ -503,6 +604,51 @@ def _expected_model(out: Verification, engine: RoundEngine, round_id: int, scree
         out.add("aggregation replays to the finalized model", False,
                 f"report cannot be replayed: {exc}")
         return None
+
+
+def _rerun_learned(out: Verification, task: TaskConfig, round_id: int, base: dict[str, Tensor],
+                   submissions: Sequence[Submission], report: dict[str, Any],
+                   inputs: DefenseInputs | None) -> None:
+    """Re-run FLEML or FLTrust from the committed inputs and compare every bit it decided."""
+    claimed = report["defense"]
+    name = (f"{claimed['method']} re-run from the committed validation set and state gives "
+            "the reported flags, coefficients, aggregate and state")
+    if inputs is None or inputs.missing or inputs.validation is None:
+        out.add(name, None, inputs.missing if inputs and inputs.missing
+                else "the report publishes no validation set or defense state to re-run from")
+        return
+    engine = RoundEngine(task, make_defense(claimed["method"], **claimed["params"]),
+                         inputs.validation)
+    try:
+        engine.restore_defense(inputs.state_before)
+    except (ValueError, KeyError, TypeError) as exc:
+        out.add(name, False, f"the published state cannot be loaded: {exc}")
+        return
+    rerun = engine.decide(round_id, base, submissions)
+    mine = {d.member: d for d in rerun.decisions if d.status != "rejected"}
+    problems, worst = [], 0.0
+    for client in claimed["clients"]:
+        decision = mine.get(client["client_id"])
+        if decision is None:
+            problems.append(f"{client['client_id']} not aggregated on re-run")
+            continue
+        if (decision.status == "flagged") != client["flagged"]:
+            problems.append(f"{client['client_id']} flagged {client['flagged']} in the report, "
+                            f"{decision.status == 'flagged'} on re-run")
+        if client["coefficient"] is not None and decision.coefficient is not None \
+                and float.fromhex(client["coefficient_hex"]) != decision.coefficient:
+            worst = max(worst, abs(float.fromhex(client["coefficient_hex"])
+                                   - decision.coefficient))
+    if worst:
+        problems.append(f"coefficients differ by up to {worst:.3g}")
+    if rerun.defense_report and rerun.defense_report["aggregate_sha256"] != \
+            claimed["aggregate_sha256"]:
+        problems.append("the aggregate differs")
+    after = report.get("defense_state", {}).get("after", {}).get("hash")
+    if rerun.state_after is not None and after != \
+            "0x" + content_hash(encode_state(rerun.state_after)).hex():
+        problems.append("the state after the round differs from the published one")
+    out.add(name, not problems, "; ".join(problems) or "bit-for-bit")
 
 
 def task_from_report(task: dict[str, Any]) -> TaskConfig:

@@ -50,6 +50,7 @@ _SERIALIZATION = frozenset(
     {
         "KIND_MODEL",
         "KIND_UPDATE",
+        "KIND_VALIDATION",
         "SpecLike",
         "TensorPayload",
         "canonical_json",
@@ -76,6 +77,7 @@ __all__ = [
     "ENV_API",
     "KIND_MODEL",
     "KIND_UPDATE",
+    "KIND_VALIDATION",
     "DaemonError",
     "HashMismatch",
     "InvalidCid",

@@ -1,7 +1,7 @@
 """Pickle-free, canonical serialization of model weights, updates and round reports.
 
-Tensors (``kind`` = ``"model"`` or ``"update"``) are stored as a safetensors file built
-with :func:`safetensors.torch.save`: float32 tensors only, plus **one** metadata entry,
+Tensors (``kind`` = ``"model"``, ``"update"`` or ``"validation"``) are stored as a safetensors
+file built with :func:`safetensors.torch.save`: float32 tensors only, plus **one** metadata entry,
 ``"fleml"``, whose value is canonical JSON::
 
     {"extra": {...}, "format": 1, "kind": "update", "round": 3,
@@ -54,7 +54,8 @@ METADATA_KEY = "fleml"
 
 KIND_MODEL = "model"
 KIND_UPDATE = "update"
-TENSOR_KINDS = (KIND_MODEL, KIND_UPDATE)
+KIND_VALIDATION = "validation"  # the consortium's committed validation set: x and y (as float32)
+TENSOR_KINDS = (KIND_MODEL, KIND_UPDATE, KIND_VALIDATION)
 
 _SAFETENSORS_DTYPE = "F32"
 _FLOAT32_BYTES = 4
@@ -83,7 +84,7 @@ class TensorPayload:
     Attributes
     ----------
     kind
-        ``"model"`` or ``"update"``.
+        ``"model"``, ``"update"`` or ``"validation"``.
     round
         The federated round the tensors belong to.
     tensors
@@ -278,7 +279,7 @@ def encode_tensors(
     tensors
         A state dict (weights) or an update (deltas); its order becomes the spec order.
     kind
-        ``"model"`` or ``"update"``.
+        ``"model"``, ``"update"`` or ``"validation"``.
     round
         The federated round (``>= 0``).
     extra

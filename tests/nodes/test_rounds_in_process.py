@@ -194,7 +194,7 @@ def test_poison_pills_are_rejected_and_the_round_completes(federation, tmp_path,
 
     real_encode = round_engine.encode_tensors
     monkeypatch.setattr(round_engine, "encode_tensors", lambda tensors, **kw: real_encode(
-        tensors, **{**kw, "extra": {**kw["extra"], "num_samples": 10**40}}))
+        tensors, **{**kw, "extra": {**kw.get("extra", {}), "num_samples": 10**40}}))
     aggregator = make_aggregator_node(federation, tmp_path, until_round=1)
     clients = make_clients(federation, tmp_path)
     clients[1].attack = make_attack("sign_flip", scale=1e30)

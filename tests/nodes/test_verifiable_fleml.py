@@ -1,0 +1,138 @@
+"""The audit re-runs FLEML from what the aggregator published, and catches an aggregator that lies.
+
+Each test runs real rounds on anvil + IPFS (nodes stepped in one process). The honest
+aggregator's rounds pass with FLEML re-run bit for bit; an aggregator that doubles a member's
+coefficient, flags a benign member, publishes a state other than the one it used, or publishes
+a validation set other than the one it used, fails the audit with the check named.
+"""
+
+from fleml_node.aggregator import AggregatorNode
+from fleml_node.audit import audit_round
+from fleml_node.defense import make_defense
+from fleml_node.defense.base import weighted_sum
+from fleml_node.task import validation_data
+
+from .conftest import TASK
+from .test_rounds_in_process import drive, make_clients
+
+RERUN = ("fleml re-run from the committed validation set and state gives the reported flags, "
+         "coefficients, aggregate and state")
+
+
+def run(federation, tmp_path, rounds=1, tamper=None):
+    aggregator = AggregatorNode(federation.bind(1), federation.store(), make_defense("fleml"),
+                                TASK, tmp_path / "agg", until_round=rounds, round_seconds=600,
+                                validation=validation_data(TASK))
+    if tamper:
+        tamper(aggregator)
+    drive(aggregator, make_clients(federation, tmp_path), rounds)
+    reader = federation.bind(None)
+    return [audit_round(reader, federation.store(), r) for r in range(1, rounds + 1)]
+
+
+def lie_in_aggregate(change):
+    """Let the defense decide, then change its result and keep the report self-consistent."""
+
+    def tamper(aggregator):
+        honest = aggregator.defense.aggregate
+
+        def aggregate(updates, ctx=None):
+            result = honest(updates, ctx)
+            change(result.clients)
+            result.update = weighted_sum(updates, [c.coefficient for c in result.clients])
+            return result
+
+        aggregator.defense.aggregate = aggregate
+
+    return tamper
+
+
+def test_honest_fleml_rounds_are_rerun_bit_for_bit(federation, tmp_path):
+    verdicts = run(federation, tmp_path, rounds=2)
+    for v in verdicts:
+        assert v.verdict == "PASS", "\n".join(v.lines())
+        assert v.checks[RERUN] == (True, "bit-for-bit")
+    assert verdicts[0].checks["defense state continues from a fresh defense (no earlier round)"][0]
+    assert verdicts[1].checks["defense state continues from round 1"][0]
+
+
+def test_a_doubled_coefficient_fails_the_rerun(federation, tmp_path):
+    def double(clients):
+        clients[0].coefficient *= 2
+
+    (verdict,) = run(federation, tmp_path, tamper=lie_in_aggregate(double))
+    ok, detail = verdict.checks[RERUN]
+    assert verdict.verdict == "FAIL" and ok is False and "coefficients differ" in detail
+    # the report is self-consistent: only the re-run can tell
+    assert verdict.checks["aggregation replays to the finalized model"][0]
+
+
+def test_a_benign_member_flagged_at_will_fails_the_rerun(federation, tmp_path):
+    def flag(clients):
+        clients[1].flagged, clients[1].coefficient = True, 0.0
+        clients[1].reasons = ["made up"]
+
+    (verdict,) = run(federation, tmp_path, tamper=lie_in_aggregate(flag))
+    ok, detail = verdict.checks[RERUN]
+    assert ok is False and "flagged True in the report, False on re-run" in detail
+
+
+def test_a_published_state_other_than_the_one_used_fails(federation, tmp_path):
+    def tamper(aggregator):
+        real = aggregator._publish_inputs
+
+        def publish(outcome):
+            outcome.state_after = {**outcome.state_after, "aggregations": 99}
+            return real(outcome)
+
+        aggregator._publish_inputs = publish
+
+    (verdict,) = run(federation, tmp_path, tamper=tamper)
+    ok, detail = verdict.checks[RERUN]
+    assert ok is False and "state after the round differs" in detail
+
+
+def test_a_published_validation_set_other_than_the_one_used_fails(federation, tmp_path):
+    def tamper(aggregator):
+        real = aggregator._publish_inputs
+
+        def publish(outcome):
+            x, y = aggregator.engine.validation
+            used = aggregator.engine.validation
+            aggregator.engine.validation = (x + 0.5, y)  # what the report will point at
+            try:
+                return real(outcome)
+            finally:
+                aggregator.engine.validation = used
+
+        aggregator._publish_inputs = publish
+
+    (verdict,) = run(federation, tmp_path, tamper=tamper)
+    assert verdict.checks[RERUN][0] is False, "\n".join(verdict.lines())
+
+
+def test_unfetchable_inputs_make_the_rerun_inconclusive_never_a_pass(federation, tmp_path):
+    def tamper(aggregator):
+        real = aggregator._publish_inputs
+
+        def publish(outcome):
+            inputs = real(outcome)
+            # a CID nobody provides (raw, sha256 of other bytes): the auditor cannot fetch it
+            inputs["validation"] = {**inputs["validation"], "cid":
+                                    "bafkreihctmsjysftvyjdj3eyfsvdatj6vzstkn2zrv2sx67mcb5ifcglei"}
+            return inputs
+
+        aggregator._publish_inputs = publish
+
+    federation_store = federation.store
+
+    def quick_store():
+        store = federation_store()
+        store.timeout, store.retries = 3, 0
+        return store
+
+    federation.store = quick_store
+    (verdict,) = run(federation, tmp_path, tamper=tamper)
+    ok, detail = verdict.checks[RERUN]
+    assert ok is None and "cannot be fetched" in detail
+    assert verdict.verdict == "INCONCLUSIVE"
