@@ -86,6 +86,19 @@ class RoundVerdict:
         self.checks[name] = (ok, detail)
         return ok is not False
 
+    def to_dict(self) -> dict[str, Any]:
+        """The verdict as JSON: what `fleml-node audit --json` prints and attestations carry."""
+        marks = {True: "PASS", False: "FAIL", None: "INCONCLUSIVE"}
+        return {
+            "round": self.round_id,
+            "verdict": self.verdict,
+            "checks": [{"name": name, "result": marks[ok], "detail": detail}
+                       for name, (ok, detail) in self.checks.items()],
+            "members": [{"index": m.index, "address": m.address, "committed_hash":
+                         m.committed_hash, "status_in_report": m.status_in_report,
+                         "result": marks[m.ok], "detail": m.detail} for m in self.members],
+        }
+
     def lines(self) -> list[str]:
         out = [f"round {self.round_id}: {self.verdict}"]
         marks = {True: "ok", False: "FAIL", None: "??"}

@@ -540,9 +540,17 @@ def _test_evaluator(task):
 @chain_options
 @ipfs_options
 @click.option("--round", "round_id", type=int, help="The round to audit [default: all].")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the verdicts as JSON (one object per round, in a list).")
 @_fail_cleanly
 def audit(**opts: Any) -> None:
-    """Check a finalized round from the chain and IPFS alone; exit 1 if any check fails."""
+    """Check a finalized round from the chain and IPFS alone, re-running its defense.
+
+    Each check passes, fails, or is inconclusive (an input could not be fetched). Exits 1 if
+    any check fails, 3 if none fails but one is inconclusive, 0 otherwise.
+    """
+    import json
+
     from fleml_node.audit import audit_round
 
     consortium, store = _bind(opts, with_key=False)
@@ -551,18 +559,23 @@ def audit(**opts: Any) -> None:
     if opts["round_id"] and not 1 <= opts["round_id"] <= last:
         raise click.ClickException(f"round {opts['round_id']} does not exist "
                                    f"(latest is {last})")
-    failed = False
+    verdicts = []
     for r in rounds:
         verdict = audit_round(consortium, store, r)
         ok, detail = verdict.checks.get("round is finalized", (True, ""))
         if not ok and opts["round_id"] is None:
             # an abandoned round has no result to check; an open one has none yet
             state = "abandoned" if "ABANDONED" in detail else "not finalized yet"
-            click.echo(f"round {r}: {state}, skipped")
+            if not opts["as_json"]:
+                click.echo(f"round {r}: {state}, skipped")
             continue
-        click.echo("\n".join(verdict.lines()))
-        failed |= not verdict.ok
-    sys.exit(1 if failed else 0)
+        verdicts.append(verdict)
+        if not opts["as_json"]:
+            click.echo("\n".join(verdict.lines()))
+    if opts["as_json"]:
+        click.echo(json.dumps([v.to_dict() for v in verdicts], indent=2))
+    results = {v.verdict for v in verdicts}
+    sys.exit(1 if "FAIL" in results else 3 if "INCONCLUSIVE" in results else 0)
 
 
 @main.command()

@@ -155,14 +155,14 @@ class Federation:
                           ["--state-dir", str(self.tmp_path / "state" / "aggregator"), *args],
                           fault=fault, expected_rc=expected_rc)
 
-    def audit(self, round_id: int | None = None,
-              timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    def audit(self, round_id: int | None = None, timeout: float = 180,
+              extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
         """`fleml-node audit [--round r]` as a process (no key); output in `.stdout`.
 
         Without a round it audits every round, one process for all (each start imports torch).
         """
         only = ["--round", str(round_id)] if round_id is not None else []
-        cmd = [*self.node_cmd, "audit", *self._connection(), *only]
+        cmd = [*self.node_cmd, "audit", *self._connection(), *only, *extra]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                               env=self._env(None), cwd=self.tmp_path)
         name = f"audit-round{round_id}" if round_id is not None else "audit"

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fleml_node.chain.contract import Policy, RoundStatus, SubmissionMode
@@ -65,5 +67,12 @@ def test_a_member_committing_anothers_update_is_rejected_as_a_copier(make_federa
     assert status[fed.member(victim)]["status"] != "rejected"
     assert fed.reader.is_flagged(1, fed.member(copier))
     assert not fed.reader.is_flagged(1, fed.member(victim))
-    audit = fed.audit(1)
-    assert audit.returncode == 0 and "round 1: PASS" in audit.stdout, audit.stdout
+    audit = fed.audit(1, extra=("--json",))
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    (verdict,) = json.loads(audit.stdout)
+    assert verdict["round"] == 1 and verdict["verdict"] == "PASS"
+    copied = next(m for m in verdict["members"] if m["address"] == fed.member(copier))
+    assert copied["result"] == "PASS" and copied["status_in_report"] == "rejected"
+    assert copied["detail"].startswith("copied") and "rightly rejected" in copied["detail"]
+    rerun = next(c for c in verdict["checks"] if c["name"].startswith("fleml re-run"))
+    assert rerun["result"] == "PASS" and rerun["detail"] == "bit-for-bit"
