@@ -380,7 +380,14 @@ class RoundEngine:
         Stateful defenses update their state; a caller that may fail before committing the
         result takes :meth:`defense_state` first and restores it on failure.
         """
-        screened = self.screen(round_id, submissions)
+        return self.decide_screened(round_id, base, self.screen(round_id, submissions))
+
+    def decide_screened(self, round_id: int, base: dict[str, Tensor],
+                        screened: Screened) -> RoundOutcome:
+        """:meth:`decide` on submissions already screened (the audit screens them once)."""
+        screened = Screened([MemberDecision(d.member, d.index, d.status, d.reason)
+                             for d in screened.decisions], screened.accepted,
+                            screened.updates, screened.claims)
         base_flat = flatten(base)
         decisions = screened.decisions
         state_before, execution = self.defense_state(), {}
@@ -532,7 +539,7 @@ def verify_round(round_id: int, submissions: Sequence[Submission], base: dict[st
     expected = _expected_model(out, engine, round_id, screened, defense_report, by_member,
                                flatten(base))
     if defense_report is not None and defense_report["method"] not in STATELESS_DEFENSES:
-        _rerun_learned(out, task, round_id, base, submissions, report, inputs)
+        _rerun_learned(out, task, round_id, base, screened, report, inputs)
     if expected is not None:
         result_flat = flatten(result)
         same = torch.equal(expected, result_flat)
@@ -607,7 +614,7 @@ def _expected_model(out: Verification, engine: RoundEngine, round_id: int, scree
 
 
 def _rerun_learned(out: Verification, task: TaskConfig, round_id: int, base: dict[str, Tensor],
-                   submissions: Sequence[Submission], report: dict[str, Any],
+                   screened: Screened, report: dict[str, Any],
                    inputs: DefenseInputs | None) -> None:
     """Re-run FLEML or FLTrust from the committed inputs and compare every bit it decided."""
     claimed = report["defense"]
@@ -624,7 +631,7 @@ def _rerun_learned(out: Verification, task: TaskConfig, round_id: int, base: dic
     except (ValueError, KeyError, TypeError) as exc:
         out.add(name, False, f"the published state cannot be loaded: {exc}")
         return
-    rerun = engine.decide(round_id, base, submissions)
+    rerun = engine.decide_screened(round_id, base, screened)
     mine = {d.member: d for d in rerun.decisions if d.status != "rejected"}
     problems, worst = [], 0.0
     for client in claimed["clients"]:
