@@ -16,5 +16,6 @@ run python benchmarks/learning_bench.py
 run python benchmarks/defense_bench.py
 run python benchmarks/round_bench.py
 run python benchmarks/audit_bench.py
+run python benchmarks/verify_bench.py
 run fleml-node simulate --out benchmarks/results/simulate
 run python benchmarks/sweep.py
