@@ -1,17 +1,21 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
+import {IFlemlAttestations} from "../interfaces/IFlemlAttestations.sol";
 import {IFlemlRounds} from "../interfaces/IFlemlRounds.sol";
 import {ConsortiumPolicy} from "./ConsortiumPolicy.sol";
 
 /// @title FLEML consortium: membership, policy, training rounds and update commitments
-/// @notice One round at a time: the aggregator opens it on the last finalized global model, each
+/// @notice One round at a time: the aggregator opens it on the last accepted global model, each
 ///         active member submits one update (content hash + IPFS CID) before the deadline, or in
 ///         commit-reveal mode commits to it before the deadline and reveals it after; the
 ///         aggregator closes the round and finalizes it with the new global model, the round
 ///         report and the flagged members, provided the round has the policy's minimum number of
 ///         submissions. A round that is not finalized in time can be abandoned by anyone, so no
-///         lost key can stall the consortium. Finalized rounds never change.
+///         lost key can stall the consortium. Members attest finalized rounds after auditing
+///         them; with the policy's `attestationsRequired` k > 0 the next round opens only once
+///         the result is accepted (k passes, or the window ends with fewer than k fails), and a
+///         result k members failed can be rejected. Finalized results never change.
 /// @dev Gas. A plain submission touches three storage slots, each read and written once: the
 ///      round's packed counters, the member's record (membership and the last rounds it submitted
 ///      and committed to) and the member's latest commitment. The commitment slot is reused round
@@ -21,18 +25,23 @@ import {ConsortiumPolicy} from "./ConsortiumPolicy.sol";
 ///      commitments is in events. CIDs and the flagged bitmap live in events; finalization
 ///      writes only the non-zero bitmap words (one word per 256 member slots) and reads two slots
 ///      per flagged member to check it submitted in the round (its record's `lastRound`).
-contract FlemlConsortium is ConsortiumPolicy, IFlemlRounds {
-    /// @notice Longest CID accepted, in bytes: a CIDv1 of a sha2-256 or sha3-512 digest in
-    ///         base32 takes 59 to 113 characters.
-    uint256 public constant MAX_CID_LENGTH = 128;
+///      Attestations: k sits in the slot of the round's status, so with k = 0 opening and
+///      finalizing read nothing more; the pass/fail counters and the attestation deadline share
+///      the round's second slot (non-zero once a round with k > 0 is finalized), so an
+///      attestation writes that slot and one bit of the round's "who attested" bitmap (a fresh
+///      word for the first attester of each 256 member indices).
+contract FlemlConsortium is ConsortiumPolicy, IFlemlRounds, IFlemlAttestations {
     uint256 private constant PROTOCOL_VERSION = 2;
 
     uint64 private _currentRound;
     uint64 private _lastFinalized;
+    // the latest accepted round before the current one (set when the next round opens)
+    uint64 private _lastAccepted;
     mapping(uint256 roundId => Round) private _rounds;
     mapping(address member => bytes32) private _latestCommitment;
     mapping(address member => bytes32) private _latestCommit;
     mapping(uint256 roundId => mapping(uint256 word => uint256)) private _flagged;
+    mapping(uint256 roundId => mapping(uint256 word => uint256)) private _attested;
 
     modifier onlyAggregator() {
         _checkAggregator();
@@ -46,15 +55,26 @@ contract FlemlConsortium is ConsortiumPolicy, IFlemlRounds {
         returns (uint256 roundId)
     {
         uint256 previous = _currentRound;
+        uint256 accepted = _lastAccepted;
         if (previous != 0) {
-            RoundStatus last = _rounds[previous].status;
-            if (last != RoundStatus.Finalized && last != RoundStatus.Abandoned) {
+            Round storage last = _rounds[previous];
+            RoundStatus status = last.status;
+            if (status == RoundStatus.Finalized) {
+                if (!_isAccepted(last)) {
+                    revert PreviousRoundNotAccepted(
+                        previous, last.passes, last.fails, last.attestationsRequired,
+                        last.attestationDeadline
+                    );
+                }
+                accepted = previous;
+                _lastAccepted = uint64(previous);
+            } else if (status != RoundStatus.Abandoned && status != RoundStatus.Rejected) {
                 revert PreviousRoundNotFinalized(previous);
             }
         }
         if (modelHash == bytes32(0)) revert EmptyHash();
-        // rounds form a chain: each trains on the model the last finalized round produced
-        bytes32 base = _baseModel(previous);
+        // rounds form a chain: each trains on the model the last accepted round produced
+        bytes32 base = _baseModel(previous, accepted);
         if (base != bytes32(0) && modelHash != base) revert ModelNotPreviousResult(modelHash, base);
         _checkCid(modelCid);
 
@@ -171,10 +191,55 @@ contract FlemlConsortium is ConsortiumPolicy, IFlemlRounds {
         round.resultHash = resultHash;
         round.reportHash = reportHash;
         round.status = RoundStatus.Finalized;
+        if (round.attestationsRequired != 0) {
+            round.attestationDeadline = uint64(block.timestamp + round.attestationWindow);
+        }
         _lastFinalized = uint64(roundId);
         emit RoundFinalized(
             roundId, resultHash, msg.sender, resultCid, reportHash, reportCid, flaggedBitmap
         );
+    }
+
+    /// @inheritdoc IFlemlAttestations
+    function attestRound(uint256 roundId, bool pass, bytes32 auditHash, string calldata auditCid)
+        external
+    {
+        // the aggregator is never an active member (`setAggregator`, `admitMember`)
+        MemberRecord storage member = _activeMember();
+        Round storage round = _requireStatus(roundId, RoundStatus.Finalized);
+        if (auditHash == bytes32(0)) revert EmptyHash();
+        _checkCid(auditCid);
+        if (round.attestationsRequired != 0 && block.timestamp > round.attestationDeadline) {
+            revert AttestationWindowClosed(roundId, round.attestationDeadline);
+        }
+        uint32 index = member.index;
+        mapping(uint256 => uint256) storage attested = _attested[roundId];
+        uint256 bits = attested[index / 256];
+        uint256 bit = 1 << (index % 256);
+        if (bits & bit != 0) revert AlreadyAttested(roundId, msg.sender);
+        attested[index / 256] = bits | bit;
+        if (pass) round.passes += 1;
+        else round.fails += 1;
+        emit RoundAttested(roundId, msg.sender, pass, auditHash, auditCid);
+    }
+
+    /// @inheritdoc IFlemlAttestations
+    function rejectRound(uint256 roundId) external {
+        Round storage round = _requireStatus(roundId, RoundStatus.Finalized);
+        uint256 latest = _currentRound;
+        if (roundId != latest) revert LaterRoundOpened(roundId, latest);
+        uint16 required = round.attestationsRequired;
+        uint32 passes = round.passes;
+        uint32 fails = round.fails;
+        if (required == 0 || fails < required) {
+            revert TooFewFailingAttestations(roundId, fails, required);
+        }
+        if (msg.sender != operator()
+            && (block.timestamp <= round.attestationDeadline || passes >= required)) {
+            revert RejectionReservedToOperator(roundId, round.attestationDeadline);
+        }
+        round.status = RoundStatus.Rejected;
+        emit RoundRejected(roundId, msg.sender, passes, fails);
     }
 
     /// @inheritdoc IFlemlRounds
@@ -212,7 +277,7 @@ contract FlemlConsortium is ConsortiumPolicy, IFlemlRounds {
 
     /// @inheritdoc IFlemlRounds
     function baseModelHash() external view returns (bytes32) {
-        return _baseModel(_currentRound);
+        return _baseModel(_currentRound, _lastAcceptedRound());
     }
 
     /// @inheritdoc IFlemlRounds
@@ -263,10 +328,35 @@ contract FlemlConsortium is ConsortiumPolicy, IFlemlRounds {
             : CommitmentStatus.Differs;
     }
 
+    /// @inheritdoc IFlemlAttestations
+    function attestations(uint256 roundId) external view returns (uint32 passes, uint32 fails) {
+        Round storage round = _rounds[roundId];
+        return (round.passes, round.fails);
+    }
+
+    /// @inheritdoc IFlemlAttestations
+    function hasAttested(uint256 roundId, address member) external view returns (bool) {
+        MemberRecord storage record = _memberRecord(member);
+        if (!record.known) return false;
+        uint32 index = record.index;
+        return (_attested[roundId][index / 256] >> (index % 256)) & 1 == 1;
+    }
+
+    /// @inheritdoc IFlemlAttestations
+    function isAccepted(uint256 roundId) external view returns (bool) {
+        Round storage round = _rounds[roundId];
+        return round.status == RoundStatus.Finalized && _isAccepted(round);
+    }
+
+    /// @inheritdoc IFlemlAttestations
+    function lastAcceptedRound() external view returns (uint256) {
+        return _lastAcceptedRound();
+    }
+
     /// @inheritdoc IFlemlRounds
     function isFlagged(uint256 roundId, address member) external view returns (bool) {
         MemberRecord storage record = _memberRecord(member);
-        if (!record.known || _rounds[roundId].status != RoundStatus.Finalized) return false;
+        if (!record.known || !_hasResult(_rounds[roundId].status)) return false;
         uint32 index = record.index;
         return (_flagged[roundId][index / 256] >> (index % 256)) & 1 == 1;
     }
@@ -278,7 +368,7 @@ contract FlemlConsortium is ConsortiumPolicy, IFlemlRounds {
         returns (bool)
     {
         Round storage round = _rounds[roundId];
-        return round.status == RoundStatus.Finalized && round.resultHash == resultHash
+        return _hasResult(round.status) && round.resultHash == resultHash
             && round.reportHash == reportHash;
     }
 
@@ -313,6 +403,10 @@ contract FlemlConsortium is ConsortiumPolicy, IFlemlRounds {
         round.mode = taken.mode;
         if (taken.mode == MODE_COMMIT_REVEAL) round.revealDeadline = deadline + taken.revealSeconds;
         round.graceSeconds = taken.graceSeconds;
+        if (taken.attestationsRequired != 0) {
+            round.attestationsRequired = taken.attestationsRequired;
+            round.attestationWindow = taken.attestationWindowSeconds;
+        }
     }
 
     /// @dev Count a submission (plain) or a reveal (commit-reveal) of `msg.sender`.
@@ -361,12 +455,36 @@ contract FlemlConsortium is ConsortiumPolicy, IFlemlRounds {
         }
     }
 
-    /// @dev The model the round after `latest` must train on (zero: any, for round 1).
-    function _baseModel(uint256 latest) private view returns (bytes32) {
-        uint64 finalized = _lastFinalized;
-        if (finalized != 0) return _rounds[finalized].resultHash;
-        // nothing finalized yet: every round retries round 1's model
+    /// @dev The model the round after `latest` must train on when `accepted` is the last
+    ///      accepted round (zero: any, for round 1).
+    function _baseModel(uint256 latest, uint256 accepted) private view returns (bytes32) {
+        if (accepted != 0) return _rounds[accepted].resultHash;
+        // nothing accepted yet: every round retries round 1's model
         return latest == 0 ? bytes32(0) : _rounds[1].modelHash;
+    }
+
+    /// @dev The latest accepted round: the current one if it is finalized and accepted, else
+    ///      the one recorded when the current round opened.
+    function _lastAcceptedRound() private view returns (uint256) {
+        uint256 latest = _currentRound;
+        Round storage round = _rounds[latest];
+        if (round.status == RoundStatus.Finalized && _isAccepted(round)) {
+            return latest;
+        }
+        return _lastAccepted;
+    }
+
+    /// @dev Whether a finalized round is accepted: no attestations required, k passing ones, or
+    ///      its window over with fewer than k failing ones.
+    function _isAccepted(Round storage round) private view returns (bool) {
+        uint16 required = round.attestationsRequired;
+        if (required == 0 || round.passes >= required) return true;
+        return block.timestamp > round.attestationDeadline && round.fails < required;
+    }
+
+    /// @dev Whether a round in `status` committed a result (finalized, possibly rejected since).
+    function _hasResult(RoundStatus status) private pure returns (bool) {
+        return status == RoundStatus.Finalized || status == RoundStatus.Rejected;
     }
 
     function _abandonableAfter(Round storage round) private view returns (uint256) {

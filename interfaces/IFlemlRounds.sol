@@ -5,21 +5,24 @@ pragma solidity 0.8.28;
 /// @notice The round state machine: the aggregator opens a round on a global model, members commit
 ///         one update each before the deadline, the aggregator closes the round and finalizes it
 ///         with the new global model, the round report and the set of flagged members. A round
-///         that cannot be finalized in time is abandoned; the next one trains on the last
-///         finalized model.
+///         that cannot be finalized in time is abandoned. With attestations required
+///         (`IFlemlAttestations`), a finalized round must also be accepted, and one that members'
+///         audits fail can be rejected. The next round trains on the last accepted model.
 /// @dev Content hashes are sha256 of the exact bytes stored on IPFS (see fleml_node.storage).
 ///      Storage keeps what the chain reads: each round's hashes and counters, each member's latest
 ///      commitment and the flagged bits. Every commitment ever made, and the CIDs and flagged
 ///      bitmaps, are in events (`UpdateSubmitted` is indexed by round and member). Every round
 ///      event indexes the round id as its first topic.
 interface IFlemlRounds {
-    /// @notice Lifecycle of a round. `None` means the round does not exist.
+    /// @notice Lifecycle of a round. `None` means the round does not exist. A `Rejected` round
+    ///         was finalized, then failed by its attesters (`IFlemlAttestations.rejectRound`).
     enum RoundStatus {
         None,
         Open,
         Closed,
         Finalized,
-        Abandoned
+        Abandoned,
+        Rejected
     }
 
     /// @notice What storage says about a member's commitment in a round (`verifyCommitment`).
@@ -32,10 +35,12 @@ interface IFlemlRounds {
     }
 
     /// @notice A round's on-chain record.
-    /// @dev `deadline` to `mode` share one storage slot, `revealDeadline` to `graceSeconds` a
-    ///      second. Every event of round r lies in blocks `openedBlock` of r to `openedBlock` of
-    ///      r + 1 (a round opens only after the previous one is finalized or abandoned), so a
-    ///      reader scans only the round's own blocks.
+    /// @dev `deadline` to `attestationsRequired` share one storage slot, `revealDeadline` to
+    ///      `attestationDeadline` a second; `attestationWindow` has a third, written only when
+    ///      attestations are required. Every event of round r lies in blocks `openedBlock` of r
+    ///      to `openedBlock` of r + 1 (a round opens only after the previous one is finalized
+    ///      (and accepted), abandoned or rejected), except the attestations of r and its
+    ///      rejection, which may come later: read `RoundAttested` and `RoundRejected` by round id.
     struct Round {
         bytes32 modelHash; // hash of the global model the round trains on
         bytes32 resultHash; // hash of the new global model (set at finalization)
@@ -47,9 +52,14 @@ interface IFlemlRounds {
         uint64 openedBlock; // block that opened the round: its events start there
         uint32 minSubmissions; // a result needs at least this many submissions (fixed at opening)
         uint8 mode; // 0 plain, 1 commit-reveal (the policy's, at opening)
+        uint16 attestationsRequired; // k (the policy's, at opening); 0: accepted when finalized
         uint64 revealDeadline; // commit-reveal: reveals until then, inclusive; 0 in plain mode
         uint32 commits; // commit-reveal: commitments made; 0 in plain mode
         uint32 graceSeconds; // after deadline (reveal deadline): anyone may then abandon
+        uint32 passes; // passing attestations of the finalized round
+        uint32 fails; // failing attestations of the finalized round
+        uint64 attestationDeadline; // k > 0: finalization time + window; 0 before finalization
+        uint32 attestationWindow; // k > 0: the policy's attestation window, at opening
     }
 
     /// @notice The caller is not the aggregator.
@@ -58,8 +68,20 @@ interface IFlemlRounds {
     error UnknownRound(uint256 roundId);
     /// @notice The round is not in the status the call needs.
     error WrongRoundStatus(uint256 roundId, RoundStatus status, RoundStatus required);
-    /// @notice A new round can only open once the previous one is finalized or abandoned.
+    /// @notice A new round can only open once the previous one is finalized, abandoned or
+    ///         rejected.
     error PreviousRoundNotFinalized(uint256 roundId);
+    /// @notice The previous round is finalized but not accepted yet: it needs
+    ///         `attestationsRequired` passing attestations, or the end of its attestation window
+    ///         (`attestationDeadline`) with fewer failing ones; with that many failing ones it can
+    ///         only be rejected.
+    error PreviousRoundNotAccepted(
+        uint256 roundId,
+        uint32 passes,
+        uint32 fails,
+        uint16 attestationsRequired,
+        uint64 attestationDeadline
+    );
     /// @notice The deadline must lie between the policy's shortest and longest round from now.
     error DeadlineOutOfRange(uint64 deadline, uint256 earliest, uint256 latest);
     /// @notice The submission (commit) deadline of the round has passed.
@@ -77,7 +99,7 @@ interface IFlemlRounds {
     error CidTooLong(uint256 length, uint256 maxLength);
     /// @notice The round cannot close yet: below quorum and before the deadline.
     error QuorumNotReached(uint256 roundId, uint32 submissions, uint32 quorum);
-    /// @notice A round must train on the last finalized model (before any: round 1's model).
+    /// @notice A round must train on the last accepted model (before any: round 1's model).
     error ModelNotPreviousResult(bytes32 modelHash, bytes32 previousResult);
     /// @notice The flagged bitmap sets a bit at or above the number of member slots.
     error UnknownMemberFlagged(uint256 lastWord, uint256 memberSlots);
@@ -176,14 +198,16 @@ interface IFlemlRounds {
     );
 
     /// @notice The round was abandoned: it has no result and the next round trains on the last
-    ///         finalized model.
+    ///         accepted model.
     /// @param roundId the round
     /// @param by the account that abandoned it
     event RoundAbandoned(uint256 indexed roundId, address indexed by);
 
     /// @notice Open the next round on the global model `modelHash` stored at `modelCid`: the last
-    ///         finalized round's result (`baseModelHash`). The current policy sets the round's
-    ///         minimum submissions, mode, reveal window and grace period.
+    ///         accepted round's result (`baseModelHash`). The previous round must be abandoned,
+    ///         rejected, or finalized and accepted. The current policy sets the round's minimum
+    ///         submissions, mode, reveal window, grace period and attestations; the current
+    ///         validation set is the round's (`roundValidationHash`).
     /// @param modelHash content hash of the global model
     /// @param modelCid IPFS CID of the global model (1 to `MAX_CID_LENGTH` bytes)
     /// @param deadline last second (unix time) at which updates (commitments) are accepted:
@@ -258,10 +282,12 @@ interface IFlemlRounds {
     /// @notice The id of the latest round (0 before the first).
     function currentRound() external view returns (uint256);
 
-    /// @notice The id of the latest finalized round (0 before the first).
+    /// @notice The id of the latest round that was finalized (0 before the first), even if it
+    ///         was rejected since or is not accepted yet: the model to build on is
+    ///         `IFlemlAttestations.lastAcceptedRound`'s.
     function lastFinalizedRound() external view returns (uint256);
 
-    /// @notice The model hash the next round must open on: the last finalized result; before
+    /// @notice The model hash the next round must open on: the last accepted result; before
     ///         any, round 1's model; zero (any) before the first round.
     function baseModelHash() external view returns (bytes32);
 
@@ -302,10 +328,12 @@ interface IFlemlRounds {
         view
         returns (CommitmentStatus);
 
-    /// @notice Whether `member` was rejected or flagged in the finalized round `roundId`.
+    /// @notice Whether `member` was rejected or flagged in the finalized round `roundId` (also
+    ///         after the round was rejected: the flags are what its aggregator committed).
     function isFlagged(uint256 roundId, address member) external view returns (bool);
 
-    /// @notice Whether the finalized round `roundId` committed `resultHash` and `reportHash`.
+    /// @notice Whether the finalized round `roundId` committed `resultHash` and `reportHash` (also
+    ///         after the round was rejected).
     function verifyResult(uint256 roundId, bytes32 resultHash, bytes32 reportHash)
         external
         view

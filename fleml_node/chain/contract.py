@@ -64,8 +64,9 @@ class RoundStatus(enum.IntEnum):
     NONE = 0
     OPEN = 1
     CLOSED = 2
-    FINALIZED = 3
+    FINALIZED = 3  # a result; the next round builds on it once it is accepted (`is_accepted`)
     ABANDONED = 4
+    REJECTED = 5  # finalized, then failed by k attesters and rejected: never built on
 
 
 class SubmissionMode(enum.IntEnum):
@@ -91,7 +92,9 @@ class RoundInfo:
     `opened_block` is the block that opened the round, where its events start; 0 for a round
     that does not exist, and for every round of a contract deployed before the field existed
     (its deployment record's ABI has no `openedBlock`). The fields after it are protocol
-    version 2's and read 0 (plain mode) from an older contract.
+    version 2's and read 0 (plain mode, no attestations) from a contract that lacks them.
+    `attestation_deadline` is the end of the attestation window, set at finalization when
+    `attestations_required` is non-zero.
     """
 
     round_id: int
@@ -108,6 +111,11 @@ class RoundInfo:
     reveal_deadline: int = 0
     commits: int = 0
     grace_seconds: int = 0
+    attestations_required: int = 0
+    passes: int = 0
+    fails: int = 0
+    attestation_deadline: int = 0
+    attestation_window: int = 0
 
     @property
     def submission_end(self) -> int:
@@ -126,8 +134,11 @@ class Policy:
 
     Exactly one of `min_submissions` (absolute) and `min_submissions_bps` (a fraction of the
     active members in basis points, rounded up) is non-zero; `reveal_seconds` is non-zero
-    exactly in commit-reveal mode. The defaults are the devnet's: plain mode, one submission,
-    rounds of 1 s to 7 days, 60 s of grace.
+    exactly in commit-reveal mode. `attestations_required` (k) members' passing attestations
+    accept a finalized result before the next round may build on it, or the end of
+    `attestation_window_seconds` after finalization with fewer than k failing ones; k failing
+    ones let it be rejected. The defaults are the devnet's: plain mode, one submission, rounds
+    of 1 s to 7 days, 60 s of grace, attestations off (k = 0, window 0).
     """
 
     min_round_seconds: int = 1
@@ -137,20 +148,24 @@ class Policy:
     mode: SubmissionMode = SubmissionMode.PLAIN
     reveal_seconds: int = 0
     grace_seconds: int = 60
+    attestations_required: int = 0
+    attestation_window_seconds: int = 0
 
     def as_tuple(self) -> tuple[int, ...]:
         """The ABI tuple a contract call takes."""
         return (self.min_round_seconds, self.max_round_seconds, self.min_submissions,
                 self.min_submissions_bps, int(self.mode), self.reveal_seconds,
-                self.grace_seconds)
+                self.grace_seconds, self.attestations_required, self.attestation_window_seconds)
 
     @classmethod
     def from_tuple(cls, fields: Any) -> Policy:
         """The policy a contract call returned (a tuple in the struct's order), or an event
-        carried (a mapping of the struct's field names, in order)."""
+        carried (a mapping of the struct's field names, in order). A policy of a contract
+        without attestations (7 fields) reads as attestations off."""
         values = [int(v) for v in (fields.values() if isinstance(fields, Mapping) else fields)]
+        values += [0] * (9 - len(values))
         return cls(values[0], values[1], values[2], values[3], SubmissionMode(values[4]),
-                   values[5], values[6])
+                   values[5], values[6], values[7], values[8])
 
     def minimum_for(self, active_members: int) -> int:
         """The minimum submissions of a round opened under this policy with `active_members`."""
@@ -325,6 +340,9 @@ class Consortium:
             function_signature_to_4byte_selector(abi_to_signature(item)): item
             for item in deployment.abi if item.get("type") == "error"
         }
+        get_round = next(item for item in deployment.abi
+                         if item.get("type") == "function" and item.get("name") == "getRound")
+        self._round_fields = [c["name"] for c in get_round["outputs"][0]["components"]]
 
     # -- reads ---------------------------------------------------------------------------
     @property
@@ -335,12 +353,22 @@ class Consortium:
         return self.contract.functions.currentRound().call()
 
     def get_round(self, round_id: int) -> RoundInfo:
-        fields = self.contract.functions.getRound(round_id).call()
-        opened = int(fields[7]) if len(fields) > 7 else 0  # an older contract: unknown
-        v2 = [int(v) for v in fields[8:13]] if len(fields) > 12 else [0] * 5
-        return RoundInfo(round_id, bytes(fields[0]), bytes(fields[1]), bytes(fields[2]),
-                         int(fields[3]), int(fields[4]), int(fields[5]), RoundStatus(fields[6]),
-                         opened, v2[0], SubmissionMode(v2[1]), v2[2], v2[3], v2[4])
+        """A round's record, read by field name from the deployment's ABI: fields a contract
+        lacks (an older deployment) read as 0."""
+        fields = dict(zip(self._round_fields, self.contract.functions.getRound(round_id).call(),
+                          strict=True))
+
+        def number(name: str) -> int:
+            return int(fields.get(name, 0))
+
+        return RoundInfo(
+            round_id, bytes(fields["modelHash"]), bytes(fields["resultHash"]),
+            bytes(fields["reportHash"]), number("deadline"), number("quorum"),
+            number("submissions"), RoundStatus(number("status")), number("openedBlock"),
+            number("minSubmissions"), SubmissionMode(number("mode")), number("revealDeadline"),
+            number("commits"), number("graceSeconds"), number("attestationsRequired"),
+            number("passes"), number("fails"), number("attestationDeadline"),
+            number("attestationWindow"))
 
     def version(self) -> int:
         """The contract's protocol version (2 for this package)."""
@@ -358,11 +386,50 @@ class Consortium:
                              f"node protocol {PROTOCOL_VERSION}")
 
     def last_finalized_round(self) -> int:
-        """The latest finalized round (0 before the first)."""
+        """The latest round that was finalized (0 before the first), even if it is not
+        accepted yet or was rejected since: build on `last_accepted_round` instead."""
         return int(self.contract.functions.lastFinalizedRound().call())
 
+    def last_accepted_round(self) -> int:
+        """The latest accepted round (0 if none): the one whose result the next round must
+        train on (its `RoundFinalized` event carries the model's CID)."""
+        return int(self.contract.functions.lastAcceptedRound().call())
+
+    def is_accepted(self, round_id: int) -> bool:
+        """Whether the round is finalized and accepted (attestations off, k passing ones, or
+        its attestation window over with fewer than k failing ones)."""
+        return bool(self.contract.functions.isAccepted(round_id).call())
+
+    def attestations(self, round_id: int) -> tuple[int, int]:
+        """The round's (passing, failing) attestations."""
+        passes, fails = self.contract.functions.attestations(round_id).call()
+        return int(passes), int(fails)
+
+    def has_attested(self, round_id: int, member: str) -> bool:
+        """Whether `member` attested the round."""
+        return bool(self.contract.functions.hasAttested(round_id, member).call())
+
+    def validation_set(self) -> tuple[bytes, str]:
+        """The validation set (sha256, CID) the next round would open with; 32 zero bytes
+        and "" when none is set."""
+        digest, cid = self.contract.functions.validationSet().call()
+        return bytes(digest), str(cid)
+
+    def pending_validation_set(self) -> tuple[bytes, str, int, int] | None:
+        """A scheduled validation set not yet in force: (sha256, CID, first round, earliest
+        time), or None."""
+        digest, cid, from_round, from_time = self.contract.functions.pendingValidationSet().call()
+        if not from_round:
+            return None
+        return bytes(digest), str(cid), int(from_round), int(from_time)
+
+    def round_validation_hash(self, round_id: int) -> bytes:
+        """The validation set hash the round opened with (32 zero bytes: none)."""
+        return bytes(self.contract.functions.roundValidationHash(round_id).call())
+
     def base_model_hash(self) -> bytes:
-        """The model hash the next round must open on (32 zero bytes: any, before round 1)."""
+        """The model hash the next round must open on: the last accepted result (32 zero
+        bytes: any, before round 1)."""
         return bytes(self.contract.functions.baseModelHash().call())
 
     def abandonable_after(self, round_id: int) -> int:
@@ -462,6 +529,22 @@ class Consortium:
     def schedule_policy(self, policy: Policy) -> Any:
         """Operator: a delayed policy change (see `pending_policy`)."""
         return self._transact("schedulePolicy", policy.as_tuple())
+
+    def set_validation_set(self, validation_hash: bytes, validation_cid: str) -> Any:
+        """Operator: the consortium's validation set (before round 1 at once, later scheduled
+        like a policy change); 32 zero bytes and "" for none."""
+        return self._transact("setValidationSet", validation_hash, validation_cid)
+
+    def attest_round(self, round_id: int, passed: bool, audit_hash: bytes,
+                     audit_cid: str) -> Any:
+        """Member: attest a finalized round with the verdict of its audit (sha256 and CID of
+        the verdict on IPFS); once per round."""
+        return self._transact("attestRound", round_id, passed, audit_hash, audit_cid)
+
+    def reject_round(self, round_id: int) -> Any:
+        """Reject the latest round once k members failed it (operator: any time; anyone once
+        its attestation window is over and it is not accepted)."""
+        return self._transact("rejectRound", round_id)
 
     def close_round(self, round_id: int) -> Any:
         return self._transact("closeRound", round_id)

@@ -26,8 +26,10 @@ to 7 days away, and 60 s of grace after a deadline before anyone may abandon the
 
 
 def deploy_local_consortium(w3: Web3, keys: list[str], members: int, record_path: Path,
-                            label: str = "member", policy: Policy | None = None) -> Deployment:
-    """Deploy, appoint the aggregator, admit the members and set the initial policy.
+                            label: str = "member", policy: Policy | None = None,
+                            validation: tuple[bytes, str] | None = None) -> Deployment:
+    """Deploy, appoint the aggregator, admit the members, set the initial policy and, if
+    given, the validation set.
 
     Parameters
     ----------
@@ -43,6 +45,9 @@ def deploy_local_consortium(w3: Web3, keys: list[str], members: int, record_path
         Members are labelled ``f"{label}-{i}"``.
     policy
         The round policy (`setInitialPolicy`); `DEFAULT_POLICY` when None.
+    validation
+        The consortium's validation set as (sha256 of the file's bytes, IPFS CID), set before
+        round 1 so that round 1 opens with it (`setValidationSet`); None: none.
 
     Returns
     -------
@@ -57,4 +62,6 @@ def deploy_local_consortium(w3: Web3, keys: list[str], members: int, record_path
         admin.admit_member(Account.from_key(keys[FIRST_MEMBER_KEY_INDEX + i]).address,
                            f"{label}-{i}")
     admin.set_initial_policy(policy or DEFAULT_POLICY)
+    if validation is not None:
+        admin.set_validation_set(*validation)
     return record

@@ -55,7 +55,8 @@ def test_every_event_type_is_decoded(anvil, keys, tmp_path):
     """Every event the ABI declares, in one commit-reveal consortium's history."""
     w3 = connect(anvil.url)
     record = deploy_local_consortium(w3, keys, 4, tmp_path / "cr.json", policy=Policy(
-        mode=SubmissionMode.COMMIT_REVEAL, reveal_seconds=300))
+        mode=SubmissionMode.COMMIT_REVEAL, reveal_seconds=300, attestations_required=1,
+        attestation_window_seconds=600), validation=(H4, OTHER_CID))
 
     def as_account(index):
         return Consortium(w3, record, Account.from_key(keys[index]))
@@ -75,13 +76,25 @@ def test_every_event_type_is_decoded(anvil, keys, tmp_path):
     member.reveal_update(1, H4, OTHER_CID, salt)
     agg.close_round(1)
     finalized = agg.finalize_round(1, H2, CID, H3, OTHER_CID, [0b1])
+    member.attest_round(1, True, H1, CID)  # k = 1: accepted
     agg.open_round(H2, CID, agg.now() + 100, 1)
     as_account(6).abandon_round(2)
+    deadline3 = agg.now() + 100
+    agg.open_round(H2, CID, deadline3, 1)
+    member.commit_update(3, commitment_of(member.account.address, 3, H4, salt))
+    w3.provider.make_request("evm_setNextBlockTimestamp", [deadline3 + 1])
+    member.reveal_update(3, H4, OTHER_CID, salt)
+    agg.close_round(3)
+    agg.finalize_round(3, H3, CID, H4, OTHER_CID, [])
+    member.attest_round(3, False, H2, OTHER_CID)
+    as_account(6).reject_round(3)
 
     events = fetch_events(Consortium(w3, record), record.block_number, w3.eth.block_number)
     names = {e.name for e in events}
     assert names == {item["name"] for item in record.abi if item["type"] == "event"}
     by_name = {e.name: e for e in events}  # the last of each name
+    # rounds 1 and 2 for the round events; round 3 is only there to be rejected
+    by_name.update({e.name: e for e in events if e.args.get("roundId") == 1})
     aggregator = agg.account.address
     first_open = [e for e in events if e.name == "RoundOpened"][0]
     assert first_open.args == {"roundId": 1, "modelHash": H1, "aggregator": aggregator,
@@ -100,7 +113,18 @@ def test_every_event_type_is_decoded(anvil, keys, tmp_path):
     assert by_name["RoundAbandoned"].args == {"roundId": 2, "by": new_operator}
     policy = by_name["PolicyScheduled"].args
     assert policy["effectiveFromRound"] == 1
-    assert Policy.from_tuple(policy["policy"]) == Policy.from_tuple((1, 604800, 1, 0, 1, 300, 60))
+    assert Policy.from_tuple(policy["policy"]) == Policy.from_tuple(
+        (1, 604800, 1, 0, 1, 300, 60, 1, 600))
+    assert by_name["ValidationSetChanged"].args == {"validationHash": H4,
+                                                    "validationCid": OTHER_CID,
+                                                    "effectiveFromRound": 1}
+    assert [e.args for e in events if e.name == "RoundAttested"] == [
+        {"roundId": 1, "member": member.account.address, "pass": True, "auditHash": H1,
+         "auditCid": CID},
+        {"roundId": 3, "member": member.account.address, "pass": False, "auditHash": H2,
+         "auditCid": OTHER_CID}]
+    assert by_name["RoundRejected"].args == {"roundId": 3, "by": new_operator, "passes": 0,
+                                             "fails": 1}
     assert by_name["OperatorTransferred"].args == {"previousOperator": operator.account.address,
                                                    "newOperator": new_operator}
     assert by_name["MemberRemoved"].args == {"member": as_account(5).account.address,

@@ -16,9 +16,10 @@ PLAIN, COMMIT_REVEAL = 0, 1
 
 
 def make_policy(min_round=1, max_round=WEEK, min_submissions=1, min_bps=0, mode=PLAIN,
-                reveal=0, grace=GRACE_SECONDS):
+                reveal=0, grace=GRACE_SECONDS, attestations=0, window=0):
     """A `Policy` tuple in the struct's field order."""
-    return (min_round, max_round, min_submissions, min_bps, mode, reveal, grace)
+    return (min_round, max_round, min_submissions, min_bps, mode, reveal, grace, attestations,
+            window)
 
 
 DEFAULT_POLICY = make_policy()

@@ -20,7 +20,7 @@ from .conftest import (
 )
 
 DAY = 24 * 3600
-ZERO_POLICY = (0, 0, 0, 0, 0, 0, 0)
+ZERO_POLICY = (0,) * 9
 
 
 def run_round(consortium, aggregator_account, members, model, submitters=1):

@@ -1,8 +1,9 @@
 """Stateful property test of the round invariants against a Python model of the contract.
 
 Random sequences of opens, plain submissions, commits and reveals, closes, finalizations,
-abandonments, policy changes, aggregator and operator hand-overs, removals, re-admissions and
-time jumps, from authorized and unauthorized callers. Every transaction is mined at a time the
+attestations, rejections, abandonments, policy changes (attestations required or not),
+aggregator and operator hand-overs, removals, re-admissions and time jumps, from authorized and
+unauthorized callers. Every transaction is mined at a time the
 test sets (one second after the latest block), so the model knows the exact `block.timestamp`
 and no rule has to keep clear of a deadline. After every step the chain must agree with the
 model, and:
@@ -13,7 +14,11 @@ model, and:
   without anyone being able to abandon it;
 * one commitment per (round, member), and one submission per (round, member);
 * only the aggregator opens, closes and finalizes; finalized rounds never change; each round
-  keeps the block that opened it.
+  keeps the block that opened it;
+* one attestation per (round, member), by active members only; the next round opens only on
+  an accepted, abandoned or rejected round and always builds on the last accepted result; a
+  rejected round never becomes the base, and `lastAcceptedRound`, `isAccepted` and
+  `baseModelHash` agree with the model at every step.
 
 (No on-chain duplicate-hash check exists: the gas target leaves no room for it.)
 """
@@ -31,7 +36,7 @@ from hypothesis.stateful import (
 
 from .conftest import CID, make_policy, next_block_at
 
-NONE, OPEN, CLOSED, FINALIZED, ABANDONED = range(5)
+NONE, OPEN, CLOSED, FINALIZED, ABANDONED, REJECTED = range(6)
 PLAIN, COMMIT_REVEAL = 0, 1
 DAY = 24 * 3600
 POLICIES = [
@@ -41,7 +46,12 @@ POLICIES = [
                 grace=60),
     make_policy(min_round=1, max_round=300, min_submissions=0, min_bps=2500,
                 mode=COMMIT_REVEAL, reveal=60, grace=0),
+    make_policy(min_round=1, max_round=900, min_submissions=1, grace=60, attestations=2,
+                window=300),
+    make_policy(min_round=1, max_round=600, min_submissions=0, min_bps=5000, grace=30,
+                attestations=1, window=120),
 ]
+AUDIT = "0x" + "ab" * 32
 
 
 def h(i: int) -> str:
@@ -75,6 +85,7 @@ class RoundMachine(RuleBasedStateMachine):
         self.chain.revert()  # every example starts from the snapshot taken by the test
         self.current = 0
         self.finalized = 0
+        self.accepted_before = 0  # the last accepted round before the current one
         self.genesis = None
         self.rounds = {}
         self.active = {a.address for a in self.accounts[2:6]}
@@ -109,9 +120,24 @@ class RoundMachine(RuleBasedStateMachine):
         if self._due(next_round, moment):
             self.policy, self.pending = self.pending[0], None
 
-    def _base(self):
-        if self.finalized:
-            return self.rounds[self.finalized]["result"][0]
+    @staticmethod
+    def _accepted(rnd, moment):
+        if rnd["status"] != FINALIZED:
+            return False
+        k, passes, fails = rnd["k"], *_count(rnd)
+        return k == 0 or passes >= k or (moment > rnd["att_deadline"] and fails < k)
+
+    def _last_accepted(self, moment):
+        rnd = self._latest()
+        if rnd is not None and self._accepted(rnd, moment):
+            return self.current
+        return self.accepted_before
+
+    def _base(self, moment=None):
+        accepted = self._last_accepted(self.chain[-1].timestamp + 1 if moment is None
+                                       else moment)
+        if accepted:
+            return self.rounds[accepted]["result"][0]
         return self.genesis
 
     def _latest(self):
@@ -140,12 +166,13 @@ class RoundMachine(RuleBasedStateMachine):
     def _open(self, caller, model, quorum, seconds):
         moment = self._next_time()
         prev = self._latest()
-        base = self._base()
+        base = self._base(moment)
         next_id = self.current + 1
         policy = self.pending[0] if self._due(next_id, moment) else self.policy
         minimum = self._minimum(policy, len(self.active))
         ok = (caller == self.aggregator
-              and (prev is None or prev["status"] in (FINALIZED, ABANDONED))
+              and (prev is None or prev["status"] in (ABANDONED, REJECTED)
+                   or self._accepted(prev, moment))
               and (base is None or model == base)
               and policy[0] <= seconds <= policy[1]
               and minimum <= quorum <= len(self.active))
@@ -153,6 +180,7 @@ class RoundMachine(RuleBasedStateMachine):
                         caller=self.accounts[caller])
         if ok:
             self._apply_due(next_id, moment)
+            self.accepted_before = self._last_accepted(moment)
             self.current = next_id
             self.genesis = self.genesis or model
             assert tx.return_value == next_id
@@ -161,7 +189,9 @@ class RoundMachine(RuleBasedStateMachine):
                 "status": OPEN, "deadline": moment + seconds, "quorum": quorum, "subs": {},
                 "commits": {}, "result": None, "opened": tx.block_number, "opened_at": moment,
                 "min": minimum, "mode": mode, "grace": grace, "max_round": policy[1],
-                "reveal": moment + seconds + reveal if mode == COMMIT_REVEAL else 0}
+                "reveal": moment + seconds + reveal if mode == COMMIT_REVEAL else 0,
+                "k": policy[7], "window": policy[8], "att": {}, "att_deadline": 0,
+                "base": self.accepted_before}
 
     @rule(member=member, value=value)
     def submit(self, member, value):
@@ -231,7 +261,7 @@ class RoundMachine(RuleBasedStateMachine):
         self._finalize(self._who(caller), value, value % 32)
 
     def _finalize(self, caller, value, bitmap):
-        self._next_time()
+        moment = self._next_time()
         rnd = self._latest()
         slots = 5 if len(self.index) == 5 else 4
         flagged = {i for i in range(5) if bitmap >> i & 1}
@@ -244,6 +274,8 @@ class RoundMachine(RuleBasedStateMachine):
         if ok:
             rnd["status"] = FINALIZED
             rnd["result"] = (h(value), h(value + 1), bitmap)
+            if rnd["k"]:
+                rnd["att_deadline"] = moment + rnd["window"]
             self.finalized = self.current
             event(f"finalized, mode {rnd['mode']}")
 
@@ -255,6 +287,12 @@ class RoundMachine(RuleBasedStateMachine):
         rnd = self._latest()
         if rnd is not None and rnd["status"] in (OPEN, CLOSED):
             self.abandon(10)  # the operator clears the way
+        elif rnd is not None and rnd["status"] == FINALIZED:
+            if _count(rnd)[1] >= rnd["k"] > 0:
+                self.reject(10)  # failed by its attesters: the operator rejects it
+            elif not self._accepted(rnd, self.chain[-1].timestamp + 1):
+                next_block_at(rnd["att_deadline"] + 1)  # silence accepts it
+                self.chain.mine()
         moment = self.chain[-1].timestamp + 1
         policy = self.pending[0] if self._due(self.current + 1, moment) else self.policy
         minimum = self._minimum(policy, len(self.active))
@@ -291,6 +329,37 @@ class RoundMachine(RuleBasedStateMachine):
             self._call(False, self.consortium.finalizeRound, finalized[0], h(value), CID,
                        h(value), CID, [], caller=self.accounts[caller])
 
+    @rule(member=member, passed=st.booleans(), back=st.integers(0, 3))
+    def attest(self, member, passed, back):
+        """A member attests the latest round, or (`back`) an earlier one."""
+        account = self.accounts[member]
+        moment = self._next_time()
+        round_id = max(1, self.current - back)
+        rnd = self.rounds.get(round_id)
+        ok = (account.address in self.active and rnd is not None and rnd["status"] == FINALIZED
+              and (rnd["k"] == 0 or moment <= rnd["att_deadline"])
+              and account.address not in rnd["att"])
+        self._call(ok, self.consortium.attestRound, round_id, passed, AUDIT, CID,
+                   caller=account)
+        if ok:
+            rnd["att"][account.address] = passed
+            event("attested " + ("pass" if passed else "fail"))
+
+    @rule(caller=caller)
+    def reject(self, caller):
+        caller = self._who(caller)
+        moment = self._next_time()
+        rnd = self._latest()
+        ok = rnd is not None and rnd["status"] == FINALIZED and rnd["k"] > 0
+        if ok:
+            passes, fails = _count(rnd)
+            ok = fails >= rnd["k"] and (caller == self.operator or (
+                moment > rnd["att_deadline"] and passes < rnd["k"]))
+        self._call(ok, self.consortium.rejectRound, self.current, caller=self.accounts[caller])
+        if ok:
+            rnd["status"] = REJECTED
+            event("rejected " + ("by the operator" if caller == self.operator else "by anyone"))
+
     @rule(caller=caller)
     def abandon(self, caller):
         caller = self._who(caller)
@@ -319,7 +388,7 @@ class RoundMachine(RuleBasedStateMachine):
     def schedule_policy(self, caller, choice):
         caller = self._who(caller)
         moment = self._next_time()
-        ok = caller == self.operator
+        ok = caller == self.operator and POLICIES[choice][7] <= len(self.active)
         self._call(ok, self.consortium.schedulePolicy, POLICIES[choice],
                    caller=self.accounts[caller])
         if ok:
@@ -395,6 +464,11 @@ class RoundMachine(RuleBasedStateMachine):
     def chain_matches_model(self):
         assert self.consortium.currentRound() == self.current
         assert self.consortium.lastFinalizedRound() == self.finalized
+        moment = self.chain[-1].timestamp  # what view calls see
+        accepted = self._last_accepted(moment)
+        assert self.consortium.lastAcceptedRound() == accepted
+        base = self.rounds[accepted]["result"][0] if accepted else self.genesis
+        assert self.consortium.baseModelHash() == (base or "0x" + "00" * 32)
         assert self.consortium.activeMembers() == len(self.active)
         assert self.consortium.aggregator() == self.accounts[self.aggregator]
         assert self.consortium.operator() == self.accounts[self.operator]
@@ -406,6 +480,17 @@ class RoundMachine(RuleBasedStateMachine):
             assert record["openedBlock"] == rnd["opened"]
             assert record["minSubmissions"] == rnd["min"]  # the policy's, at opening
             assert record["mode"] == rnd["mode"]
+            assert record["attestationsRequired"] == rnd["k"]
+            assert self.consortium.isAccepted(rid) == self._accepted(rnd, moment)
+            assert tuple(int(n) for n in self.consortium.attestations(rid)) == _count(rnd)
+            for address in self.index:
+                assert self.consortium.hasAttested(rid, address) == (address in rnd["att"])
+            # every round built on an accepted result, never on a rejected one
+            if rnd["base"]:
+                assert self.rounds[rnd["base"]]["status"] == FINALIZED
+                assert record["modelHash"] == self.rounds[rnd["base"]]["result"][0]
+            else:
+                assert record["modelHash"] == self.genesis
             for address, digest in rnd["subs"].items():
                 last_round, last_hash = self.consortium.latestCommitment(address)
                 if last_round == rid:
@@ -427,6 +512,12 @@ class RoundMachine(RuleBasedStateMachine):
         reveal_seconds = rnd["reveal"] - rnd["deadline"] if rnd["reveal"] else 0
         limit = rnd["opened_at"] + rnd["max_round"] + reveal_seconds + rnd["grace"]
         assert self.consortium.abandonableAfter(self.current) <= limit
+
+
+def _count(rnd):
+    """A round's (passes, fails) in the model."""
+    passes = sum(rnd["att"].values())
+    return passes, len(rnd["att"]) - passes
 
 
 def test_round_invariants(accounts, consortium, chain):

@@ -12,6 +12,7 @@ from .conftest import (
     ROUND_SECONDS,
     UPDATE_HASH,
     error,
+    make_policy,
     next_block_at,
     now,
     pass_time,
@@ -51,7 +52,7 @@ def test_open_round(consortium, aggregator_account, chain):
     assert consortium.currentRound() == 1
     assert list(consortium.getRound(1)) == [MODEL_HASH, "0x" + "00" * 32, "0x" + "00" * 32,
                                             deadline, 3, 0, OPEN, tx.block_number,
-                                            1, 0, 0, 0, GRACE_SECONDS]
+                                            1, 0, 0, 0, 0, GRACE_SECONDS, 0, 0, 0, 0]
 
 
 def test_each_round_records_the_block_that_opened_it(consortium, closed_round,
@@ -275,7 +276,7 @@ def test_flagged_submitters_across_bitmap_words(FlemlConsortium, operator, aggre
         account = submitters.get(index)
         address = account.address if account else "0x" + f"{0x1000 + index:040x}"
         contract.admitMember(address, "m", {"from": operator})
-    contract.setInitialPolicy((1, 3600, 1, 0, 0, 0, 0), {"from": operator})
+    contract.setInitialPolicy(make_policy(max_round=3600, grace=0), {"from": operator})
     contract.openRound(MODEL_HASH, CID, now(chain) + ROUND_SECONDS, 3,
                        {"from": aggregator_account})
     for account in submitters.values():
