@@ -6,7 +6,10 @@
     brownie run admin transfer_operator 0xNEW     (the new operator then runs accept_operator)
     brownie run admin accept_operator
     brownie run admin schedule_policy min_submissions=3,grace_seconds=600
+    brownie run admin schedule_policy attestations_required=2,attestation_window_seconds=86400
     brownie run admin abandon ROUND
+    brownie run admin set_validation_set 0xSHA256 bafk...   (0x00..00 "" clears it)
+    brownie run admin reject ROUND     (a round k members' attestations failed)
     brownie run admin show
 
 The operator's account is chosen as in scripts/deploy.py (accounts[0] on development,
@@ -75,6 +78,16 @@ def abandon(round_id):
     consortium_contract().abandonRound(int(round_id), {"from": deployer_account()})
 
 
+def set_validation_set(validation_hash, cid=""):
+    """Set the validation set: at once before round 1, later under the policy delay."""
+    consortium_contract().setValidationSet(str(validation_hash), str(cid),
+                                           {"from": deployer_account()})
+
+
+def reject(round_id):
+    consortium_contract().rejectRound(int(round_id), {"from": deployer_account()})
+
+
 def set_aggregator(address):
     consortium_contract().setAggregator(address, {"from": deployer_account()})
 
@@ -105,8 +118,13 @@ def show():
         address = c.memberAt(index)
         known, active, _, label = c.memberInfo(address)
         print(f"  [{index}] {address} {label!r} {'active' if active else 'removed'}")
-    print(f"  round      {c.currentRound()} (last finalized {c.lastFinalizedRound()}), "
-          f"protocol {c.version()}")
+    print(f"  round      {c.currentRound()} (last finalized {c.lastFinalizedRound()}, last "
+          f"accepted {c.lastAcceptedRound()}), protocol {c.version()}")
+    digest, cid = c.validationSet()
+    print(f"  validation {digest} {cid or '(none)'}")
+    digest, cid, from_round, _ = c.pendingValidationSet()
+    if from_round:
+        print(f"  scheduled  validation {digest} {cid or '(none)'} from round {from_round}")
     print(f"  policy     {Policy.from_tuple(c.policy())}")
     pending, from_round, from_time = c.pendingPolicy()
     if from_round:

@@ -51,6 +51,32 @@ def test_admin_schedules_a_policy_change_and_abandons(record_path, accounts, cha
     assert consortium.getRound(1)["status"] == 4
 
 
+def test_admin_sets_the_validation_set_and_rejects(record_path, accounts, chain, capsys):
+    consortium = deploy.main()
+    digest = "0x" + "99" * 32
+    admin.set_validation_set(digest, "bafkvalidation")
+    assert [str(v) for v in consortium.validationSet()] == [digest, "bafkvalidation"]
+    consortium.setAggregator(accounts[1], {"from": accounts[0]})
+    for i in (2, 3):
+        consortium.admitMember(accounts[i], f"m{i}", {"from": accounts[0]})
+    admin.schedule_policy("attestations_required=1,attestation_window_seconds=600")
+    assert Policy.from_tuple(consortium.pendingPolicy()[0]).attestations_required == 1
+    # before round 1 a scheduled change waits too; play the policy in force and reject by hand
+    consortium.setInitialPolicy(Policy(attestations_required=1,
+                                       attestation_window_seconds=600).as_tuple(),
+                                {"from": accounts[0]})
+    consortium.openRound("0x" + "11" * 32, "cid", chain.time() + 600, 1, {"from": accounts[1]})
+    consortium.submitUpdate(1, "0x" + "22" * 32, "cid", {"from": accounts[2]})
+    consortium.closeRound(1, {"from": accounts[1]})
+    consortium.finalizeRound(1, "0x" + "33" * 32, "cid", "0x" + "44" * 32, "cid", [],
+                             {"from": accounts[1]})
+    consortium.attestRound(1, False, "0x" + "55" * 32, "cid", {"from": accounts[3]})
+    admin.reject(1)
+    assert consortium.getRound(1)["status"] == 5
+    admin.show()
+    assert "bafkvalidation" in capsys.readouterr().out
+
+
 def test_a_bad_policy_item_is_refused():
     with pytest.raises(SystemExit, match="bad policy item 'quorum=3'"):
         admin.parse_policy("quorum=3")
