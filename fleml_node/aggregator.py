@@ -1,9 +1,10 @@
 """The aggregator's node: open, close, aggregate with the defense, publish and finalize rounds.
 
 The aggregator is not trusted: everything it decides is committed on chain and in the round
-report on IPFS, so an auditor can replay it (see :mod:`fleml_node.audit`). It holds no state
-that the chain does not also reflect, except the defense's learned state (FLEML's weighting
-network and client history), which it saves after every finalized round. Each call of
+report on IPFS, so an auditor can re-run it (see :mod:`fleml_node.audit`). It holds no state
+that the chain and IPFS do not also hold: even the defense's learned state (FLEML's weighting
+network and client history) is restored before each aggregation from the report of the round
+the new one builds on (:mod:`fleml_node.history`). Each call of
 :meth:`AggregatorNode.step` reads the round's status from the chain and does the next thing:
 
 * no round, or the last one finalized: publish the global model and open the next round;
@@ -22,17 +23,16 @@ deterministic, so the result is the same.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
 from fleml_node.chain.contract import (
+    ChainError,
     Consortium,
     RoundInfo,
     RoundStatus,
@@ -42,6 +42,7 @@ from fleml_node.chain.contract import (
 from fleml_node.chain.events import ChainEvent, round_events
 from fleml_node.defense import Defense
 from fleml_node.defense.base import tensor_sha256
+from fleml_node.history import base_round, published_state_after
 from fleml_node.learning import get_params
 from fleml_node.retry import Backoff, is_permanent, is_transient
 from fleml_node.round_engine import (
@@ -116,8 +117,6 @@ class AggregatorNode:
     validation
         The aggregator's small clean data set ``(x, y)``: FLEML's look-ahead and FLTrust's
         root data. None for methods that do not use it.
-    state_dir
-        Where the defense's state and cached global models are kept.
     until_round
         Stop once this round number is finalized (an absolute round id, not a count).
     round_seconds
@@ -129,7 +128,7 @@ class AggregatorNode:
     """
 
     def __init__(self, consortium: Consortium, store: IpfsStore, defense: Defense,
-                 task: TaskConfig, state_dir: Path, until_round: int, round_seconds: int = 120,
+                 task: TaskConfig, until_round: int, round_seconds: int = 120,
                  quorum: int = 0, validation: tuple[Tensor, Tensor] | None = None,
                  evaluate: Callable[[nn.Module], dict[str, float]] | None = None) -> None:
         if consortium.account is None:
@@ -140,8 +139,6 @@ class AggregatorNode:
         self.store = store
         self.engine = RoundEngine(task, defense, validation)
         self.task = task
-        self.state_dir = Path(state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.until_round = until_round
         self.round_seconds = round_seconds
         self.quorum = quorum
@@ -151,7 +148,8 @@ class AggregatorNode:
         self.abandoned: list[int] = []
         self._validation_ref: dict[str, str] | None = None  # published on first use
         self.consortium.check_version()
-        self._load_defense_state()
+        self._check_validation_set()
+        self._fresh_state = self.engine.defense_state()
 
     @property
     def defense(self) -> Defense:
@@ -171,14 +169,10 @@ class AggregatorNode:
         if info.status is RoundStatus.CLOSED:
             if info.submissions < info.min_submissions:  # closed by an earlier protocol step
                 return self._abandon(info)
-            # a failed attempt must not leave the defense having learned from this round
-            snapshot = self.engine.defense_state()
-            try:
-                self._aggregate_and_finalize(info)
-            except Exception:
-                self.engine.restore_defense(snapshot)
-                raise
+            self._aggregate_and_finalize(info)
             return "finalized"
+        if info.status is RoundStatus.FINALIZED and not self.consortium.is_accepted(current):
+            return "waiting"  # for the members' attestations, or the end of their window
         if current >= self.until_round:
             return "done"
         self._open(current + 1, self.consortium.base_model_hash(), self._base_model_cid())
@@ -241,9 +235,9 @@ class AggregatorNode:
                  seconds)
 
     def _base_model_cid(self) -> str:
-        """The CID of the model the next round builds on: the last finalized result, or, when
-        no round was ever finalized, round 1's model (the chain holds only hashes)."""
-        last = self.consortium.last_finalized_round()
+        """The CID of the model the next round builds on: the last accepted result, or, when
+        no round was ever accepted, round 1's model (the chain holds only hashes)."""
+        last = self.consortium.last_accepted_round()
         if last:
             return round_events(self.consortium, last)["RoundFinalized"][-1].args["resultCid"]
         return round_events(self.consortium, 1)["RoundOpened"][-1].args["modelCid"]
@@ -289,6 +283,7 @@ class AggregatorNode:
         submissions = gather_submissions(self.consortium, self.store,
                                          events.get("UpdateSubmitted", []),
                                          max_bytes=update_size_cap(self.engine.spec))
+        self._restore_base_state(r)
         t1 = time.perf_counter()
         outcome = self.engine.decide(r, base.tensors, submissions)
         for member, reason in outcome.rejected.items():
@@ -296,15 +291,10 @@ class AggregatorNode:
         t2 = time.perf_counter()
         published = self._publish_outcome(info, opened, outcome, submissions)
         t3 = time.perf_counter()
-        # the state after round r is written before the round is finalized and becomes
-        # current once it is: a crash in between neither loses it nor applies it twice
-        self._write_defense_state(r, self._pending_file)
         receipt = self.consortium.finalize_round(
             r, published["result_hash"], published["result_cid"], published["report_hash"],
             published["report_cid"], outcome.bitmap(self.consortium.member_slots()))
         t4 = time.perf_counter()
-        if self._pending_file.exists():
-            self._pending_file.replace(self._state_file)
         self.model.load_state_dict(outcome.result_params)
         self._summarize(outcome, submissions, published, receipt,
                         {"fetch_verify": t1 - t0, "defense": t2 - t1, "publish": t3 - t2,
@@ -328,6 +318,20 @@ class AggregatorNode:
                 "report_hash": content_hash(report_blob),
                 "report_cid": self.store.put(report_blob),
                 "bytes_up": len(result_blob) + len(report_blob)}
+
+    def _check_validation_set(self) -> None:
+        """Refuse to run on validation data other than the consortium committed on chain."""
+        committed, cid = self.consortium.validation_set()
+        if committed == bytes(32):
+            return
+        if self.engine.validation is None:
+            raise ChainError(f"the consortium committed a validation set ({cid}); give the "
+                             f"aggregator that data")
+        mine = content_hash(encode_validation(*self.engine.validation))
+        if mine != committed:
+            raise ChainError(f"this aggregator's validation data hashes to 0x{mine.hex()}, but "
+                             f"the consortium committed 0x{committed.hex()} ({cid}): refusing "
+                             f"to aggregate with other data")
 
     def _publish_inputs(self, outcome: RoundOutcome) -> dict[str, Any]:
         """Put what the defense read besides the updates on IPFS (pinned), for the audit to
@@ -363,45 +367,13 @@ class AggregatorNode:
                  len(summary.flagged), published["result_cid"])
 
     # -- defense state -------------------------------------------------------------------
-    # FLEML learns across rounds. Its state is saved per round, tagged with the contract and
-    # the round, as `defense_state.pending.json` before finalizing and renamed to
-    # `defense_state.json` after; on start, a pending state is kept only if the chain shows
-    # its round finalized.
-    @property
-    def _state_file(self) -> Path:
-        return self.state_dir / "defense_state.json"
-
-    @property
-    def _pending_file(self) -> Path:
-        return self.state_dir / "defense_state.pending.json"
-
-    def _write_defense_state(self, round_id: int, path: Path) -> None:
-        state = self.engine.defense_state()
-        if state is None:
-            return
-        record = {"contract": self.consortium.address, "round": round_id,
-                  "method": self.defense.name, "state": state}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record))
-        tmp.replace(path)
-
-    def _load_defense_state(self) -> None:
-        if not hasattr(self.defense, "load_state_dict"):
-            return
-        if self._pending_file.exists():
-            pending = json.loads(self._pending_file.read_text())
-            done = self.consortium.get_round(pending["round"]).status is RoundStatus.FINALIZED
-            if done and pending["contract"] == self.consortium.address:
-                self._pending_file.replace(self._state_file)
-            else:
-                self._pending_file.unlink()
-        if not self._state_file.exists():
-            return
-        record = json.loads(self._state_file.read_text())
-        if record.get("contract") != self.consortium.address or \
-                record.get("method") != self.defense.name:
-            log.warning("ignoring %s: it belongs to another consortium or method",
-                        self._state_file)
-            return
-        self.engine.restore_defense(record["state"])
-        log.info("restored the defense's state after round %d", record["round"])
+    def _restore_base_state(self, round_id: int) -> None:
+        """Continue the defense from the round this one builds on (see fleml_node.history):
+        the state its report published, or a fresh state over the initial model."""
+        if self._fresh_state is None:
+            return  # a stateless defense
+        base = base_round(self.consortium, round_id)
+        found = published_state_after(self.consortium, self.store, base) if base else None
+        self.engine.restore_defense(found[1] if found else self._fresh_state)
+        log.info("round %d: the defense continues from %s", round_id,
+                 f"round {base}" if found else "a fresh state")

@@ -33,9 +33,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleml_node.chain.contract import Consortium, RoundStatus
+from fleml_node.chain.contract import Consortium, RoundStatus, tx_hash
 from fleml_node.chain.events import round_events
 from fleml_node.defense import make_defense
+from fleml_node.history import base_round, published_state_after
 from fleml_node.learning import ParamSpec
 from fleml_node.round_engine import (
     STATELESS_DEFENSES,
@@ -56,6 +57,7 @@ from fleml_node.storage import (
     content_hash,
     decode_report,
     decode_tensors,
+    encode_report,
 )
 from fleml_node.submissions import gather_submissions
 
@@ -120,7 +122,9 @@ def audit_round(consortium: Consortium, store: IpfsStore, round_id: int) -> Roun
     """
     verdict = RoundVerdict(round_id)
     info = consortium.get_round(round_id)
-    if not verdict.check("round is finalized", info.status is RoundStatus.FINALIZED,
+    # a rejected round was finalized first: its result can be audited all the same
+    if not verdict.check("round is finalized", info.status in (RoundStatus.FINALIZED,
+                                                               RoundStatus.REJECTED),
                          f"status {info.status.name}"):
         return verdict
     events = round_events(consortium, round_id)
@@ -167,6 +171,13 @@ def _defense_inputs(consortium: Consortium, store: IpfsStore, round_id: int,
         return None
     try:
         validation = state = None
+        committed = consortium.round_validation_hash(round_id)
+        if committed != bytes(32):
+            named = (report.get("validation") or {}).get("hash")
+            same = named == "0x" + committed.hex()
+            verdict.check("the validation set is the one committed on chain for the round",
+                          same, "" if same else
+                          f"report names {named}, chain committed 0x{committed.hex()}")
         if report.get("validation"):
             ref = report["validation"]
             validation = decode_validation(store.get(ref["cid"], expected_hash=ref["hash"]))
@@ -191,17 +202,32 @@ def _defense_inputs(consortium: Consortium, store: IpfsStore, round_id: int,
 
 def _previous_state_hash(consortium: Consortium, store: IpfsStore, round_id: int,
                          defense: dict[str, Any]) -> tuple[str | None, str]:
-    """The hash of the state the round must start from, and where it comes from."""
-    for r in range(round_id - 1, 0, -1):
-        if consortium.get_round(r).status is RoundStatus.FINALIZED:
-            finalized = round_events(consortium, r)["RoundFinalized"][-1]
-            try:
-                previous = decode_report(store.get(finalized.args["reportCid"],
-                                                   expected_hash=consortium.get_round(
-                                                       r).report_hash))
-            except StorageError:
-                return None, f"round {r} (its report cannot be fetched)"
-            after = previous.get("defense_state", {}).get("after", {}).get("hash")
-            return after, f"round {r}"
+    """The hash of the state the round must start from, and where it comes from: the state
+    after the round it builds on (fleml_node.history), or a fresh one over the initial model."""
+    base = base_round(consortium, round_id)
+    if base:
+        try:
+            found = published_state_after(consortium, store, base)
+        except StorageError:
+            return None, f"round {base} (its report or state cannot be fetched)"
+        return (found[0] if found else None), f"round {base}, which it builds on"
     fresh = make_defense(defense["method"], **defense["params"]).state_dict()
-    return "0x" + content_hash(encode_state(fresh)).hex(), "a fresh defense (no earlier round)"
+    return "0x" + content_hash(encode_state(fresh)).hex(), "a fresh defense (initial model)"
+
+
+def attest(consortium: Consortium, store: IpfsStore, verdict: RoundVerdict) -> str | None:
+    """Publish the verdict on IPFS and record it on chain (`attestRound`) from a member's key.
+
+    An INCONCLUSIVE verdict is not attested: counted as a failure it would let anyone frame an
+    honest aggregator by unpinning an input, counted as a pass it would let an aggregator
+    escape the check by hiding one. Returns the transaction hash, or None when not attested.
+    """
+    if verdict.verdict == "INCONCLUSIVE":
+        log.warning("round %d: the audit is inconclusive; no attestation sent",
+                    verdict.round_id)
+        return None
+    blob = encode_report(verdict.to_dict())
+    cid = store.put(blob)
+    receipt = consortium.attest_round(verdict.round_id, verdict.ok, content_hash(blob), cid)
+    log.info("round %d: attested %s (audit %s)", verdict.round_id, verdict.verdict, cid)
+    return tx_hash(receipt)

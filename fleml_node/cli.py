@@ -402,6 +402,9 @@ def _bind(opts: dict[str, Any], with_key: bool):
               help="Blocks to wait before acting on an event.")
 @click.option("--poll-interval", default=1.0, show_default=True, help="Seconds between polls.")
 @click.option("--max-rounds", type=int, help="Exit after submitting this many updates.")
+@click.option("--audit", "audit_rounds", is_flag=True,
+              help="Also audit every finalized round (as `fleml-node audit` does) and attest "
+                   "the verdict on chain.")
 @_fail_cleanly
 def client(**opts: Any) -> None:
     """Take part in every round: train on local data, publish and commit the update."""
@@ -420,7 +423,8 @@ def client(**opts: Any) -> None:
     follower = EventFollower(consortium, state, confirmations=opts["confirmations"])
     index = consortium.member_info(consortium.account.address)[2] \
         if opts["client_index"] is None else opts["client_index"]
-    node = ClientNode(consortium, store, follower, task, x, y, index, attack=attack)
+    node = ClientNode(consortium, store, follower, task, x, y, index, attack=attack,
+                      audit_rounds=opts["audit_rounds"])
     click.echo(f"client {consortium.account.address}: {len(y)} local samples"
                f"{', attack ' + opts['attack'] if attack else ''}; waiting for rounds "
                f"(Ctrl-C to stop)", err=True)
@@ -447,8 +451,6 @@ def client(**opts: Any) -> None:
               help="Submissions that close a round early (0 = every active member).")
 @click.option("--evaluate/--no-evaluate", default=True, show_default=True,
               help="Report test accuracy of each new global model.")
-@click.option("--state-dir", type=click.Path(file_okay=False), default=".fleml/aggregator",
-              show_default=True, help="Where the defense's learned state is kept.")
 @click.option("--poll-interval", default=1.0, show_default=True, help="Seconds between polls.")
 @_fail_cleanly
 def aggregator(**opts: Any) -> None:
@@ -466,10 +468,9 @@ def aggregator(**opts: Any) -> None:
     evaluate = _test_evaluator(task) if opts["evaluate"] else None
     if evaluate:
         test_data(task)  # load now, so a missing dataset fails before the first round
-    node = AggregatorNode(consortium, store, defense, task, Path(opts["state_dir"]),
-                          until_round=until_round, round_seconds=opts["round_seconds"],
-                          quorum=opts["quorum"], validation=validation_data(task),
-                          evaluate=evaluate)
+    node = AggregatorNode(consortium, store, defense, task, until_round=until_round,
+                          round_seconds=opts["round_seconds"], quorum=opts["quorum"],
+                          validation=validation_data(task), evaluate=evaluate)
 
     def progress(did: str) -> None:
         if did == "finalized":
@@ -542,6 +543,11 @@ def _test_evaluator(task):
 @click.option("--round", "round_id", type=int, help="The round to audit [default: all].")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the verdicts as JSON (one object per round, in a list).")
+@click.option("--attest", is_flag=True,
+              help="As a member: publish each verdict on IPFS and record it on chain "
+                   "(attestRound); needs the member's key. Inconclusive verdicts are not "
+                   "attested.")
+@key_option
 @_fail_cleanly
 def audit(**opts: Any) -> None:
     """Check a finalized round from the chain and IPFS alone, re-running its defense.
@@ -551,9 +557,9 @@ def audit(**opts: Any) -> None:
     """
     import json
 
-    from fleml_node.audit import audit_round
+    from fleml_node.audit import attest, audit_round
 
-    consortium, store = _bind(opts, with_key=False)
+    consortium, store = _bind(opts, with_key=opts["attest"])
     last = consortium.current_round()
     rounds = [opts["round_id"]] if opts["round_id"] else range(1, last + 1)
     if opts["round_id"] and not 1 <= opts["round_id"] <= last:
@@ -572,6 +578,10 @@ def audit(**opts: Any) -> None:
         verdicts.append(verdict)
         if not opts["as_json"]:
             click.echo("\n".join(verdict.lines()))
+        if opts["attest"]:
+            sent = attest(consortium, store, verdict)
+            click.echo(f"round {r}: " + (f"attested {verdict.verdict} in {sent}" if sent
+                                         else "inconclusive, not attested"), err=True)
     if opts["as_json"]:
         click.echo(json.dumps([v.to_dict() for v in verdicts], indent=2))
     results = {v.verdict for v in verdicts}

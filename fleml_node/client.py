@@ -96,11 +96,14 @@ class ClientNode:
         A poisoning attack for simulated malicious members, else None.
     margin_seconds
         Do not start training when fewer seconds than this remain before the deadline.
+    audit_rounds
+        Audit every finalized round and attest the verdict on chain (``client --audit``).
     """
 
     def __init__(self, consortium: Consortium, store: IpfsStore, follower: EventFollower,
                  task: TaskConfig, x: Tensor, y: Tensor, client_index: int,
-                 attack: Attack | None = None, margin_seconds: float = 0.0) -> None:
+                 attack: Attack | None = None, margin_seconds: float = 0.0,
+                 audit_rounds: bool = False) -> None:
         if consortium.account is None:
             raise ValueError("a client needs a signing account")
         self.consortium = consortium
@@ -111,10 +114,12 @@ class ClientNode:
         self.client_index = client_index
         self.attack = attack
         self.margin_seconds = margin_seconds
+        self.audit_rounds = audit_rounds
         self.address = consortium.account.address
         self.model = task.initial_model()
         self.spec = ParamSpec.from_named(get_params(self.model))
         self.history: list[ClientRoundStats] = []
+        consortium.check_version()  # a node speaks one protocol: refuse another contract
 
     def poll_once(self) -> int:
         """Handle new confirmed events, then a reveal that is due; returns events handled."""
@@ -147,6 +152,9 @@ class ClientNode:
 
     def handle(self, event: ChainEvent) -> bool:
         """React to one contract event; True when it acted (the follower saves its cursor)."""
+        if event.name == "RoundFinalized" and self.audit_rounds:
+            self.audit_and_attest(event.args["roundId"])
+            return True
         if event.name != "RoundOpened":
             return False
         stats = self.take_part(event.args["roundId"], bytes(event.args["modelHash"]),
@@ -292,6 +300,19 @@ class ClientNode:
         if receipt is not None:
             stats.gas_used += int(receipt["gasUsed"])
             stats.transaction = tx_hash(receipt)
+
+    def audit_and_attest(self, round_id: int) -> None:
+        """Audit a finalized round as `fleml-node audit` does and attest the verdict, once."""
+        from fleml_node.audit import attest, audit_round
+
+        if self.consortium.has_attested(round_id, self.address):
+            return
+        verdict = audit_round(self.consortium, self.store, round_id)
+        log.info("round %d: audit %s", round_id, verdict.verdict)
+        try:
+            attest(self.consortium, self.store, verdict)
+        except ContractReverted as exc:
+            log.warning("round %d: attestation refused: %s", round_id, exc)
 
     def publish_update(self, round_id: int, blob: bytes) -> tuple[bytes, str]:
         """Put the update's bytes on IPFS; returns the content hash to commit and the CID.

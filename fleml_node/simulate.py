@@ -48,7 +48,13 @@ from fleml_node.learning import (
     make_generator,
 )
 from fleml_node.learning.datasets import DATASETS
-from fleml_node.round_engine import MemberDecision, RoundEngine, Submission, encode_update
+from fleml_node.round_engine import (
+    MemberDecision,
+    RoundEngine,
+    Submission,
+    encode_update,
+    encode_validation,
+)
 from fleml_node.storage import InvalidPayload, content_hash
 from fleml_node.task import (
     LOSS_EVAL_SAMPLES,
@@ -244,8 +250,12 @@ def chain_federation(config: SimulationConfig, defense_name: str, run_dir: Path,
     with LocalAnvil(accounts=n + 2, log_file=run_dir / "anvil.log") as anvil:
         keys = test_keys(n + 2)
         w3 = connect(anvil.url)
-        record = deploy_local_consortium(w3, keys, n, run_dir / "deployment.json", "client")
         store = IpfsStore(ipfs_api, timeout=60)
+        # the consortium commits the aggregator's validation set, as a real one would
+        validation = validation_data(task)
+        blob = encode_validation(*validation)
+        record = deploy_local_consortium(w3, keys, n, run_dir / "deployment.json", "client",
+                                         validation=(content_hash(blob), store.put(blob)))
         clients = []
         for i in range(n):
             consortium = Consortium(w3, record, Account.from_key(keys[2 + i]))
@@ -259,8 +269,8 @@ def chain_federation(config: SimulationConfig, defense_name: str, run_dir: Path,
         defense = make_defense(defense_name, **config.defense_params.get(defense_name, {}))
         aggregator = AggregatorNode(
             Consortium(w3, record, Account.from_key(keys[1])), store, defense, task,
-            run_dir / "aggregator", until_round=config.rounds, round_seconds=config.round_seconds,
-            validation=validation_data(task), evaluate=evaluate)
+            until_round=config.rounds, round_seconds=config.round_seconds,
+            validation=validation, evaluate=evaluate)
         yield ChainFederation(aggregator, clients, w3, malicious)
 
 

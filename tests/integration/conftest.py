@@ -152,7 +152,7 @@ class Federation:
     def aggregator(self, *args: str, fault: str | None = None, name: str = "aggregator",
                    expected_rc: int = 0) -> Node:
         return self.start(name, "aggregator", AGGREGATOR_KEY,
-                          ["--state-dir", str(self.tmp_path / "state" / "aggregator"), *args],
+                          list(args),
                           fault=fault, expected_rc=expected_rc)
 
     def audit(self, round_id: int | None = None, timeout: float = 180,

@@ -31,6 +31,11 @@ event follower, the state folders) behaves as in production. Faults:
 ``copy:I``
     A free-rider: instead of its own update it commits the hash and CID that member I
     submitted in the same round (waiting for it to appear on chain).
+``lie:R=KIND,...``
+    A dishonest aggregator, in round R: ``double`` doubles the first member's coefficient,
+    ``flag`` flags the second member with a made-up reason (both keep the report and the
+    model self-consistent), ``state`` publishes a defense state other than the one it used,
+    ``validation`` publishes a validation set other than the one it used.
 ``none``
     No fault (plain `fleml-node`).
 """
@@ -184,6 +189,51 @@ def copy_member(spec: str) -> None:
     ClientNode.publish_update = publish_update  # type: ignore[method-assign]
 
 
+def lie(spec: str) -> None:
+    from fleml_node.aggregator import AggregatorNode
+    from fleml_node.defense.base import weighted_sum
+
+    plan = {int(r): kind for r, _, kind in (item.partition("=") for item in spec.split(","))}
+    real_init, real_publish = AggregatorNode.__init__, AggregatorNode._publish_inputs
+
+    def init(self: AggregatorNode, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        honest = self.defense.aggregate
+
+        def aggregate(updates: Any, ctx: Any = None) -> Any:
+            result = honest(updates, ctx)
+            kind = plan.get(ctx.round_number)
+            if kind in ("double", "flag"):
+                _say(f"FAULT lie round {ctx.round_number}: {kind}")
+                client = result.clients[0 if kind == "double" else 1]
+                if kind == "double":
+                    client.coefficient *= 2
+                else:
+                    client.flagged, client.coefficient = True, 0.0
+                result.update = weighted_sum(updates, [c.coefficient for c in result.clients])
+            return result
+
+        self.defense.aggregate = aggregate
+
+    def publish_inputs(self: AggregatorNode, outcome: Any) -> Any:
+        kind = plan.get(outcome.round_id)
+        if kind == "state":
+            _say(f"FAULT lie round {outcome.round_id}: publishing another state")
+            outcome.state_after = {**outcome.state_after, "aggregations": 10**6}
+        if kind == "validation":
+            _say(f"FAULT lie round {outcome.round_id}: publishing another validation set")
+            used = self.engine.validation
+            self.engine.validation, self._validation_ref = (used[0] + 0.5, used[1]), None
+            try:
+                return real_publish(self, outcome)
+            finally:
+                self.engine.validation, self._validation_ref = used, None
+        return real_publish(self, outcome)
+
+    AggregatorNode.__init__ = init  # type: ignore[method-assign]
+    AggregatorNode._publish_inputs = publish_inputs  # type: ignore[method-assign]
+
+
 FAULTS = {"none": lambda: None, "tamper-put": tamper_put, "hang-in-training": hang_in_training,
           "crash-after-close": crash_after_close}
 
@@ -196,11 +246,13 @@ if __name__ == "__main__":
         silent(arg)
     elif fault == "copy" and arg:
         copy_member(arg)
+    elif fault == "lie" and arg:
+        lie(arg)
     elif fault in FAULTS:
         FAULTS[fault]()
     else:
         sys.exit(f"usage: {sys.argv[0]} {{{','.join(FAULTS)},bad-update:R=KIND,...,"
-                 "silent:R,...,copy:I}} "
+                 "silent:R,...,copy:I,lie:R=KIND,...}} "
                  "[fleml-node args ...]")
     from fleml_node.cli import main
 

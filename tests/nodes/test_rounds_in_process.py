@@ -26,7 +26,7 @@ def make_clients(federation, tmp_path, attack=None, store_for=None):
 
 def make_aggregator_node(federation, tmp_path, until_round):
     return AggregatorNode(federation.bind(1), federation.store(), make_defense("fleml"),
-                          TASK, tmp_path / "agg", until_round=until_round, round_seconds=600,
+                          TASK, until_round=until_round, round_seconds=600,
                           validation=validation_data(TASK))
 
 
@@ -127,7 +127,7 @@ def reweighting(weights):
 def audit_of_one_round(federation, tmp_path, defense_name, tamper_defense=None,
                        tamper_report=None, monkeypatch=None):
     aggregator = AggregatorNode(federation.bind(1), federation.store(),
-                                make_defense(defense_name), TASK, tmp_path / "agg",
+                                make_defense(defense_name), TASK,
                                 until_round=1, round_seconds=600, validation=validation_data(TASK))
     if tamper_defense:
         tamper_defense(aggregator.defense)
@@ -215,7 +215,7 @@ def test_a_client_whose_training_yields_nan_skips_the_round_and_keeps_following(
     from fleml_node.attacks import make_attack
 
     aggregator = AggregatorNode(federation.bind(1), federation.store(), make_defense("fedavg"),
-                                TASK, tmp_path / "agg", until_round=2, round_seconds=600,
+                                TASK, until_round=2, round_seconds=600,
                                 quorum=NUM_MEMBERS - 1)
     clients = make_clients(federation, tmp_path)
     clients[1].attack = make_attack("sign_flip", scale=float("inf"))

@@ -21,7 +21,7 @@ RERUN = ("fleml re-run from the committed validation set and state gives the rep
 
 def run(federation, tmp_path, rounds=1, tamper=None):
     aggregator = AggregatorNode(federation.bind(1), federation.store(), make_defense("fleml"),
-                                TASK, tmp_path / "agg", until_round=rounds, round_seconds=600,
+                                TASK, until_round=rounds, round_seconds=600,
                                 validation=validation_data(TASK))
     if tamper:
         tamper(aggregator)
@@ -52,8 +52,8 @@ def test_honest_fleml_rounds_are_rerun_bit_for_bit(federation, tmp_path):
     for v in verdicts:
         assert v.verdict == "PASS", "\n".join(v.lines())
         assert v.checks[RERUN] == (True, "bit-for-bit")
-    assert verdicts[0].checks["defense state continues from a fresh defense (no earlier round)"][0]
-    assert verdicts[1].checks["defense state continues from round 1"][0]
+    assert verdicts[0].checks["defense state continues from a fresh defense (initial model)"][0]
+    assert verdicts[1].checks["defense state continues from round 1, which it builds on"][0]
 
 
 def test_a_doubled_coefficient_fails_the_rerun(federation, tmp_path):

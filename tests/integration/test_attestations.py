@@ -1,0 +1,67 @@
+"""A lying aggregator is caught by the members' audits, and the consortium does not build on it.
+
+Three `fleml-node client` processes, two of them auditing every finalized round (`--audit`),
+and a FLEML aggregator that lies in rounds 1 to 4, one way each: it doubles a member's
+coefficient, flags a benign member, publishes a defense state other than the one it used, and
+publishes a validation set other than the one it used. The policy requires two attestations
+(`attestationsRequired = 2`). After each lie both auditors attest FAIL with the check named,
+the operator rejects the round, and the next round builds on the last accepted model; round 5
+is honest, passes both audits and is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from eth_account import Account
+
+from fleml_node.chain.contract import Consortium, Policy, RoundStatus, connect
+from fleml_node.chain.deployment import load_record
+from fleml_node.chain.events import round_events
+from fleml_node.storage import IpfsStore, decode_report
+
+pytestmark = pytest.mark.slow
+
+LIES = {1: "double", 2: "flag", 3: "state", 4: "validation"}
+RERUN = "fleml re-run from the committed validation set and state"
+
+
+def test_lying_aggregator_is_caught_attested_and_rejected(make_federation):
+    fed = make_federation(3, Policy(min_round_seconds=1, max_round_seconds=3600,
+                                    min_submissions=2, grace_seconds=5,
+                                    attestations_required=2,
+                                    attestation_window_seconds=3600))
+    operator = Consortium(connect(fed.url), load_record(fed.record_path),
+                          Account.from_key(fed.keys[0]))
+    clients = [fed.client(i, *(["--audit"] if i < 2 else [])) for i in range(3)]
+    fed.wait_ready(*clients)
+    lies = ",".join(f"{r}={k}" for r, k in LIES.items())
+    aggregator = fed.aggregator("--rounds", str(len(LIES) + 1), "--round-seconds", "120",
+                                "--no-evaluate", fault=f"lie:{lies}")
+    store = IpfsStore(fed.ipfs_api, timeout=10)
+    for r in LIES:
+        fed.wait_until(f"two failing attestations of round {r}",
+                       lambda r=r: fed.reader.current_round() >= r
+                       and fed.reader.attestations(r) == (0, 2), timeout=240)
+        for i in range(2):
+            event = next(e for e in round_events(fed.reader, r)["RoundAttested"]
+                         if e.args["member"] == fed.member(i))
+            audit = decode_report(store.get(event.args["auditCid"],
+                                            expected_hash=bytes(event.args["auditHash"])))
+            assert audit["verdict"] == "FAIL"
+            failed = [c["name"] for c in audit["checks"] if c["result"] == "FAIL"]
+            assert any(name.startswith(RERUN) for name in failed), (r, failed)
+        operator.reject_round(r)
+    fed.wait_exit(aggregator, timeout=300)
+
+    for r in LIES:
+        assert fed.reader.get_round(r).status is RoundStatus.REJECTED
+    honest = fed.reader.get_round(len(LIES) + 1)
+    # every round, the honest one included, trained on round 1's model: no lie was built on
+    assert honest.model_hash == fed.reader.get_round(1).model_hash
+    fed.wait_until("the honest round's two passing attestations",
+                   lambda: fed.reader.attestations(len(LIES) + 1) == (2, 0), timeout=120)
+    assert fed.reader.is_accepted(len(LIES) + 1)
+    audit = fed.audit(len(LIES) + 1, extra=("--json",))
+    assert json.loads(audit.stdout)[0]["verdict"] == "PASS", audit.stdout
