@@ -46,6 +46,7 @@ from fleml_node.history import base_round, published_state_after
 from fleml_node.learning import get_params
 from fleml_node.retry import Backoff, is_permanent, is_transient
 from fleml_node.round_engine import (
+    DecisionsView,
     MemberDecision,
     RoundEngine,
     RoundOutcome,
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class RoundSummary:
+class RoundSummary(DecisionsView):
     """What the aggregator did in one round (kept locally for progress and benchmarks)."""
 
     round_id: int
@@ -83,22 +84,6 @@ class RoundSummary:
     bytes_down: int = 0
     bytes_up: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def accepted(self) -> list[str]:
-        return [d.member for d in self.decisions if d.status != "rejected"]
-
-    @property
-    def rejected(self) -> dict[str, str]:
-        return {d.member: d.reason for d in self.decisions if d.status == "rejected"}
-
-    @property
-    def flagged(self) -> list[str]:
-        return [d.member for d in self.decisions if d.status == "flagged"]
-
-    @property
-    def coefficients(self) -> dict[str, float | None]:
-        return {d.member: d.coefficient for d in self.decisions if d.status != "rejected"}
 
 
 class AggregatorNode:

@@ -235,22 +235,10 @@ class Screened:
     claims: list[int]
 
 
-@dataclass
-class RoundOutcome:
-    """Everything the policy decided for a round; the node only publishes and commits it."""
+class DecisionsView:
+    """Who was accepted, rejected (with the reason) and flagged, from a round's decisions."""
 
-    round_id: int
     decisions: list[MemberDecision]
-    defense_report: dict[str, Any] | None
-    aggregate: Tensor
-    result_params: dict[str, Tensor]
-    bitmap_indices: list[int]
-    updates: Tensor | None = field(default=None, repr=False)
-    # the defense's learned state before and after the round (None for stateless methods),
-    # and the execution settings it ran under: what an auditor needs to re-run it
-    state_before: dict[str, Any] | None = field(default=None, repr=False)
-    state_after: dict[str, Any] | None = field(default=None, repr=False)
-    execution: dict[str, Any] = field(default_factory=dict)
 
     @property
     def accepted(self) -> list[str]:
@@ -267,6 +255,24 @@ class RoundOutcome:
     @property
     def coefficients(self) -> dict[str, float | None]:
         return {d.member: d.coefficient for d in self.decisions if d.status != "rejected"}
+
+
+@dataclass
+class RoundOutcome(DecisionsView):
+    """Everything the policy decided for a round; the node only publishes and commits it."""
+
+    round_id: int
+    decisions: list[MemberDecision]
+    defense_report: dict[str, Any] | None
+    aggregate: Tensor
+    result_params: dict[str, Tensor]
+    bitmap_indices: list[int]
+    updates: Tensor | None = field(default=None, repr=False)
+    # the defense's learned state before and after the round (None for stateless methods),
+    # and the execution settings it ran under: what an auditor needs to re-run it
+    state_before: dict[str, Any] | None = field(default=None, repr=False)
+    state_after: dict[str, Any] | None = field(default=None, repr=False)
+    execution: dict[str, Any] = field(default_factory=dict)
 
     def bitmap(self, member_slots: int) -> list[int]:
         return flagged_bitmap(self.bitmap_indices, member_slots)
