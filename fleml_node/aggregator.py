@@ -268,6 +268,9 @@ class AggregatorNode:
         submissions = gather_submissions(self.consortium, self.store,
                                          events.get("UpdateSubmitted", []),
                                          max_bytes=update_size_cap(self.engine.spec))
+        for sub in submissions:
+            if sub.blob is not None:  # keep every update the round used available to audits
+                self.store.pin(sub.update_cid)
         self._restore_base_state(r)
         t1 = time.perf_counter()
         outcome = self.engine.decide(r, base.tensors, submissions)

@@ -107,7 +107,7 @@ class RoundVerdict:
         for name, (ok, detail) in self.checks.items():
             out.append(f"  [{marks[ok]}] {name}{': ' + detail if detail else ''}")
         for m in self.members:
-            out.append(f"  member {m.index} {m.address}: {'ok' if m.ok else 'FAIL'} "
+            out.append(f"  member {m.index} {m.address}: {marks[m.ok]} "
                        f"({m.status_in_report}) {m.detail}")
         return out
 

@@ -478,7 +478,7 @@ class MemberCheck:
     index: int
     committed_hash: str
     status_in_report: str
-    ok: bool
+    ok: bool | None  # None: inconclusive (the update cannot be fetched here)
     detail: str
 
 
@@ -571,7 +571,13 @@ def _member_check(decision: MemberDecision, sub: Submission,
                   by_member: dict[str, dict[str, Any]]) -> MemberCheck:
     """The rules' verdict on one member against the status the report gives it."""
     status = by_member.get(decision.member, {}).get("status", "missing")
-    if decision.status == "rejected":
+    if decision.status == "rejected" and decision.reason.startswith("unavailable") \
+            and status in ("accepted", "flagged"):
+        # the aggregator had the bytes, the auditor cannot get them: nobody can tell who is
+        # right, and unpinning an update must not frame an honest aggregator
+        ok: bool | None = None
+        detail = decision.reason + "; the report used it: inconclusive"
+    elif decision.status == "rejected":
         ok = status == "rejected"
         detail = decision.reason + ("; rightly rejected" if ok else "; yet the aggregator used it")
     else:
@@ -591,6 +597,12 @@ def _expected_model(out: Verification, engine: RoundEngine, round_id: int, scree
         return base_flat if ok else None
     clients = defense_report["clients"]
     order = [c["client_id"] for c in clients]
+    unfetched = [d.member for d in screened.decisions if d.member in order
+                 and d.status == "rejected" and d.reason.startswith("unavailable")]
+    if unfetched:
+        out.add("aggregation replays to the finalized model", None,
+                f"{len(unfetched)} update(s) the report used cannot be fetched here")
+        return None
     if not out.add("report's clients are the verified updates", order == screened.accepted,
                    f"{len(order)} in report, {len(screened.accepted)} verified"):
         return None

@@ -207,3 +207,18 @@ def test_verification_fails_a_model_that_is_not_the_aggregate(base):
     name, ok, detail = checked.checks[-1]
     assert name == "aggregation replays to the finalized model" and not ok
     assert "max abs difference" in detail
+
+
+def test_an_update_the_auditor_cannot_fetch_is_inconclusive_not_a_failure(base):
+    """Unpinning an update after the round must not frame an honest aggregator."""
+    subs = [honest(base, 0), honest(base, 1)]
+    outcome = engine().decide(ROUND, base, subs)
+    gone = Submission(subs[1].member, 1, subs[1].update_hash, "cid1",
+                      fetch_error="IPFS cat timed out")
+    checked = verify_round(ROUND, [subs[0], gone], base, outcome.result_params,
+                           report_of(outcome, subs), [])
+    member = next(m for m in checked.members if m.index == 1)
+    assert member.ok is None and "inconclusive" in member.detail
+    results = {name: ok for name, ok, _ in checked.checks}
+    assert results["aggregation replays to the finalized model"] is None
+    assert False not in results.values()
