@@ -24,7 +24,7 @@ model, and:
 """
 
 import brownie
-from hypothesis import event, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -525,5 +525,13 @@ def test_round_invariants(accounts, consortium, chain):
     RoundMachine.env = (accounts, consortium, chain)
     run_state_machine_as_test(
         RoundMachine,
-        settings=settings(max_examples=15, stateful_step_count=40, deadline=None),
+        # A 40-step run over 19 rules draws more than Hypothesis's default
+        # buffer now and then; the overrun examples are discarded, not
+        # failed, so the size health check only makes the test flaky.
+        settings=settings(
+            max_examples=15,
+            stateful_step_count=40,
+            deadline=None,
+            suppress_health_check=[HealthCheck.data_too_large, HealthCheck.too_slow],
+        ),
     )
