@@ -226,7 +226,8 @@ def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 # -- shared options -------------------------------------------------------------------------
 def chain_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--rpc``, ``--deployment`` and ``--config``: what every chain command needs."""
+    """``--rpc``, ``--deployment``, ``--chain-profile`` and ``--config``: what every chain
+    command needs."""
     options = [
         config_option,
         click.option("--rpc", default="http://127.0.0.1:8545", show_default=True,
@@ -234,6 +235,10 @@ def chain_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--deployment", type=click.Path(dir_okay=False), envvar="FLEML_DEPLOYMENT",
                      help="Deployment record from `brownie run deploy` "
                           "[default: deployments/<chain id>.json; env FLEML_DEPLOYMENT]."),
+        click.option("--chain-profile", envvar="FLEML_CHAIN_PROFILE",
+                     help="How to talk to the chain (EVM version, fees, PoA, confirmations), "
+                          "overriding the deployment record's: anvil, hardhat, clique, auto, "
+                          "or a JSON file [default: the record's; env FLEML_CHAIN_PROFILE]."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -362,11 +367,13 @@ def _bind_chain(opts: dict[str, Any], with_key: bool):
     """Connect to the chain and load the key when the command signs."""
     from fleml_node.chain.contract import Consortium, connect, load_account
     from fleml_node.chain.deployment import default_record_path, load_record
+    from fleml_node.chain.profile import load_profile
 
-    w3 = connect(opts["rpc"])
+    profile = load_profile(opts["chain_profile"]) if opts.get("chain_profile") else None
+    w3 = connect(opts["rpc"], poa=profile.poa if profile else None)
     record = load_record(opts["deployment"] or default_record_path(w3.eth.chain_id))
     account = load_account(opts.get("keystore")) if with_key else None
-    return Consortium(w3, record, account)
+    return Consortium(w3, record, account, profile=profile)
 
 
 def _bind(opts: dict[str, Any], with_key: bool):
@@ -398,8 +405,9 @@ def _bind(opts: dict[str, Any], with_key: bool):
               help="Attack parameter, repeatable (e.g. scale=10).")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=".fleml/client",
               show_default=True, help="Where the node keeps its event cursor.")
-@click.option("--confirmations", default=0, show_default=True,
-              help="Blocks to wait before acting on an event.")
+@click.option("--confirmations", type=click.IntRange(0), default=None,
+              help="Blocks to wait before acting on an event [default: the chain profile's; "
+                   "0 on dev chains].")
 @click.option("--poll-interval", default=1.0, show_default=True, help="Seconds between polls.")
 @click.option("--max-rounds", type=int, help="Exit after submitting this many updates.")
 @click.option("--audit", "audit_rounds", is_flag=True,

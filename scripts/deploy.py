@@ -15,20 +15,44 @@ FLEML_POLICY overrides any of its fields (min_round_seconds, max_round_seconds,
 min_submissions, min_submissions_bps, mode (0 plain, 1 commit-reveal), reveal_seconds,
 grace_seconds).
 The record goes to $FLEML_DEPLOYMENT, or deployments/<chain_id>.json.
+
+The chain profile (fleml_node.chain.profile: EVM version, fee mode, proof of authority,
+confirmations, block time) comes from FLEML_CHAIN_PROFILE (a builtin name such as clique, or a
+JSON file); whatever it leaves open is detected from the chain. It is written into the record,
+so every node talks to the chain the same way. brownie builds for the project's EVM version
+(cancun); on a chain that runs an older EVM (e.g. a London-era Clique network) the contracts
+are compiled again for that version here, with the same compiler settings, and that build is
+deployed. On such chains set the network's gas price (`brownie networks modify NAME
+gas_price=...`): some PoA clients lack EIP-1559 fee estimation.
 """
 
 import os
 from pathlib import Path
 
-from brownie import FlemlConsortium, accounts, chain, network, project
+from brownie import FlemlConsortium, accounts, chain, network, project, web3
+from brownie.network.contract import ContractContainer
 
 from fleml_node.chain.deployment import default_record_path, write_record
+from fleml_node.chain.profile import detect, load_profile
+from fleml_node.devnet.artifacts import compile_for
 from scripts.admin import admit_members, deployer_account, parse_policy
+
+
+def container_for(evm_version):
+    """brownie's FlemlConsortium, compiled for `evm_version` when the project's build is not."""
+    if FlemlConsortium._build["compiler"]["evm_version"] == evm_version:
+        return FlemlConsortium
+    print(f"compiling FlemlConsortium for the {evm_version} EVM of chain {chain.id}")
+    loaded = project.main.get_loaded_projects()[0]
+    build = compile_for(evm_version, Path(loaded._path), FlemlConsortium._build)
+    return ContractContainer(loaded, build)
 
 
 def main():
     operator = deployer_account()
-    consortium = FlemlConsortium.deploy({"from": operator})
+    profile = detect(web3, load_profile())
+    container = container_for(profile.evm_version)
+    consortium = container.deploy({"from": operator})
     receipt = consortium.tx
     if os.environ.get("FLEML_AGGREGATOR"):
         consortium.setAggregator(os.environ["FLEML_AGGREGATOR"], {"from": operator})
@@ -43,13 +67,15 @@ def main():
         chain_id=chain.id,
         network=network.show_active(),
         address=consortium.address,
-        abi=FlemlConsortium.abi,
+        abi=container.abi,
         block_number=receipt.block_number,
         transaction=receipt.txid,
         deployer=operator.address,
-        artifact="build/contracts/FlemlConsortium.json",
-        compiler={"solc": config["solc"]["version"], "evm_version": config["evm_version"],
+        artifact="build/contracts/FlemlConsortium.json" if container is FlemlConsortium
+        else f"compiled for {profile.evm_version} by scripts/deploy.py",
+        compiler={"solc": config["solc"]["version"], "evm_version": profile.evm_version,
                   "optimizer": config["solc"]["optimizer"]},
+        profile=profile,
     )
     print(f"FlemlConsortium at {consortium.address} on chain {chain.id} "
           f"(block {receipt.block_number}); record: {path}")

@@ -8,7 +8,8 @@
 #   4. the solc shim that py-solc-x and brownie take for an installed solc (tools/solc-shim.js)
 #   5. anvil on the venv's PATH and brownie's `development` network pointed at it
 #   6. the compiled contracts in build/ (brownie compile), exported into the package
-#      (fleml_node/contracts/FlemlConsortium.json, tracked in git: commit it with contract changes)
+#      (fleml_node/contracts/<evm>/FlemlConsortium.json for cancun and london, tracked in git:
+#      commit them with contract changes)
 #   7. Slither (requirements-slither.txt) in its own venv .fleml/slither-venv, for
 #      tools/slither-check.sh
 #

@@ -40,6 +40,13 @@ from web3.exceptions import (
 from web3.middleware import Web3Middleware
 
 from fleml_node.chain.deployment import Deployment
+from fleml_node.chain.profile import (
+    ChainProfile,
+    detect,
+    fee_fields,
+    install_poa_middleware,
+    is_poa,
+)
 
 log = logging.getLogger(__name__)
 
@@ -290,19 +297,62 @@ def recorded_requests(w3: Web3) -> Iterator[list[tuple[str, Any]]]:
         w3.middleware_onion.remove(name)
 
 
-def connect(rpc_url: str, timeout: float = 30.0) -> Web3:
+def connect(rpc_url: str, timeout: float = 30.0, poa: bool | None = None) -> Web3:
     """A connected Web3 over HTTP, or a `ChainError` naming the URL.
 
     web3's own silent retries are off: a node that cannot reach its RPC should say so and back
     off on its own schedule (:mod:`fleml_node.retry`), not block for minutes inside one call.
+    On a proof-of-authority chain (``poa`` True, or None and the genesis block says so) web3's
+    PoA middleware is installed, without which it cannot read a single block there.
     """
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout},
                                 exception_retry_configuration=None))
     try:
         w3.eth.chain_id  # noqa: B018 - the call is the connectivity check
+        if poa or (poa is None and is_poa(w3)):
+            install_poa_middleware(w3)
     except Exception as exc:  # requests and web3 raise many types for an unreachable node
         raise ChainError(f"cannot reach the chain at {rpc_url}: {exc}") from exc
     return w3
+
+
+def send_signed(w3: Web3, account: LocalAccount, tx: dict[str, Any], fee_mode: str,
+                timeout: float, label: str) -> Any:
+    """Fill the fees and nonce of `tx`, sign it with `account`, send it and wait for it.
+
+    Returns the receipt whatever its outcome (see `receipt_succeeded`); raises `ChainError` if
+    it was not sent or not mined within `timeout` seconds.
+    """
+    if not {"gasPrice", "maxFeePerGas"} & set(tx):
+        tx = {**tx, **fee_fields(w3, fee_mode)}
+    tx.setdefault("nonce", w3.eth.get_transaction_count(account.address, "pending"))
+    signed = account.sign_transaction(tx)
+    sent = "0x" + bytes(signed.hash).hex()
+    try:
+        w3.eth.send_raw_transaction(signed.raw_transaction)
+    except (Web3RPCError, requests.RequestException) as exc:
+        raise ChainError(f"{label} was not sent: {exc}") from exc
+    try:
+        return w3.eth.wait_for_transaction_receipt(signed.hash, timeout=timeout)
+    except (Web3RPCError, TimeExhausted, requests.RequestException) as exc:
+        raise ChainError(f"{label} transaction {sent} was not mined: {exc}") from exc
+
+
+def receipt_succeeded(w3: Web3, receipt: Mapping[str, Any], contract: str | None) -> bool:
+    """Whether a mined transaction succeeded.
+
+    The receipt's ``status`` when it has one. Some clients (@ethereumjs/client 0.9.0) leave it
+    out; then a deployment succeeded if the new address holds code, and a call to `contract`
+    succeeded if it left a log of that contract: every state-changing function of the
+    consortium emits an event, and a reverted call leaves no log.
+    """
+    if "status" in receipt and receipt["status"] is not None:
+        return int(receipt["status"]) == 1
+    created = receipt.get("contractAddress")
+    if created:
+        return bool(w3.eth.get_code(created))
+    emitter = (contract or "").lower()
+    return any(str(entry["address"]).lower() == emitter for entry in receipt.get("logs", []))
 
 
 class Consortium:
@@ -318,10 +368,13 @@ class Consortium:
         The signing account, or None for read-only use (audits, status).
     receipt_timeout
         Seconds to wait for a transaction to be mined.
+    profile
+        How to talk to the chain; default: the deployment record's, with anything it leaves
+        open detected from the chain (:mod:`fleml_node.chain.profile`).
     """
 
     def __init__(self, w3: Web3, deployment: Deployment, account: LocalAccount | None = None,
-                 receipt_timeout: float = 120.0) -> None:
+                 receipt_timeout: float = 120.0, profile: ChainProfile | None = None) -> None:
         chain_id = w3.eth.chain_id
         if chain_id != deployment.chain_id:
             raise ChainError(
@@ -335,6 +388,7 @@ class Consortium:
         self.deployment = deployment
         self.account = account
         self.receipt_timeout = receipt_timeout
+        self.profile = detect(w3, profile or deployment.profile)
         self.contract = w3.eth.contract(address=deployment.address, abi=deployment.abi)
         self._errors = {
             function_signature_to_4byte_selector(abi_to_signature(item)): item
@@ -581,23 +635,16 @@ class Consortium:
                 "nonce": self.w3.eth.get_transaction_count(sender, "pending"),
                 "gas": int(gas * 1.2) + 10_000,
                 "chainId": self.deployment.chain_id,
+                **fee_fields(self.w3, self.profile.fee_mode),
             })
         except (ContractCustomError, ContractLogicError) as exc:
             raise ContractReverted(f"{name} reverted: {self.decode_error(exc)}") from None
         except Web3RPCError as exc:
             raise ChainError(f"{name} failed: {exc}") from None
-        signed = self.account.sign_transaction(tx)
-        sent = "0x" + bytes(signed.hash).hex()
-        try:
-            self.w3.eth.send_raw_transaction(signed.raw_transaction)
-        except (Web3RPCError, requests.RequestException) as exc:
-            raise ChainError(f"{name} was not sent: {exc}") from exc
-        try:
-            receipt = self.w3.eth.wait_for_transaction_receipt(signed.hash,
-                                                               timeout=self.receipt_timeout)
-        except (Web3RPCError, TimeExhausted, requests.RequestException) as exc:
-            raise ChainError(f"{name} transaction {sent} was not mined: {exc}") from exc
-        if receipt["status"] != 1:
+        receipt = send_signed(self.w3, self.account, tx, self.profile.fee_mode,
+                              self.receipt_timeout, name)
+        sent = tx_hash(receipt)
+        if not receipt_succeeded(self.w3, receipt, self.address):
             raise ContractReverted(f"{name} transaction {sent} failed on chain")
         log.info("%s sent: %s (block %d, gas %d)", name, sent, receipt["blockNumber"],
                  receipt["gasUsed"])

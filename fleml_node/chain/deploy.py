@@ -3,11 +3,12 @@
 Operators use `brownie run deploy`; this path serves `fleml-node simulate`, the devnet and the
 tests, which run without brownie's network layer. Both write the same deployment record.
 
-The artifact (ABI, bytecode, deployed bytecode, compiler settings) is package data,
-``fleml_node/contracts/FlemlConsortium.json``, so an installed package deploys without a
-checkout. ``tools/setup.sh`` exports it from brownie's build after ``brownie compile``
-(:mod:`fleml_node.devnet.artifacts`), and a test fails when it differs from the build or the
-Solidity sources it was compiled from.
+The artifacts (ABI, bytecode, deployed bytecode, compiler settings) are package data, one per
+EVM version the project supports, ``fleml_node/contracts/<evm>/FlemlConsortium.json``
+(:data:`fleml_node.chain.profile.EVM_VERSIONS`), so an installed package deploys without a
+checkout and onto a London-era proof-of-authority chain as well as onto a Cancun dev chain.
+``tools/setup.sh`` exports them after ``brownie compile`` (:mod:`fleml_node.devnet.artifacts`),
+and a test fails when one differs from the build or the Solidity sources it was compiled from.
 """
 
 from __future__ import annotations
@@ -20,42 +21,54 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from fleml_node.chain.contract import ChainError
+from fleml_node.chain.contract import ChainError, receipt_succeeded, send_signed
 from fleml_node.chain.deployment import CONTRACT_NAME, Deployment, load_record, write_record
+from fleml_node.chain.profile import EVM_VERSIONS, ChainProfile, detect, fee_fields
 
-ARTIFACT_RESOURCE = f"contracts/{CONTRACT_NAME}.json"
-"""The shipped artifact, relative to the ``fleml_node`` package."""
+DEFAULT_EVM_VERSION = "cancun"
+"""The EVM version of brownie's own build (brownie-config.yaml) and of the dev chains."""
 
 
-def artifact_path() -> Path:
-    """Where the shipped artifact lies on disk.
+def artifact_resource(evm_version: str = DEFAULT_EVM_VERSION) -> str:
+    """The shipped artifact for `evm_version`, relative to the ``fleml_node`` package."""
+    return f"contracts/{evm_version}/{CONTRACT_NAME}.json"
+
+
+def artifact_path(evm_version: str = DEFAULT_EVM_VERSION) -> Path:
+    """Where the shipped artifact for `evm_version` lies on disk.
 
     Raises
     ------
     ChainError
-        If the package was built without it.
+        If the EVM version is unsupported or the package was built without its artifact.
     """
-    path = Path(str(resources.files("fleml_node").joinpath(ARTIFACT_RESOURCE)))
+    if evm_version not in EVM_VERSIONS:
+        raise ChainError(f"no artifact for EVM version {evm_version!r}; the project ships "
+                         f"{', '.join(EVM_VERSIONS)}")
+    path = Path(str(resources.files("fleml_node").joinpath(artifact_resource(evm_version))))
     if not path.is_file():
         raise ChainError(f"the package lacks its compiled contract {path}: in a checkout run "
                          "tools/setup.sh (it compiles and exports it), then reinstall")
     return path
 
 
-def load_artifact(path: Path | None = None) -> dict[str, Any]:
+def load_artifact(path: Path | None = None,
+                  evm_version: str = DEFAULT_EVM_VERSION) -> dict[str, Any]:
     """The compiled contract: ``abi``, ``bytecode``, ``deployedBytecode``, ``compiler``.
 
     Parameters
     ----------
     path
         An artifact file to read instead of the shipped one (brownie's build output works too).
+    evm_version
+        Which shipped artifact to read when `path` is None.
 
     Raises
     ------
     ChainError
         If the file is missing or is not a compiled contract.
     """
-    path = path or artifact_path()
+    path = path or artifact_path(evm_version)
     try:
         compiled = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -66,8 +79,12 @@ def load_artifact(path: Path | None = None) -> dict[str, Any]:
 
 
 def deploy_consortium(w3: Web3, operator: LocalAccount, record_path: Path,
-                      artifact: Path | None = None, network: str = "local") -> Deployment:
+                      artifact: Path | None = None, network: str = "local",
+                      profile: ChainProfile | None = None) -> Deployment:
     """Deploy the contract from `operator`, write the record and return it.
+
+    The artifact is the one compiled for the chain's EVM version, and the record carries the
+    resolved chain profile, so every node talks to the chain the same way.
 
     Parameters
     ----------
@@ -81,6 +98,8 @@ def deploy_consortium(w3: Web3, operator: LocalAccount, record_path: Path,
         A compiled contract to deploy instead of the shipped one.
     network
         The network name written into the record (informational).
+    profile
+        How to talk to the chain; fields it leaves open are detected (default: all).
 
     Returns
     -------
@@ -92,19 +111,20 @@ def deploy_consortium(w3: Web3, operator: LocalAccount, record_path: Path,
     ChainError
         If the artifact is missing or the deployment transaction fails.
     """
-    path = artifact or artifact_path()
+    profile = detect(w3, profile)
+    path = artifact or artifact_path(profile.evm_version)
     compiled = load_artifact(path)
     factory = w3.eth.contract(abi=compiled["abi"], bytecode=compiled["bytecode"])
     tx = factory.constructor().build_transaction({
         "from": operator.address,
         "nonce": w3.eth.get_transaction_count(operator.address, "pending"),
         "chainId": w3.eth.chain_id,
+        **fee_fields(w3, profile.fee_mode),
     })
-    signed = operator.sign_transaction(tx)
-    receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(
-        signed.raw_transaction), timeout=60)
-    if receipt["status"] != 1 or not receipt["contractAddress"]:
-        raise ChainError("deployment transaction failed")
+    receipt = send_signed(w3, operator, tx, profile.fee_mode, 120, "deployment")
+    if not receipt["contractAddress"] or not receipt_succeeded(w3, receipt, None):
+        raise ChainError(f"deployment transaction failed (EVM {profile.evm_version} artifact "
+                         f"{path})")
     write_record(
         record_path,
         chain_id=w3.eth.chain_id,
@@ -116,5 +136,6 @@ def deploy_consortium(w3: Web3, operator: LocalAccount, record_path: Path,
         deployer=operator.address,
         artifact=str(path),
         compiler=compiled.get("compiler", {}),
+        profile=profile,
     )
     return load_record(record_path)

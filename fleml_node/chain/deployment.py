@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleml_node.chain.profile import ChainProfile, ProfileError
+
 SCHEMA_VERSION = 1
 CONTRACT_NAME = "FlemlConsortium"
 DEPLOYMENTS_DIR_ENV = "FLEML_DEPLOYMENTS_DIR"
@@ -43,6 +45,9 @@ class Deployment:
         The block that holds the deployment; event scans start there.
     path : Path
         Where the record was read from.
+    profile : ChainProfile or None
+        How to talk to the chain (EVM version, fees, PoA, confirmations), as resolved at
+        deployment; None in records written before profiles existed (then nodes detect it).
     """
 
     chain_id: int
@@ -51,6 +56,7 @@ class Deployment:
     abi: list[dict[str, Any]]
     block_number: int
     path: Path
+    profile: ChainProfile | None = None
 
 
 def default_record_path(chain_id: int, directory: str | os.PathLike[str] | None = None) -> Path:
@@ -61,8 +67,13 @@ def default_record_path(chain_id: int, directory: str | os.PathLike[str] | None 
 
 def write_record(path: Path, *, chain_id: int, network: str, address: str,
                  abi: list[dict[str, Any]], block_number: int, transaction: str,
-                 deployer: str, artifact: str, compiler: dict[str, Any]) -> Path:
-    """Write a deployment record atomically and return its path."""
+                 deployer: str, artifact: str, compiler: dict[str, Any],
+                 profile: ChainProfile | None = None) -> Path:
+    """Write a deployment record atomically and return its path.
+
+    `profile` is written as the record's ``chain`` section: the EVM version the contract was
+    compiled for, the fee mode, PoA, confirmations and block time every node then uses.
+    """
     record = {
         "schema": SCHEMA_VERSION,
         "chain_id": chain_id,
@@ -70,6 +81,7 @@ def write_record(path: Path, *, chain_id: int, network: str, address: str,
         "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "deployer": deployer,
         "compiler": compiler,
+        **({"chain": profile.to_dict()} if profile is not None else {}),
         "contracts": {
             CONTRACT_NAME: {
                 "address": address,
@@ -111,6 +123,9 @@ def load_record(path: str | os.PathLike[str]) -> Deployment:
             abi=list(entry["abi"]),
             block_number=int(entry["block_number"]),
             path=path,
+            profile=ChainProfile.from_dict(record["chain"]) if "chain" in record else None,
         )
+    except ProfileError as exc:
+        raise DeploymentError(f"{path}: {exc}") from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise DeploymentError(f"{path} is not a FLEML deployment record: {exc!r}") from exc

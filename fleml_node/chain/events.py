@@ -4,6 +4,13 @@ A node's event follower keeps one number on disk, the last block whose events it
 handled. On restart it resumes from the next block, so a round is neither done twice nor
 missed: the handler runs for each confirmed event once, in chain order, and the cursor moves
 past a block only after every event in it was handled.
+
+Reorganisations: the follower handles a block only once ``confirmations`` blocks sit on top of
+it (the chain profile's, :mod:`fleml_node.chain.profile`), so a reorg shorter than that never
+reaches the handler. It also keeps the hash of its cursor block; if that block was replaced
+anyway (a reorg deeper than the confirmations), it logs a warning and handles the new branch
+from ``REORG_REWIND`` blocks back: handlers are idempotent, so events seen twice do no harm,
+and events that moved to the new branch are not missed.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from fleml_node.chain.contract import Consortium, RoundStatus
 log = logging.getLogger(__name__)
 
 MAX_BLOCK_RANGE = 2_000  # many RPC providers refuse larger eth_getLogs ranges
+REORG_REWIND = 64
+"""Blocks re-handled after a reorg deeper than the confirmations was detected."""
 
 
 @dataclass(frozen=True)
@@ -46,13 +55,16 @@ class EventFollower:
     state_file
         JSON file holding the last fully handled block; created on first use.
     confirmations
-        Blocks to wait on top of an event's block before handling it (0 on a local chain).
+        Blocks to wait on top of an event's block before handling it; None takes the chain
+        profile's (0 on a dev chain, 2 on the Clique devnet).
     start_block
         Where to start when there is no state yet (default: the deployment block).
     """
 
-    def __init__(self, consortium: Consortium, state_file: Path, confirmations: int = 0,
-                 start_block: int | None = None) -> None:
+    def __init__(self, consortium: Consortium, state_file: Path,
+                 confirmations: int | None = None, start_block: int | None = None) -> None:
+        if confirmations is None:
+            confirmations = consortium.profile.confirmations
         if confirmations < 0:
             raise ValueError("confirmations must be >= 0")
         self.consortium = consortium
@@ -60,27 +72,50 @@ class EventFollower:
         self.confirmations = confirmations
         self._events = _events_by_topic(consortium)
         default = consortium.deployment.block_number if start_block is None else start_block
-        self.last_block = self._load_cursor(default - 1)
+        self._first = default - 1
+        self.last_block, self._last_hash = self._load_cursor(default - 1)
 
-    def _load_cursor(self, default: int) -> int:
+    def _load_cursor(self, default: int) -> tuple[int, str | None]:
         if not self.state_file.exists():
-            return default
+            return default, None
         try:
             state = json.loads(self.state_file.read_text())
             if state.get("contract") != self.consortium.address:
                 log.warning("event state %s is for another contract; starting afresh",
                             self.state_file)
-                return default
-            return int(state["last_block"])
+                return default, None
+            return int(state["last_block"]), state.get("last_hash")
         except (ValueError, KeyError) as exc:
             raise ValueError(f"corrupt event state file {self.state_file}: {exc}") from exc
 
     def _save_cursor(self, block: int) -> None:
+        block_hash = self._hash_of(block)
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"contract": self.consortium.address, "last_block": block}))
+        tmp.write_text(json.dumps({"contract": self.consortium.address, "last_block": block,
+                                   "last_hash": block_hash}))
         tmp.replace(self.state_file)
-        self.last_block = block
+        self.last_block, self._last_hash = block, block_hash
+
+    def _hash_of(self, block: int) -> str | None:
+        if block < 0:
+            return None
+        found = self.consortium.w3.eth.get_block(block)
+        return "0x" + bytes(found["hash"]).hex()
+
+    def _check_reorg(self) -> None:
+        """Rewind if the cursor's block is no longer on the chain (a reorg deeper than the
+        confirmations)."""
+        if self._last_hash is None or self.last_block <= self._first:
+            return
+        current = self._hash_of(self.last_block)
+        if current == self._last_hash:
+            return
+        rewind = max(self._first, self.last_block - REORG_REWIND)
+        log.warning("block %d changed (%s -> %s): a reorg deeper than %d confirmation(s); "
+                    "handling events again from block %d", self.last_block, self._last_hash,
+                    current, self.confirmations, rewind + 1)
+        self.last_block, self._last_hash = rewind, None
 
     def fetch(self, from_block: int, to_block: int) -> list[ChainEvent]:
         """All decoded events of the contract in a block range, in chain order."""
@@ -94,6 +129,7 @@ class EventFollower:
         A crash inside `handler` therefore repeats on restart only events it had not acted
         on yet, or had ignored; handlers are written to be idempotent for that case.
         """
+        self._check_reorg()
         head = self.consortium.w3.eth.block_number - self.confirmations
         if head <= self.last_block:
             return 0

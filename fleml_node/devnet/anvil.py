@@ -75,12 +75,15 @@ class LocalAnvil:
         Run anvil in a session of its own, so it outlives this process (the devnet).
     anvil
         Path of the anvil executable; ``None`` searches.
+    hardfork
+        The EVM anvil runs (``cancun``; ``london`` stands in for a London-era PoA chain).
     """
 
     def __init__(self, accounts: int = 20, log_file: Path | None = None,
                  block_time: float | None = None, *, port: int | None = None,
                  state_file: Path | None = None, zero_base_fee: bool = False,
-                 detached: bool = False, anvil: str | os.PathLike[str] | None = None) -> None:
+                 detached: bool = False, anvil: str | os.PathLike[str] | None = None,
+                 hardfork: str = "cancun") -> None:
         self.accounts = accounts
         self.log_file = log_file
         self.block_time = block_time
@@ -90,6 +93,7 @@ class LocalAnvil:
         self.zero_base_fee = zero_base_fee
         self.detached = detached
         self.anvil = anvil
+        self.hardfork = hardfork
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -118,7 +122,7 @@ class LocalAnvil:
         if port_in_use(self.port):
             raise ChainError(f"cannot start anvil: 127.0.0.1:{self.port} is already in use")
         cmd = [str(binary), "--port", str(self.port), "--host", "127.0.0.1",
-               "--hardfork", "cancun", "--accounts", str(self.accounts),
+               "--hardfork", self.hardfork, "--accounts", str(self.accounts),
                "--mnemonic", TEST_MNEMONIC, "--gas-limit", "30000000"]
         if self.block_time:
             cmd += ["--block-time", str(self.block_time)]

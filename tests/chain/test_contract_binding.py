@@ -147,3 +147,52 @@ def test_a_failing_handler_does_not_advance_past_its_block(deployed, as_account,
     names = []
     EventFollower(Consortium(w3, record), state).poll(lambda e: names.append(e.name))
     assert names == ["RoundOpened"]
+
+
+def _reorg(w3, depth):
+    """Replace the last `depth` blocks by empty ones (anvil's reorg; a sealer's fork does the
+    same on a PoA chain)."""
+    response = w3.provider.make_request("anvil_reorg", [depth, []])
+    assert "error" not in response, response
+
+
+def test_a_reorg_shorter_than_the_confirmations_never_reaches_the_handler(
+        deployed, as_account, tmp_path):
+    w3, record = deployed
+    follower = EventFollower(Consortium(w3, record), tmp_path / "s.json", confirmations=3)
+    follower.poll(lambda e: None)
+    as_account(1).open_round(H1, CID, future(), 1)
+    w3.provider.make_request("evm_mine", [])
+    seen = []
+
+    def handle(event):
+        if event.args.get("roundId") is not None:
+            seen.append(event.name)
+
+    follower.poll(handle)
+    _reorg(w3, 2)  # the block holding RoundOpened is replaced
+    for _ in range(4):
+        w3.provider.make_request("evm_mine", [])
+    follower.poll(handle)
+    assert seen == []
+    assert Consortium(w3, record).current_round() == 0  # the round never happened
+
+
+def test_a_deeper_reorg_is_detected_and_the_new_branch_handled(deployed, as_account, tmp_path,
+                                                                 caplog):
+    w3, record = deployed
+    follower = EventFollower(Consortium(w3, record), tmp_path / "s.json", confirmations=0)
+    follower.poll(lambda e: None)
+    as_account(1).open_round(H1, CID, future(), 1)
+    seen = []
+    follower.poll(lambda e: seen.append(e.name))
+    assert seen == ["RoundOpened"]  # with no confirmations it acted on a block that will vanish
+    _reorg(w3, 1)
+    as_account(1).open_round(H2, CID, future(), 1)  # the round, opened again on the new branch
+    seen.clear()
+    with caplog.at_level("WARNING"):
+        follower.poll(lambda e: seen.append((e.name, e.args.get("modelHash"))))
+    assert "a reorg deeper than 0 confirmation(s)" in caplog.text
+    # the rewind re-handles earlier events too (handlers are idempotent), then the new round
+    assert seen[-1] == ("RoundOpened", H2)
+    assert ("MemberAdmitted", None) in seen

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from fleml_node.chain.contract import Policy, SubmissionMode
+from fleml_node.chain.deploy import load_artifact
 from fleml_node.chain.deployment import DeploymentError, load_record
 from scripts import admin, deploy
 
@@ -30,6 +31,21 @@ def test_deploy_writes_a_record_nodes_can_bind(record_path, monkeypatch, account
     assert consortium.memberInfo(accounts[3])[3] == "lab-b"
     assert json.loads(record_path.read_text())["compiler"]["evm_version"] == "cancun"
     assert Policy.from_tuple(consortium.policy()) == Policy()  # the documented defaults
+
+
+def test_deploy_builds_for_the_profiles_evm_and_records_the_profile(record_path, monkeypatch,
+                                                                    tmp_path, web3):
+    profile = tmp_path / "london-chain.json"
+    profile.write_text(json.dumps({"evm_version": "london", "confirmations": 2}))
+    monkeypatch.setenv("FLEML_CHAIN_PROFILE", str(profile))
+    consortium = deploy.main()
+    record = load_record(record_path)
+    assert record.profile.evm_version == "london" and record.profile.confirmations == 2
+    assert record.profile.poa is False  # detected: the dev chain has no PoA extraData
+    assert json.loads(record_path.read_text())["compiler"]["evm_version"] == "london"
+    shipped = load_artifact(evm_version="london")["deployedBytecode"]
+    assert web3.eth.get_code(consortium.address).hex().removeprefix("0x") == \
+        shipped.removeprefix("0x")
 
 
 def test_deploy_takes_the_initial_policy_from_the_environment(record_path, monkeypatch):
