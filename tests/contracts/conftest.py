@@ -1,7 +1,47 @@
-"""Fixtures for the contract tests: a fresh FlemlConsortium per module, isolated per test."""
+"""Fixtures for the contract tests: a fresh FlemlConsortium per module, isolated per test.
+
+The tests run on brownie's `development` network (anvil, launched by brownie) or, with
+``--network hardhat-fleml``, on Hardhat Network (tools/hardhat), which this file starts before
+brownie connects, so that brownie attaches to it: brownie's own Hardhat launcher would write a
+``hardhat.config.js`` into the project root and run ``npx hardhat`` there (see
+tools/hardhat/not-running.sh, the network's command).
+"""
+
+from pathlib import Path
 
 import pytest
 from brownie import web3
+
+HARDHAT_NETWORK = "hardhat-fleml"
+_hardhat = None  # the LocalHardhat this session started, if any
+
+
+def pytest_configure(config):
+    """With ``--network hardhat-fleml``, start Hardhat on the network's port unless something
+    already listens there (then brownie attaches to that)."""
+    global _hardhat
+    network = config.getoption("network", None)  # brownie's option takes one value, a list
+    if network != [HARDHAT_NETWORK] or _hardhat is not None:
+        return
+    from brownie._config import CONFIG
+
+    from fleml_node.devnet.anvil import port_in_use
+    from fleml_node.devnet.hardhat import LocalHardhat
+
+    port = int(CONFIG.networks[HARDHAT_NETWORK].get("cmd_settings", {}).get("port", 8555))
+    if port_in_use(port):
+        return
+    log = Path(config.rootpath) / ".fleml" / "hardhat-contract-tests.log"
+    log.parent.mkdir(exist_ok=True)
+    log.write_bytes(b"")
+    _hardhat = LocalHardhat(accounts=10, log_file=log, port=port, zero_base_fee=True).start()
+
+
+def pytest_unconfigure(config):
+    global _hardhat
+    if _hardhat is not None:
+        _hardhat.stop()
+        _hardhat = None
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 MODEL_HASH = "0x" + "11" * 32
