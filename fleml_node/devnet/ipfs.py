@@ -24,6 +24,20 @@ js-ipfs 0.66 quirks handled here:
   ``api``; they are removed when the recorded daemon is known to be dead.
 * It sets ``process.title = 'ipfs'``, which replaces its command line in ``/proc``.
 
+Online mode (``swarm=[...]``): the daemon runs without ``--offline``, listens for libp2p
+peers on the given swarm addresses (e.g. ``/ip4/10.213.7.3/tcp/8802``), dials only the peers
+named in ``bootstrap`` (full multiaddrs with ``/p2p/<peer id>``; no public bootstrap list, no
+MDNS) and fetches objects it lacks from them over bitswap. The API stays on 127.0.0.1: peers
+never need it. ``peer_id`` gives a repository's identity for the other daemons' bootstrap
+lists. js-ipfs 0.66 as locked in ``package-lock.json`` cannot peer: several of its libp2p
+dependencies (``@libp2p/bootstrap``, ``@libp2p/peer-record``) resolve
+``@multiformats/multiaddr`` 12 while ``@libp2p/peer-store`` checks the symbol of version 11,
+so bootstrap peers are stored without addresses ("The dial request has no valid addresses")
+and every identify exchange fails ("multiaddr must be an instance of Multiaddr"): no
+protocols are learnt and bitswap never sends a block. An online daemon therefore starts with
+a Node.js resolve hook (``NODE_OPTIONS=--import=...``, written into the repository) that
+loads peer-store's copy (11) wherever the top-level copy (12) would be loaded.
+
 From Python::
 
     with LocalIpfsDaemon("/tmp/ipfs-repo") as daemon:
@@ -92,6 +106,12 @@ class LocalIpfsDaemon:
         Seconds to wait for the API to answer after starting.
     stop_timeout
         Seconds to wait after SIGTERM before sending SIGKILL.
+    swarm
+        Online mode: the libp2p listen addresses (multiaddrs); ``None`` (the default) runs
+        the daemon offline with no swarm listener.
+    bootstrap
+        Online mode: the peers to dial at start and keep dialling (multiaddrs ending in
+        ``/p2p/<peer id>``); may be set after construction, before :meth:`start`.
     """
 
     def __init__(
@@ -102,8 +122,12 @@ class LocalIpfsDaemon:
         jsipfs: str | os.PathLike[str] | None = None,
         startup_timeout: float = 60.0,
         stop_timeout: float = 10.0,
+        swarm: list[str] | None = None,
+        bootstrap: list[str] | None = None,
     ) -> None:
         self.repo_dir = Path(repo_dir).resolve()
+        self.swarm = list(swarm) if swarm is not None else None
+        self.bootstrap = list(bootstrap or [])
         self.api_port = api_port
         try:
             self.jsipfs = find_jsipfs(jsipfs)
@@ -155,6 +179,19 @@ class LocalIpfsDaemon:
         except (FileNotFoundError, ValueError):
             return None
 
+    @property
+    def online(self) -> bool:
+        """Whether the daemon joins a swarm (``swarm`` given) rather than running offline."""
+        return self.swarm is not None
+
+    @property
+    def peer_id(self) -> str:
+        """The repository's libp2p peer id (initialises the repository if needed)."""
+        if not (self.repo_dir / "config").exists():
+            self.init(self.api_port or self.recorded_port)
+        config = json.loads((self.repo_dir / "config").read_text(encoding="utf-8"))
+        return str(config["Identity"]["PeerID"])
+
     def is_running(self) -> bool:
         """Return whether the daemon process started by this object is alive."""
         return self._proc is not None and self._proc.poll() is None
@@ -203,12 +240,12 @@ class LocalIpfsDaemon:
         config["Addresses"] = {
             "API": f"/ip4/127.0.0.1/tcp/{api_port or 0}",
             "Gateway": [],
-            "Swarm": [],
+            "Swarm": list(self.swarm or []),
             "Announce": [],
             "NoAnnounce": [],
             "Delegates": [],
         }
-        config["Bootstrap"] = []
+        config["Bootstrap"] = list(self.bootstrap) if self.online else []
         discovery = config.setdefault("Discovery", {})
         discovery["MDNS"] = {**discovery.get("MDNS", {}), "Enabled": False}
         discovery["webRTCStar"] = {"Enabled": False}
@@ -237,8 +274,9 @@ class LocalIpfsDaemon:
         with open(self.log_path, "ab") as log_file:
             log_offset = log_file.tell()
             try:
+                mode = [] if self.online else ["--offline"]
                 self._proc = subprocess.Popen(
-                    [str(self.jsipfs), "daemon", "--offline", "--enable-preload=false"],
+                    [str(self.jsipfs), "daemon", *mode, "--enable-preload=false"],
                     env=self._env(),
                     cwd=self.repo_dir,
                     stdin=subprocess.DEVNULL,
@@ -285,7 +323,11 @@ class LocalIpfsDaemon:
         _remove_state(self.repo_dir)
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "IPFS_PATH": str(self.repo_dir), "NO_UPDATE_NOTIFIER": "1"}
+        env = {**os.environ, "IPFS_PATH": str(self.repo_dir), "NO_UPDATE_NOTIFIER": "1"}
+        if self.online:
+            hook = _write_multiaddr_hook(self.repo_dir)
+            env["NODE_OPTIONS"] = f"{env.get('NODE_OPTIONS', '')} --import={hook.as_uri()}".strip()
+        return env
 
     def _clear_stale_state(self) -> None:
         """Refuse to start twice on one repository; clean up after a daemon that died."""
@@ -354,6 +396,38 @@ class LocalIpfsDaemon:
 
     def _log_tail(self, offset: int) -> str:
         return _tail(self._read_log(offset))
+
+
+_MULTIADDR_HOOKS = """\
+// Written by fleml_node/devnet/ipfs.py for an online js-ipfs 0.66 daemon. The lockfile gives
+// js-ipfs's libp2p stack @multiformats/multiaddr 11 but several of its dependencies
+// (@libp2p/bootstrap, @libp2p/peer-record, ...) version 12, whose objects 11's isMultiaddr
+// does not recognise: bootstrap peers get no addresses and identify fails. Every import that
+// would load the top-level copy (12) loads @libp2p/peer-store's copy (11) instead.
+const TOP = '/node_modules/@multiformats/multiaddr/';
+export async function resolve(specifier, context, next) {
+  const found = await next(specifier, context);
+  if (specifier.startsWith('@multiformats/multiaddr') && found.url.includes(TOP) &&
+      !found.url.includes('/node_modules/@libp2p/')) {
+    const root = found.url.slice(0, found.url.indexOf(TOP));
+    const from = root + '/node_modules/@libp2p/peer-store/package.json';
+    return next(specifier, { ...context, parentURL: from });
+  }
+  return found;
+}
+"""
+_MULTIADDR_REGISTER = """\
+import { register } from 'node:module';
+register(new URL('./multiaddr-hooks.mjs', import.meta.url));
+"""
+
+
+def _write_multiaddr_hook(repo_dir: Path) -> Path:
+    """Write the resolve hook an online daemon preloads; returns the file to ``--import``."""
+    atomic_write(repo_dir / "multiaddr-hooks.mjs", _MULTIADDR_HOOKS.encode("utf-8"))
+    register = repo_dir / "multiaddr-register.mjs"
+    atomic_write(register, _MULTIADDR_REGISTER.encode("utf-8"))
+    return register
 
 
 def _tail(text: str) -> str:
