@@ -126,12 +126,17 @@ class Federation:
         return ["--rpc", self.url, "--deployment", str(self.record_path),
                 "--ipfs-api", self.ipfs_api, "--ipfs-timeout", str(self.ipfs_timeout)]
 
+    def launcher(self, key_index: int) -> list[str]:
+        """What runs the node of this key: nothing here; tests/hosts puts it in a namespace."""
+        return []
+
     def start(self, name: str, command: str, key_index: int, args: list[str],
               fault: str | None = None, expected_rc: int = 0) -> Node:
         prefix = [sys.executable, str(WRAPPER), fault] if fault else self.node_cmd
         log = self.tmp_path / "logs" / f"{name}.log"
         log.parent.mkdir(exist_ok=True)
-        cmd = [*prefix, "-v", command, *self._connection(), *self.task_args, *POLL, *args]
+        cmd = [*self.launcher(key_index), *prefix, "-v", command, *self._connection(),
+               *self.task_args, *POLL, *args]
         with open(log, "ab") as out:
             out.write(f"{_stamp()} $ {' '.join(cmd)}\n".encode())
             out.flush()

@@ -36,6 +36,13 @@ event follower, the state folders) behaves as in production. Faults:
     ``flag`` flags the second member with a made-up reason (both keep the report and the
     model self-consistent), ``state`` publishes a defense state other than the one it used,
     ``validation`` publishes a validation set other than the one it used.
+``slow-train:R=S,...``
+    A member that, in round R, prints ``FAULT slow-train round R`` when it starts its part and
+    waits S seconds before fetching the model and training (tests/hosts cuts its link then).
+``hold-before-finalize:R=S,...``
+    The aggregator prints ``FAULT hold-before-finalize round R`` and waits S seconds before it
+    first sends round R's ``finalizeRound`` (retries go straight through): the window in which
+    tests/hosts cuts its link between close and finalize.
 ``none``
     No fault (plain `fleml-node`).
 """
@@ -234,6 +241,42 @@ def lie(spec: str) -> None:
     AggregatorNode._publish_inputs = publish_inputs  # type: ignore[method-assign]
 
 
+def slow_train(spec: str) -> None:
+    import time
+
+    from fleml_node.client import ClientNode
+
+    plan = {int(r): float(s) for r, _, s in (item.partition("=") for item in spec.split(","))}
+    real = ClientNode._train
+
+    def train(self: ClientNode, stats: Any, *args: Any) -> Any:
+        wait = plan.get(stats.round_id)
+        if wait:
+            _say(f"FAULT slow-train round {stats.round_id}: waiting {wait:g} s")
+            time.sleep(wait)
+        return real(self, stats, *args)
+
+    ClientNode._train = train  # type: ignore[method-assign]
+
+
+def hold_before_finalize(spec: str) -> None:
+    import time
+
+    from fleml_node.chain.contract import Consortium
+
+    plan = {int(r): float(s) for r, _, s in (item.partition("=") for item in spec.split(","))}
+    real = Consortium.finalize_round
+
+    def finalize_round(self: Consortium, round_id: int, *args: Any, **kwargs: Any) -> Any:
+        seconds = plan.pop(round_id, None)
+        if seconds is not None:
+            _say(f"FAULT hold-before-finalize round {round_id}: waiting {seconds:g} s")
+            time.sleep(seconds)
+        return real(self, round_id, *args, **kwargs)
+
+    Consortium.finalize_round = finalize_round  # type: ignore[method-assign]
+
+
 FAULTS = {"none": lambda: None, "tamper-put": tamper_put, "hang-in-training": hang_in_training,
           "crash-after-close": crash_after_close}
 
@@ -248,11 +291,16 @@ if __name__ == "__main__":
         copy_member(arg)
     elif fault == "lie" and arg:
         lie(arg)
+    elif fault == "slow-train" and arg:
+        slow_train(arg)
+    elif fault == "hold-before-finalize" and arg:
+        hold_before_finalize(arg)
     elif fault in FAULTS:
         FAULTS[fault]()
     else:
         sys.exit(f"usage: {sys.argv[0]} {{{','.join(FAULTS)},bad-update:R=KIND,...,"
-                 "silent:R,...,copy:I,lie:R=KIND,...}} "
+                 "silent:R,...,copy:I,lie:R=KIND,...,slow-train:R=S,...,"
+                 "hold-before-finalize:R=S,...}} "
                  "[fleml-node args ...]")
     from fleml_node.cli import main
 
