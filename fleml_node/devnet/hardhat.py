@@ -256,14 +256,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-file", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with LocalHardhat(args.accounts, args.log_file, port=args.port,
-                      zero_base_fee=args.base_fee == "zero") as chain:
-        print(f"hardhat at {chain.url} (pid {chain.pid}); Ctrl-C stops it", flush=True)
-        try:
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM (and SIGINT, ignored in background jobs) stop it too
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        with LocalHardhat(args.accounts, args.log_file, port=args.port,
+                          zero_base_fee=args.base_fee == "zero") as chain:
+            print(f"hardhat at {chain.url} (pid {chain.pid}); Ctrl-C stops it", flush=True)
             while chain.pid is not None:
                 time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":
