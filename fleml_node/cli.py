@@ -625,6 +625,41 @@ def status(**opts: Any) -> None:
         click.echo("no round yet")
 
 
+@main.command()
+@chain_options
+@ipfs_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback exposes the explorer to the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8900, show_default=True,
+              help="Port to listen on (0: any free port).")
+@_fail_cleanly
+def explorer(**opts: Any) -> None:
+    """Serve a read-only web explorer of the consortium's rounds (HTML and JSON under /api/).
+
+    Reads the chain, IPFS and the deployment record like `audit`; loads no key and sends no
+    transaction. Pages: the consortium, the rounds, a round (timeline, submissions, the
+    report's decisions, a chart), a member's history, and an audit of a round on demand.
+    """
+    try:
+        from fleml_node.explorer import Explorer
+        from fleml_node.explorer.web import create_app, serve
+    except ImportError as exc:
+        raise click.ClickException(f"the explorer needs Flask ({exc}): "
+                                   f"pip install -r requirements.lock") from exc
+    from fleml_node.storage import IpfsStore
+
+    consortium = _bind_chain(opts, with_key=False)
+    store = IpfsStore(opts["ipfs_api"], timeout=opts["ipfs_timeout"])
+    if not store.is_available():
+        click.echo(f"warning: no IPFS API answers at {opts['ipfs_api']}: reports, decisions "
+                   f"and downloads are not shown until it does", err=True)
+    if opts["host"] not in ("127.0.0.1", "::1", "localhost"):
+        click.echo(f"warning: binding {opts['host']}: the explorer is reachable from the "
+                   f"network (it is read-only, but audits cost CPU)", err=True)
+    app = create_app(Explorer(consortium, store))
+    serve(app, opts["host"], opts["port"])
+
+
 @main.command("account")
 @click.argument("keystore", type=click.Path(dir_okay=False))
 def account_new(keystore: str) -> None:

@@ -153,7 +153,10 @@ def round_events(consortium: Consortium, round_id: int, from_block: int | None =
     the round's own blocks finds them: from the block that opened it to the block that opened
     the next round (round r + 1 opens only after round r is finalized), or the chain head
     while it is the latest round. Both bounds are read from the chain, so the cost depends on
-    the round's length, not on the chain's.
+    the round's length, not on the chain's. Attestations may come later, while the next rounds
+    run: when the round's record counts more of them than its own blocks hold, a second query,
+    filtered on `RoundAttested` and the round, scans from the next round's opening block to the
+    head (see `_add_late_attestations`); by default only.
 
     Parameters
     ----------
@@ -171,11 +174,13 @@ def round_events(consortium: Consortium, round_id: int, from_block: int | None =
         Event name to that round's events of the name, in chain order; empty for a round that
         does not exist.
     """
+    info = None
     if from_block is None:
         info = consortium.get_round(round_id)
         if info.status is RoundStatus.NONE:
             return {}
         from_block = info.opened_block or consortium.deployment.block_number
+    following = 0
     if to_block is None:
         following = consortium.get_round(round_id + 1).opened_block
         to_block = following or consortium.w3.eth.block_number
@@ -184,7 +189,32 @@ def round_events(consortium: Consortium, round_id: int, from_block: int | None =
     for event in fetch_events(consortium, from_block, to_block, topics=[None, topic]):
         if event.args.get("roundId") == round_id:
             found.setdefault(event.name, []).append(event)
+    if following:
+        _add_late_attestations(consortium, round_id, info, following, topic, found)
     return found
+
+
+def _add_late_attestations(consortium: Consortium, round_id: int, info: Any, following: int,
+                           topic: str, found: dict[str, list[ChainEvent]]) -> None:
+    """Add the round's `RoundAttested` events sent after the next round opened.
+
+    Members may attest a finalized round until its attestation window ends (with attestations
+    off, at any time), so while later rounds run. The round's record counts its attestations
+    (passes + fails): only when the round's own blocks hold fewer does one more query, filtered
+    on `RoundAttested` and the round, scan from the next round's opening block to the head.
+    A rejection cannot be late: `rejectRound` needs the round to be the latest.
+    """
+    info = info or consortium.get_round(round_id)
+    seen = len(found.get("RoundAttested", []))
+    if info.passes + info.fails <= seen:
+        return
+    event = consortium.contract.events.RoundAttested()
+    attested = "0x" + event_abi_to_log_topic(event.abi).hex()
+    late = [e for e in fetch_events(consortium, following + 1, consortium.w3.eth.block_number,
+                                    topics=[attested, topic])
+            if e.args.get("roundId") == round_id]
+    if late:
+        found.setdefault("RoundAttested", []).extend(late)
 
 
 def fetch_events(consortium: Consortium, from_block: int, to_block: int,
