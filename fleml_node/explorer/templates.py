@@ -12,7 +12,7 @@ main{padding:12px 16px;max-width:1400px}
 table{border-collapse:collapse;margin:8px 0 16px;background:#fff}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#eef1f4}
-code,.mono{font-family:ui-monospace,monospace;font-size:12px;word-break:break-all}
+code,.mono{font-family:ui-monospace,monospace;font-size:12px;white-space:nowrap}
 .accepted,.PASS{color:#17692e}.flagged,.FAIL{color:#b3261e;font-weight:600}
 .rejected{color:#7a4b00;font-weight:600}.INCONCLUSIVE{color:#7a4b00}
 .pager a{margin-right:8px}.note{color:#555}
@@ -46,6 +46,7 @@ TEMPLATES = {
 {% if d.page < d.pages %}<a href="{{ url_for(endpoint, page=d.page + 1, **kwargs) }}" rel="next">older</a>{% endif %}
 </p>{% endif %}
 {%- endmacro %}
+{% macro short(v) -%}<code title="{{ v }}">{{ v[:10] }}…{{ v[-6:] }}</code>{%- endmacro %}
 {% macro num(v) %}{% if v is none %}–{% else %}{{ '%.4g' % v }}{% endif %}{% endmacro %}
 """,
     "consortium.html": """{% extends "base.html" %}{% import "macros.html" as m %}
@@ -102,7 +103,7 @@ attestations required {{ d.policy.attestations_required }}{% if d.policy.attesta
 <th>status</th><th>reason</th><th>{{ d.score_name or 'score' }}</th><th>coefficient</th></tr>
 {% for s in d.submissions %}<tr class="sub" data-member="{{ s.member }}"><td>{{ s.index }}</td>
 <td><a href="{{ url_for('member_page', address=s.member) }}" class="member-link"><code>{{ s.member }}</code></a>{% if s.member_url %} <a href="{{ s.member_url }}" rel="noreferrer noopener">↗</a>{% endif %}</td>
-<td class="label">{{ s.label }}</td><td><code>{{ s.hash }}</code></td><td><code>{{ s.cid }}</code></td>
+<td class="label">{{ s.label }}</td><td>{{ m.short(s.hash) }}</td><td>{{ m.short(s.cid) }}</td>
 <td>{{ m.tx(s.tx, s.tx_url) }}</td><td>{{ '{:,}'.format(s.gas) }}</td>
 <td class="status {{ s.status }}">{{ s.status or '–' }}</td><td class="reason">{{ s.reason }}</td>
 <td class="score">{{ m.num((s.scores or {}).get(d.score_name)) }}</td><td class="coefficient">{{ m.num(s.coefficient) }}</td></tr>{% endfor %}

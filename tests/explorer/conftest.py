@@ -1,4 +1,4 @@
-"""A real 2-round federation for the explorer's tests, built once per module.
+"""A real 2-round federation for the explorer's tests, built once per session.
 
 Five members run real `fleml-node client` processes on anvil and the session's IPFS daemon:
 member 0 tampers with everything it puts on IPFS (rejected as ``tampered``), member 1 sends
@@ -49,7 +49,7 @@ class ExplorerFederation:
         return self.fed.member(NOISY)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def explorer_federation(tmp_path_factory: pytest.TempPathFactory,
                         ipfs_api: str) -> Iterator[ExplorerFederation]:
     try:
@@ -111,7 +111,7 @@ def free_port() -> int:
     raise RuntimeError("no free port in 8900-8999")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def explorer(explorer_federation: ExplorerFederation):
     from fleml_node.explorer import Explorer
 
@@ -120,14 +120,14 @@ def explorer(explorer_federation: ExplorerFederation):
                     IpfsStore(fed.ipfs_api, timeout=20))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def client(explorer):
     from fleml_node.explorer.web import create_app
 
     return create_app(explorer).test_client()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def served(explorer) -> Iterator[str]:
     """The explorer served over HTTP on a loopback port; yields its base URL."""
     from werkzeug.serving import make_server
