@@ -1,0 +1,159 @@
+"""Seconds and gas per round on the chains a consortium runs: anvil against a Clique PoA network.
+
+    python benchmarks/chain_rounds.py [--members 10] [--rounds 4] [--chains anvil,clique-2,...]
+
+Each chain gets a fresh consortium and a real federation of processes: one `fleml-node
+aggregator` and `--members` `fleml-node client` processes (60 MNIST samples each, the
+integration tests' task), all on this machine, sharing one js-ipfs daemon. On a PoA network the
+members connect to its nodes in turn, so their transactions travel between sealers. Chains:
+
+* ``anvil``: a block per transaction (the development chain);
+* ``anvil-T``: anvil sealing a block every T seconds (``--block-time``), the block time alone;
+* ``clique-T``: three @ethereumjs/client sealers, Clique period T s (fleml_node.devnet.poa).
+
+Per round it records the seconds from one round's finalization to the next (round 1: from its
+opening), the blocks it spanned and the gas of every transaction of the round (open, submit,
+close, finalize) from the receipts. Results: benchmarks/results/chain_rounds.json with config,
+seed and machine. Run it on a quiet machine: the nodes compete for its CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fleml_node.chain.contract import RoundStatus, connect  # noqa: E402
+from fleml_node.chain.events import round_events  # noqa: E402
+from fleml_node.devnet.anvil import LocalAnvil, test_keys  # noqa: E402
+from fleml_node.devnet.consortium import deploy_local_consortium  # noqa: E402
+from fleml_node.devnet.ipfs import LocalIpfsDaemon  # noqa: E402
+from fleml_node.simulate import machine_info  # noqa: E402
+from tests.integration.conftest import Federation  # noqa: E402
+
+ROUND_TIMEOUT = 600.0
+
+
+class SpreadFederation(Federation):
+    """A federation whose nodes connect to the chain's nodes in turn (one URL: all the same)."""
+
+    def __init__(self, *args, rpc_urls: list[str], **kwargs) -> None:  # noqa: ANN002,ANN003
+        super().__init__(*args, **kwargs)
+        self.rpc_urls = rpc_urls
+
+    def start(self, name, command, key_index, args, **kwargs):  # noqa: ANN001,ANN003,ANN201
+        own, self.url = self.url, self.rpc_urls[key_index % len(self.rpc_urls)]
+        try:
+            return super().start(name, command, key_index, args, **kwargs)
+        finally:
+            self.url = own
+
+
+@contextlib.contextmanager
+def chain(kind: str, work: Path, accounts: int) -> Iterator[tuple[list[str], Path, dict]]:
+    """Start the chain named `kind`; yields its RPC URLs, its log and its description."""
+    name, _, period = kind.partition("-")
+    if name == "anvil":
+        block_time = float(period) if period else None
+        with LocalAnvil(accounts=accounts, log_file=work / "chain.log",
+                        block_time=block_time) as node:
+            yield [node.url], work / "chain.log", {"client": "anvil 1.7.1",
+                                                   "block_time": block_time or 0}
+    elif name == "clique":
+        from fleml_node.devnet.poa import PoaNetwork
+
+        with PoaNetwork(work / "poa", sealers=3, period=int(period or 2)) as net:
+            yield list(net.rpc_urls), work / "poa", net.describe()
+    else:
+        raise SystemExit(f"unknown chain {kind!r}: anvil, anvil-T or clique-T")
+
+
+def run(kind: str, members: int, rounds: int, ipfs_api: str, work: Path) -> dict:
+    keys = test_keys(members + 2)
+    with chain(kind, work, members + 2) as (urls, log, described):
+        w3 = connect(urls[0])
+        record = deploy_local_consortium(w3, keys, members, work / "deployment.json")
+        fed = SpreadFederation(work, urls[0], record.path, keys, ipfs_api, log, rpc_urls=urls)
+        fed.task_args = ["--dataset", "mnist", "--num-clients", str(members),
+                         "--max-client-samples", "60", "--validation-size", "100",
+                         "--seed", "3", "--alpha", "1.0"]
+        try:
+            clients = [fed.client(i) for i in range(members)]
+            fed.wait_ready(*clients, timeout=600)
+            fed.aggregator("--rounds", str(rounds), "--round-seconds", "120")
+            fed.wait_status(rounds, RoundStatus.FINALIZED, timeout=ROUND_TIMEOUT * rounds)
+            per_round = [_round(fed, r) for r in range(1, rounds + 1)]
+        finally:
+            fed.stop_all()
+    previous = None
+    for entry in per_round:
+        entry["open_to_finalized"] = entry["finalized_at"] - entry["opened_at"]
+        start = previous if previous is not None else entry["opened_at"]
+        entry["seconds"] = entry["finalized_at"] - start
+        previous = entry["finalized_at"]
+    steady = [r["seconds"] for r in per_round[1:]] or [per_round[0]["seconds"]]
+    return {"chain": kind, "described": described, "rpc_nodes": len(urls),
+            "rounds": per_round, "median_seconds_per_round": statistics.median(steady),
+            "median_gas_per_round": int(statistics.median(r["gas"] for r in per_round))}
+
+
+def _round(fed: Federation, round_id: int) -> dict:
+    events = round_events(fed.reader, round_id)
+    w3 = fed.reader.w3
+    hashes = {e.tx_hash for found in events.values() for e in found}
+    gas = sum(w3.eth.get_transaction_receipt(h)["gasUsed"] for h in hashes)
+    opened, finalized = events["RoundOpened"][0], events["RoundFinalized"][-1]
+    return {
+        "round": round_id,
+        "opened_at": w3.eth.get_block(opened.block_number)["timestamp"],
+        "finalized_at": w3.eth.get_block(finalized.block_number)["timestamp"],
+        "blocks": finalized.block_number - opened.block_number,
+        "open_to_finalized": None,
+        "submissions": len(events.get("UpdateSubmitted", [])),
+        "transactions": len(hashes),
+        "gas": gas,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--chains", default="anvil,anvil-2,clique-1,clique-2,clique-5")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/chain_rounds.json")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fleml-chains-") as tmp, \
+            LocalIpfsDaemon(Path(tmp) / "ipfs") as ipfs:
+        for kind in args.chains.split(","):
+            work = Path(tmp) / kind
+            work.mkdir()
+            started = time.perf_counter()
+            result = run(kind, args.members, args.rounds, ipfs.api_addr, work)
+            result["wall_seconds"] = time.perf_counter() - started
+            results.append(result)
+            print(f"{kind}: {result['median_seconds_per_round']:.1f} s/round, "
+                  f"{result['median_gas_per_round']:,} gas/round", flush=True)
+    out = {
+        "benchmark": "chain_rounds",
+        "config": {"members": args.members, "rounds": args.rounds, "dataset": "mnist",
+                   "samples_per_member": 60, "seed": 3, "defense": "fleml",
+                   "execution": "one process per node, all on this machine"},
+        "machine": machine_info(),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": results,
+    }
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
