@@ -32,9 +32,10 @@ from pathlib import Path
 from brownie import FlemlConsortium, accounts, chain, network, project, web3
 from brownie.network.contract import ContractContainer
 
+from fleml_node.chain.deploy import verification
 from fleml_node.chain.deployment import default_record_path, write_record
 from fleml_node.chain.profile import detect, load_profile
-from fleml_node.devnet.artifacts import compile_for
+from fleml_node.devnet.artifacts import compile_for, standard_input
 from scripts.admin import admit_members, deployer_account, parse_policy
 
 
@@ -60,8 +61,12 @@ def main():
     policy = parse_policy(os.environ.get("FLEML_POLICY", ""))
     consortium.setInitialPolicy(policy.as_tuple(), {"from": operator})
 
-    config = project.main.get_loaded_projects()[0]._compiler_config
+    loaded = project.main.get_loaded_projects()[0]
+    config = loaded._compiler_config
     path = Path(os.environ.get("FLEML_DEPLOYMENT") or default_record_path(chain.id))
+    # the solc standard-JSON input of exactly the code deployed, for Etherscan / Sourcify
+    build = container._build
+    checked = verification(build, standard_input(profile.evm_version, Path(loaded._path), build))
     write_record(
         path,
         chain_id=chain.id,
@@ -76,6 +81,7 @@ def main():
         compiler={"solc": config["solc"]["version"], "evm_version": profile.evm_version,
                   "optimizer": config["solc"]["optimizer"]},
         profile=profile,
+        extra={"verification": checked},
     )
     print(f"FlemlConsortium at {consortium.address} on chain {chain.id} "
           f"(block {receipt.block_number}); record: {path}")

@@ -78,6 +78,45 @@ def load_artifact(path: Path | None = None,
     return compiled
 
 
+def metadata_hash(deployed_bytecode: str) -> dict[str, str]:
+    """The CBOR metadata solc appends to the runtime code: the IPFS hash of the contract's
+    metadata (CIDv0, what Sourcify looks up) and the solc version, as hex and text."""
+    import base58
+    import cbor2
+
+    code = bytes.fromhex(deployed_bytecode.removeprefix("0x"))
+    length = int.from_bytes(code[-2:], "big")
+    fields = cbor2.loads(code[-2 - length:-2])
+    out = {"cbor": code[-2 - length:].hex()}
+    if "ipfs" in fields:
+        out["ipfs"] = base58.b58encode(fields["ipfs"]).decode()
+    if "solc" in fields:
+        out["solc"] = ".".join(str(b) for b in fields["solc"])
+    return out
+
+
+def verification(compiled: dict[str, Any], standard_input: dict[str, Any]) -> dict[str, Any]:
+    """The deployment record's ``verification`` section: what Etherscan's and Blockscout's
+    "Solidity (standard JSON input)" verification and Sourcify need, from the record alone.
+
+    ``standard_json_input`` is the solc input the deployed artifact was compiled from (upload
+    it as is), ``compiler_version`` the exact solc (``v0.8.28+commit.7893614a``),
+    ``contract_name`` the fully qualified name, ``metadata`` the hash solc embedded in the
+    runtime code (it matches only if the sources and settings are byte for byte these).
+    """
+    settings = compiled.get("compiler", {})
+    return {
+        "format": "solc-standard-json",
+        "compiler_version": "v" + str(settings.get("version", "")).removeprefix("v"),
+        "contract_name": f"contracts/{CONTRACT_NAME}.sol:{CONTRACT_NAME}",
+        "evm_version": standard_input.get("settings", {}).get("evmVersion"),
+        "optimizer": standard_input.get("settings", {}).get("optimizer"),
+        "constructor_arguments": "",
+        "metadata": metadata_hash(compiled["deployedBytecode"]),
+        "standard_json_input": standard_input,
+    }
+
+
 def deploy_consortium(w3: Web3, operator: LocalAccount, record_path: Path,
                       artifact: Path | None = None, network: str = "local",
                       profile: ChainProfile | None = None) -> Deployment:
@@ -137,5 +176,15 @@ def deploy_consortium(w3: Web3, operator: LocalAccount, record_path: Path,
         artifact=str(path),
         compiler=compiled.get("compiler", {}),
         profile=profile,
+        extra=_verification_beside(path, compiled),
     )
     return load_record(record_path)
+
+
+def _verification_beside(artifact: Path, compiled: dict[str, Any]) -> dict[str, Any]:
+    """``{"verification": ...}`` from the standard-JSON input beside the artifact, or {} for
+    an artifact without one (one given by hand)."""
+    source = artifact.with_name(f"{CONTRACT_NAME}.input.json")
+    if not source.is_file():
+        return {}
+    return {"verification": verification(compiled, json.loads(source.read_text()))}

@@ -13,6 +13,10 @@ brownie compiles one EVM version per project (``compiler.evm_version`` in browni
 @ethereumjs/client run) is compiled here with brownie's compiler and the build's own settings,
 changing only the EVM version, and only when its sources changed.
 
+Beside each artifact lies the solc standard-JSON input it is compiled from
+(``FlemlConsortium.input.json``, :func:`standard_input`): deployments copy it into their record
+so anyone can verify the deployed code (see :func:`fleml_node.chain.deploy.verification`).
+
 ``tools/setup.sh`` runs ``python -m fleml_node.devnet.artifacts`` after ``brownie compile``;
 run the same by hand after compiling, and commit the files with the contract change.
 """
@@ -104,6 +108,24 @@ def compile_for(evm_version: str, project_root: Path, like: dict[str, Any]) -> d
     return builds[CONTRACT_NAME]
 
 
+def standard_input(evm_version: str, project_root: Path, like: dict[str, Any]) -> dict[str, Any]:
+    """The solc standard-JSON input that compiles the consortium for `evm_version` with the
+    settings of the build `like`: exactly what brownie hands solc (the same source paths,
+    contents and settings, so the same metadata hash), and what Etherscan's and Blockscout's
+    "standard JSON input" verification and Sourcify take."""
+    from brownie.project import compiler
+
+    def sources(folder: str) -> dict[str, str]:
+        return {str(path.relative_to(project_root)): path.read_text(encoding="utf-8")
+                for path in sorted((project_root / folder).glob("*.sol"))}
+
+    settings = like["compiler"]
+    return compiler.generate_input_json(
+        sources("contracts"), optimize=settings["optimizer"]["enabled"],
+        runs=settings["optimizer"]["runs"], evm_version=evm_version,
+        interface_sources=sources("interfaces"))
+
+
 def _write(dest: Path, artifact: dict[str, Any]) -> bool:
     text = json.dumps(artifact, indent=1, sort_keys=True) + "\n"
     if dest.is_file() and dest.read_text(encoding="utf-8") == text:
@@ -158,6 +180,10 @@ def export_artifact(project_root: Path, package_root: Path | None = None) -> lis
         written.append(built_for)
     for evm in EVM_VERSIONS:
         dest = package_root / artifact_resource(evm)
+        # beside each artifact, the standard-JSON input it was compiled from (verification)
+        if _write(input_resource(dest), standard_input(evm, project_root, build)) \
+                and evm not in written:
+            written.append(evm)
         if evm == built_for or _is_current(dest, build, project_root, evm):
             continue
         log.info("compiling the consortium for the %s EVM", evm)
@@ -165,6 +191,11 @@ def export_artifact(project_root: Path, package_root: Path | None = None) -> lis
         if _write(dest, slim_artifact(fresh, project_root, check_build=False)):
             written.append(evm)
     return written
+
+
+def input_resource(artifact: Path) -> Path:
+    """Where the standard-JSON input of an artifact lies: beside it, ``*.input.json``."""
+    return artifact.with_name(f"{CONTRACT_NAME}.input.json")
 
 
 if __name__ == "__main__":
