@@ -598,29 +598,61 @@ def audit(**opts: Any) -> None:
 
 @main.command()
 @chain_options
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @_fail_cleanly
 def status(**opts: Any) -> None:
-    """Show the consortium: roles, members and the current round (needs no IPFS)."""
+    """Show the consortium: roles, members and the current round (needs no IPFS).
+
+    Times are ISO 8601 in UTC.
+    """
+    import json
+
+    from fleml_node.explorer.data import iso
+
     consortium = _bind_chain(opts, with_key=False)
-    click.echo(f"consortium {consortium.address} on chain {consortium.deployment.chain_id}")
-    click.echo(f"aggregator {consortium.aggregator()}")
+    members = []
     for index in range(consortium.member_slots()):
         address = consortium.member_at(index)
         _, active, _, label = consortium.member_info(address)
-        click.echo(f"member {index}: {address} {label!r} {'active' if active else 'removed'}")
+        members.append({"index": index, "address": address, "label": label, "active": active})
     current = consortium.current_round()
     policy = consortium.policy()
+    info = consortium.get_round(current) if current else None
+    if opts["as_json"]:
+        click.echo(json.dumps({
+            "consortium": consortium.address, "chain_id": consortium.deployment.chain_id,
+            "aggregator": consortium.aggregator(), "members": members,
+            "policy": {"mode": policy.mode.name.lower().replace("_", "-"),
+                       "min_round_seconds": policy.min_round_seconds,
+                       "max_round_seconds": policy.max_round_seconds,
+                       "min_submissions": policy.min_submissions,
+                       "min_submissions_bps": policy.min_submissions_bps,
+                       "grace_seconds": policy.grace_seconds,
+                       "reveal_seconds": policy.reveal_seconds,
+                       "attestations_required": policy.attestations_required,
+                       "attestation_window_seconds": policy.attestation_window_seconds},
+            "round": None if info is None else {
+                "round": current, "status": info.status.name.lower(),
+                "submissions": info.submissions, "quorum": info.quorum,
+                "min_submissions": info.min_submissions, "deadline": iso(info.deadline),
+                "reveal_deadline": iso(info.reveal_deadline)},
+        }, indent=2))
+        return
+    click.echo(f"consortium {consortium.address} on chain {consortium.deployment.chain_id}")
+    click.echo(f"aggregator {consortium.aggregator()}")
+    for m in members:
+        click.echo(f"member {m['index']}: {m['address']} {m['label']!r} "
+                   f"{'active' if m['active'] else 'removed'}")
     minimum = (f"{policy.min_submissions}" if policy.min_submissions
                else f"{policy.min_submissions_bps / 100:g}% of active members")
     click.echo(f"policy: {policy.mode.name.lower().replace('_', '-')} submissions, rounds of "
                f"{policy.min_round_seconds}-{policy.max_round_seconds} s, at least {minimum} "
                f"per result, {policy.grace_seconds} s grace"
                + (f", {policy.reveal_seconds} s reveal window" if policy.reveal_seconds else ""))
-    if current:
-        info = consortium.get_round(current)
+    if info is not None:
         click.echo(f"round {current}: {info.status.name.lower()}, {info.submissions} of "
                    f"quorum {info.quorum} submitted (minimum {info.min_submissions}), "
-                   f"deadline {info.deadline}")
+                   f"deadline {iso(info.deadline)}")
     else:
         click.echo("no round yet")
 

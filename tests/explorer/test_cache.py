@@ -132,3 +132,28 @@ def test_a_cached_round_shows_its_later_rejection(anvil, tmp_path):
     assert shown["attestations"]["fails"] == 2 and len(shown["attestations"]["events"]) == 2
     row = explorer.rounds()["rounds"][0]
     assert row["status"] == "rejected" and row["attestations"]["fails"] == 2
+
+
+def test_status_json_and_iso_times(anvil, tmp_path):
+    """`fleml-node status --json` (no IPFS) and the text's ISO 8601 deadline."""
+    import json
+
+    from click.testing import CliRunner
+
+    from fleml_node.cli import main
+    from fleml_node.explorer.data import iso
+
+    w3, record, bind = _setup(anvil, tmp_path, Policy())
+    agg, members = bind(1), [bind(i) for i in (2, 3)]
+    r = _finalize(agg, members, Store(), H1)
+    args = ["status", "--rpc", anvil.url, "--deployment", str(record.path)]
+    done = CliRunner().invoke(main, [*args, "--json"],
+                              env={"FLEML_IPFS_API": "/ip4/127.0.0.1/tcp/9"})
+    assert done.exit_code == 0, done.output
+    data = json.loads(done.output)
+    info = agg.get_round(r)
+    assert data["round"]["deadline"] == iso(info.deadline)
+    assert data["round"]["status"] == "finalized"
+    assert [m["address"] for m in data["members"]][:2] == [m.account.address for m in members]
+    text = CliRunner().invoke(main, args)
+    assert f"deadline {iso(info.deadline)}" in text.output
