@@ -1,4 +1,4 @@
-// Two fixes for @ethereumjs/client 0.9.0 on a Clique network of several nodes, preloaded with
+// Fixes for @ethereumjs/client 0.9.0 on a Clique network of several nodes, preloaded with
 // NODE_OPTIONS=--require=<this file>. docs/poa-ethereumjs.md explains the bugs and reproduces them.
 //
 // 1. A peer's head is only what its eth STATUS handshake said: FullSynchronizer.best() and
@@ -14,6 +14,11 @@
 //    yet (a restarted sealer that just fetched many blocks: "State trie does not contain state
 //    root"); the exception is uncaught and exits the client, and `assembling` stays true. Here
 //    the error is logged and the assembly queued again one period later.
+// 3. eth_getTransactionCount refuses the "pending" block tag ("\"pending\" is not yet
+//    supported"), which web3 and the nodes use for nonces. Here "pending" answers the latest
+//    nonce plus the sender's transactions in the pool, as upstream PR #3415 (client 0.10.x) does.
+// 4. eth_estimateGas and eth_call refuse "pending" too (upstream still does in 0.10.5); here
+//    they answer for "latest", the newest state this client has.
 const fs = require('fs');
 const path = require('path');
 
@@ -23,6 +28,7 @@ const load = (rel) => require(path.join(clientDir, 'dist/src', rel));
 const { bytesToBigInt } = require(require.resolve('@ethereumjs/util', { paths: [clientDir] }));
 const { FullEthereumService } = load('service/fullethereumservice.js');
 const { Miner } = load('miner/miner.js');
+const { Eth } = load('rpc/modules/eth.js');
 
 const handle = FullEthereumService.prototype.handle;
 FullEthereumService.prototype.handle = async function (message, protocol, peer) {
@@ -70,3 +76,20 @@ Miner.prototype.assembleBlock = async function () {
     void this.queueNextAssembly();
   }
 };
+
+const getTransactionCount = Eth.prototype.getTransactionCount;
+Eth.prototype.getTransactionCount = async function (params) {
+  const [address, tag] = params;
+  if (tag !== 'pending') return getTransactionCount.call(this, params);
+  const latest = BigInt(await getTransactionCount.call(this, [address, 'latest']));
+  const pooled = this.service.txPool.pool.get(address.slice(2).toLowerCase())?.length ?? 0;
+  return `0x${(latest + BigInt(pooled)).toString(16)}`;
+};
+
+for (const method of ['estimateGas', 'call']) {
+  const original = Eth.prototype[method];
+  Eth.prototype[method] = async function (params) {
+    const [transaction, tag] = params;
+    return original.call(this, tag === 'pending' ? [transaction, 'latest'] : params);
+  };
+}

@@ -1,0 +1,126 @@
+"""A three-sealer Clique network of real @ethereumjs/client 0.9.0 nodes (fleml_node.devnet.poa).
+
+The network tests share one network (module fixture, about 15 s to start): all nodes advance,
+a transaction sent to node 2 is included and seen by nodes 0 and 1, and the chain keeps
+advancing while one of the three sealers is stopped, which then catches up after a restart.
+Skipped only when the client is not installed (tools/setup.sh installs it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from web3.exceptions import TransactionNotFound
+
+from fleml_node.chain.contract import connect
+from fleml_node.devnet import anvil
+from fleml_node.devnet.poa import (
+    PRELOADS,
+    PoaError,
+    PoaNetwork,
+    client_dir,
+    clique_genesis,
+    sealer_keys,
+)
+
+try:
+    CLIENT = client_dir()
+except PoaError as missing:
+    pytest.skip(f"@ethereumjs/client is not installed ({missing})", allow_module_level=True)
+
+PERIOD = 2
+RECEIPT_SECONDS = 60
+
+
+def test_genesis_names_the_sorted_signers_in_extra_data() -> None:
+    signers = [Account.from_key("0x" + key).address for key in sealer_keys(3)]
+    genesis = clique_genesis(signers, signers[:1], chain_id=4242, period=5, timestamp=0)
+    extra = bytes.fromhex(genesis["extraData"][2:])
+    assert len(extra) == 32 + 3 * 20 + 65
+    listed = [extra[32 + 20 * i: 52 + 20 * i].hex() for i in range(3)]
+    assert listed == sorted(a[2:].lower() for a in signers)
+    assert genesis["config"]["clique"]["period"] == 5
+    assert genesis["config"]["chainId"] == 4242
+    assert "shanghaiTime" not in genesis["config"]  # a post-London fork stops the sealing
+
+
+def test_node_command_seals_only_on_sealers_and_binds_the_given_hosts(tmp_path: Path) -> None:
+    net = PoaNetwork(tmp_path, sealers=1, nodes=2, hosts=["10.9.0.1", "10.9.0.2"],
+                     rpc_ports=[8601, 8602], p2p_ports=[30301, 30302])
+    net.prepare()
+    sealer = net.node_command(0, bootnodes=[])
+    follower = net.node_command(1, bootnodes=["enode://" + "ab" * 64 + "@10.9.0.1:30301"])
+    assert "--mine" in sealer and "--unlock" in sealer
+    assert "--mine" not in follower and "--unlock" not in follower
+    assert follower[follower.index("--rpcAddr") + 1] == "10.9.0.2"
+    assert follower[follower.index("--extIP") + 1] == "10.9.0.2"
+    assert follower[follower.index("--bootnodes") + 1].endswith("@10.9.0.1:30301")
+    assert all(f"--require={CLIENT / name}" in sealer[1] for name in PRELOADS)
+    assert net.rpc_urls == ["http://10.9.0.1:8601", "http://10.9.0.2:8602"]
+
+
+def test_a_saved_network_refuses_another_number_of_sealers(tmp_path: Path) -> None:
+    PoaNetwork(tmp_path, sealers=1).prepare()
+    with pytest.raises(PoaError, match="1 sealer"):
+        PoaNetwork(tmp_path, sealers=3)
+
+
+@pytest.fixture(scope="module")
+def poa_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoaNetwork]:
+    with PoaNetwork(tmp_path_factory.mktemp("poa"), sealers=3, period=PERIOD) as net:
+        yield net
+
+
+def test_three_sealers_all_nodes_advance(poa_network: PoaNetwork) -> None:
+    before = poa_network.heights()
+    reached = poa_network.wait_advancing(blocks=3, timeout=40)
+    assert len(reached) == 3
+    assert all(after >= b + 3 for after, b in zip(reached, before, strict=True))  # type: ignore[operator]
+
+
+def test_transaction_sent_to_node_2_is_included_and_seen_by_nodes_0_and_1(
+        poa_network: PoaNetwork) -> None:
+    nodes = [connect(url) for url in poa_network.rpc_urls]
+    sender = Account.from_key(anvil.test_keys(6)[5])
+    tx = sender.sign_transaction({
+        "to": "0x000000000000000000000000000000000000dEaD", "value": 12345, "gas": 21000,
+        "gasPrice": nodes[2].eth.gas_price, "chainId": nodes[2].eth.chain_id,
+        "nonce": nodes[2].eth.get_transaction_count(sender.address, "pending")})
+    tx_hash = nodes[2].eth.send_raw_transaction(tx.raw_transaction)
+    receipts = {i: _receipt(w3, tx_hash) for i, w3 in enumerate(nodes)}
+    blocks = {receipt["blockNumber"] for receipt in receipts.values()}
+    assert len(blocks) == 1, f"nodes disagree on the block that includes the tx: {receipts}"
+    block = blocks.pop()
+    hashes = {w3.eth.get_block(block)["hash"] for w3 in nodes}
+    assert len(hashes) == 1
+    for w3 in nodes:
+        assert w3.eth.get_balance("0x000000000000000000000000000000000000dEaD",
+                                  block) >= 12345
+
+
+def test_stopping_one_of_three_sealers_leaves_the_chain_advancing(poa_network: PoaNetwork) -> None:
+    poa_network.stop_node(2)
+    try:
+        assert poa_network.running == [0, 1]
+        reached = poa_network.wait_advancing(blocks=4, timeout=45)
+        assert len(reached) == 2
+    finally:
+        poa_network.start_node(2, wait=False)
+    caught_up = poa_network.wait_advancing(blocks=2, timeout=60)
+    assert len(caught_up) == 3
+    assert max(caught_up) - min(caught_up) <= 3
+
+
+def _receipt(w3, tx_hash):  # noqa: ANN001, ANN202 - web3's types
+    deadline = time.monotonic() + RECEIPT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            return w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            time.sleep(0.5)
+    pytest.fail(f"transaction {tx_hash.hex()} not included on {w3.provider.endpoint_uri} "
+                f"within {RECEIPT_SECONDS} s")
