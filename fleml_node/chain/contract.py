@@ -646,8 +646,10 @@ class Consortium:
         sent = tx_hash(receipt)
         if not receipt_succeeded(self.w3, receipt, self.address):
             raise ContractReverted(f"{name} transaction {sent} failed on chain")
-        log.info("%s sent: %s (block %d, gas %d)", name, sent, receipt["blockNumber"],
-                 receipt["gasUsed"])
+        # the public explorer's page of the transaction, when the record names one
+        link = self.deployment.explorer.tx(sent) if self.deployment.explorer else None
+        log.info("%s sent: %s (block %d, gas %d)%s", name, sent, receipt["blockNumber"],
+                 receipt["gasUsed"], f" {link}" if link else "")
         return receipt
 
     def decode_error(self, exc: Exception) -> str:
