@@ -23,10 +23,13 @@ deterministic, so the result is the same.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
@@ -62,6 +65,7 @@ from fleml_node.storage import (
     encode_report,
     encode_tensors,
 )
+from fleml_node.storage.local import atomic_write
 from fleml_node.submissions import gather_submissions
 from fleml_node.task import TaskConfig
 
@@ -110,12 +114,16 @@ class AggregatorNode:
         Submissions that close a round early; 0 means every active member.
     evaluate
         Optional ``model -> metrics`` called on each new global model (e.g. test accuracy).
+    results_dir
+        Optional folder for per-round results (:class:`RoundResults`: results.json and
+        results.csv, as `fleml-node simulate` writes), rewritten after each finalized round.
     """
 
     def __init__(self, consortium: Consortium, store: IpfsStore, defense: Defense,
                  task: TaskConfig, until_round: int, round_seconds: int = 120,
                  quorum: int = 0, validation: tuple[Tensor, Tensor] | None = None,
-                 evaluate: Callable[[nn.Module], dict[str, float]] | None = None) -> None:
+                 evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+                 results_dir: str | os.PathLike[str] | None = None) -> None:
         if consortium.account is None:
             raise ValueError("the aggregator needs a signing account")
         if until_round < 1 or round_seconds < 1 or quorum < 0:
@@ -132,6 +140,8 @@ class AggregatorNode:
         self.summaries: list[RoundSummary] = []
         self.abandoned: list[int] = []
         self._validation_ref: dict[str, str] | None = None  # published on first use
+        self.results = RoundResults(results_dir, consortium, defense, task) \
+            if results_dir is not None else None
         self.consortium.check_version()
         self._check_validation_set()
         self._fresh_state = self.engine.defense_state()
@@ -353,6 +363,12 @@ class AggregatorNode:
         log.info("round %d finalized: %d accepted, %d rejected, %d flagged; model %s",
                  outcome.round_id, len(summary.accepted), len(summary.rejected),
                  len(summary.flagged), published["result_cid"])
+        if self.results is not None:
+            try:
+                self.results.add(summary, receipt)
+            except OSError as exc:  # the round is final on chain; the files are a convenience
+                log.error("round %d: cannot write results to %s: %s", outcome.round_id,
+                          self.results.directory, exc)
 
     # -- defense state -------------------------------------------------------------------
     def _restore_base_state(self, round_id: int) -> None:
@@ -365,3 +381,96 @@ class AggregatorNode:
         self.engine.restore_defense(found[1] if found else self._fresh_state)
         log.info("round %d: the defense continues from %s", round_id,
                  f"round {base}" if found else "a fresh state")
+
+
+class RoundResults:
+    """An aggregator's per-round results in a folder, as `fleml-node simulate` writes them.
+
+    ``results.json`` (the consortium, defense, task and machine, and one entry per round: the
+    fields of :class:`fleml_node.simulate.RoundRecord` plus the round's result and report CIDs
+    and finalizing transaction) and ``results.csv`` (simulate's columns). Both are rewritten
+    whole and atomically (a temporary file renamed over the old one) after each finalized
+    round, so a reader never sees half a file while the aggregator runs. A restarted
+    aggregator appends to what the folder holds (a round finalized again replaces its entry);
+    a folder holding another consortium's results is refused.
+
+    Per round: ``accuracy`` and ``backdoor_asr`` are the evaluation's (empty without one),
+    ``flagged`` the member indices not accepted, ``precision`` and ``recall`` are empty (only a
+    simulation knows who is malicious), ``bytes_moved`` what the aggregator fetched and
+    published, ``gas_used`` the gas of the round's own transactions (open, submissions,
+    reveals, close, finalize) and ``seconds`` the chain time from the block that opened the
+    round to the one that finalized it.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], consortium: Consortium,
+                 defense: Defense, task: TaskConfig) -> None:
+        from fleml_node.simulate import machine_info
+
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.consortium = consortium
+        self.defense = defense.name
+        chain = {"consortium": consortium.address, "chain_id": consortium.deployment.chain_id}
+        path = self.directory / "results.json"
+        previous: dict[str, Any] = {}
+        if path.exists():
+            try:
+                previous = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{path} is not readable results JSON ({exc}): give another "
+                                 f"--results-dir") from exc
+            found = {k: previous.get(k) for k in chain}
+            if found != chain:
+                raise ValueError(f"{path} holds results of consortium {found['consortium']} "
+                                 f"on chain {found['chain_id']}, not this one: give another "
+                                 f"--results-dir")
+        self.rounds: list[dict[str, Any]] = list(previous.get("rounds", []))
+        self.header = {**chain, "defense": self.defense, "task": task.to_dict(),
+                       "machine": machine_info(),
+                       "started": previous.get("started") or _utc(time.time())}
+
+    def add(self, summary: RoundSummary, receipt: Any) -> dict[str, Any]:
+        """Record a finalized round and rewrite both files; returns the round's entry."""
+        from fleml_node.simulate import RoundRecord
+
+        c = self.consortium
+        events = round_events(c, summary.round_id)
+        txs = {e.tx_hash for name, found in events.items()
+               if name not in ("RoundAttested", "RoundRejected") for e in found}
+        gas = sum(int(c.w3.eth.get_transaction_receipt(tx)["gasUsed"]) for tx in txs)
+        opened = events["RoundOpened"][-1].block_number
+        seconds = float(c.w3.eth.get_block(int(receipt["blockNumber"]))["timestamp"]
+                        - c.w3.eth.get_block(opened)["timestamp"])
+        decisions = sorted(summary.decisions, key=lambda d: d.index)
+        record = RoundRecord(
+            self.defense, summary.round_id, summary.metrics.get("accuracy"),
+            summary.metrics.get("backdoor_asr"),
+            sorted(d.index for d in decisions if d.status != "accepted"), None, None,
+            summary.bytes_down + summary.bytes_up, gas, seconds,
+            [{**d.to_dict(), "coefficient": d.coefficient} for d in decisions],
+            summary.aggregate_sha256)
+        entry = {**asdict(record), "result_cid": summary.result_cid,
+                 "report_cid": summary.report_cid,
+                 "finalize_tx": summary.transactions.get("finalizeRound"),
+                 "finalized_block": int(receipt["blockNumber"])}
+        self.rounds = sorted([r for r in self.rounds if r.get("round") != record.round]
+                             + [entry], key=lambda r: r["round"])
+        self._write()
+        return entry
+
+    def _write(self) -> None:
+        from fleml_node.simulate import RoundRecord, write_csv
+
+        data = {**self.header, "updated": _utc(time.time()), "rounds": self.rounds}
+        atomic_write(self.directory / "results.json",
+                     (json.dumps(data, indent=2) + "\n").encode())
+        fields = RoundRecord.__dataclass_fields__
+        records = [RoundRecord(**{k: v for k, v in r.items() if k in fields})
+                   for r in self.rounds]
+        tmp = self.directory / ".results.csv.tmp"
+        write_csv(records, tmp)
+        os.replace(tmp, self.directory / "results.csv")
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

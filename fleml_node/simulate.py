@@ -137,7 +137,7 @@ class SimulationConfig:
 class RoundRecord:
     defense: str
     round: int
-    accuracy: float
+    accuracy: float | None  # None: not evaluated (an aggregator run with --no-evaluate)
     backdoor_asr: float | None
     flagged: list[int]
     precision: float | None
@@ -431,7 +431,8 @@ def write_csv(records: list[RoundRecord], path: Path) -> None:
         writer.writerow(["defense", "round", "accuracy", "backdoor_asr", "flagged",
                          "precision", "recall", "bytes_moved", "gas_used", "seconds"])
         for r in records:
-            writer.writerow([r.defense, r.round, f"{r.accuracy:.4f}",
+            writer.writerow([r.defense, r.round,
+                             "" if r.accuracy is None else f"{r.accuracy:.4f}",
                              "" if r.backdoor_asr is None else f"{r.backdoor_asr:.4f}",
                              " ".join(map(str, r.flagged)),
                              "" if r.precision is None else f"{r.precision:.3f}",
