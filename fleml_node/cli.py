@@ -206,13 +206,18 @@ def _node_logging() -> None:
 
 
 def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the expected failures (no chain, no IPFS, bad key or record) into one clear line."""
-    from fleml_node.chain.contract import ChainError
-    from fleml_node.chain.deployment import DeploymentError
-    from fleml_node.storage import StorageError
+    """Turn the expected failures (no chain, no IPFS, bad key or record) into one clear line.
+
+    The error classes are imported when the command runs, not when it is decorated: importing
+    the chain binding loads web3, which ``fleml-node --help`` must not pay for.
+    """
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from fleml_node.chain.contract import ChainError
+        from fleml_node.chain.deployment import DeploymentError
+        from fleml_node.storage import StorageError
+
         try:
             return fn(*args, **kwargs)
         except (ChainError, DeploymentError, StorageError, ValueError, FileNotFoundError) as exc:
@@ -460,6 +465,10 @@ def client(**opts: Any) -> None:
 @click.option("--evaluate/--no-evaluate", default=True, show_default=True,
               help="Report test accuracy of each new global model.")
 @click.option("--poll-interval", default=1.0, show_default=True, help="Seconds between polls.")
+@click.option("--results-dir", type=click.Path(file_okay=False),
+              help="Write per-round results here (results.json and results.csv, the columns "
+                   "`simulate` writes), rewritten atomically after each finalized round and "
+                   "appended to across restarts.")
 @_fail_cleanly
 def aggregator(**opts: Any) -> None:
     """Run rounds: open, close at quorum or deadline, defend, publish, finalize."""
@@ -478,7 +487,8 @@ def aggregator(**opts: Any) -> None:
         test_data(task)  # load now, so a missing dataset fails before the first round
     node = AggregatorNode(consortium, store, defense, task, until_round=until_round,
                           round_seconds=opts["round_seconds"], quorum=opts["quorum"],
-                          validation=validation_data(task), evaluate=evaluate)
+                          validation=validation_data(task), evaluate=evaluate,
+                          results_dir=opts["results_dir"])
 
     def progress(did: str) -> None:
         if did == "finalized":
@@ -588,12 +598,108 @@ def audit(**opts: Any) -> None:
             click.echo("\n".join(verdict.lines()))
         if opts["attest"]:
             sent = attest(consortium, store, verdict)
-            click.echo(f"round {r}: " + (f"attested {verdict.verdict} in {sent}" if sent
+            link = consortium.deployment.explorer.tx(sent) \
+                if sent and consortium.deployment.explorer else None
+            click.echo(f"round {r}: " + (f"attested {verdict.verdict} in {sent}"
+                                         + (f" {link}" if link else "") if sent
                                          else "inconclusive, not attested"), err=True)
     if opts["as_json"]:
         click.echo(json.dumps([v.to_dict() for v in verdicts], indent=2))
     results = {v.verdict for v in verdicts}
     sys.exit(1 if "FAIL" in results else 3 if "INCONCLUSIVE" in results else 0)
+
+
+@main.command()
+@chain_options
+@ipfs_options
+@click.option("--round", "round_id", type=click.IntRange(min=1), required=True,
+              help="The round whose report to show.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the round as JSON: the explorer's /api/rounds/N object, each "
+                   "submission with its on-chain flag.")
+@_fail_cleanly
+def report(**opts: Any) -> None:
+    """Show a finalized round's report: each member's decision, reason, scores, coefficient.
+
+    The report is fetched from IPFS by the CID the round's RoundFinalized event names and
+    checked against the hash on chain; the flag column is the chain's flagged bitmap. Times
+    are ISO 8601 in UTC. A round that is open, closed or abandoned has no report.
+    """
+    import json
+
+    from fleml_node.chain.contract import RoundStatus
+    from fleml_node.explorer.data import Explorer
+
+    consortium, store = _bind(opts, with_key=False)
+    r, last = opts["round_id"], consortium.current_round()
+    if not 1 <= r <= last:
+        raise click.ClickException(f"round {r} does not exist ("
+                                   + (f"latest is {last})" if last else "no round yet)"))
+    status = consortium.get_round(r).status
+    if status not in (RoundStatus.FINALIZED, RoundStatus.REJECTED):
+        why = "it was abandoned" if status is RoundStatus.ABANDONED else "not finalized yet"
+        raise click.ClickException(f"round {r} is {status.name.lower()}: only a finalized "
+                                   f"round has a report ({why})")
+    data = Explorer(consortium, store).round(r)
+    if data["report_error"]:
+        raise click.ClickException(f"round {r}: {data['report_error']}")
+    data = {k: v for k, v in data.items() if k not in ("cached", "final_block")}
+    for sub in data["submissions"]:
+        sub["flagged"] = consortium.is_flagged(r, sub["member"])
+    if opts["as_json"]:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo("\n".join(report_lines(data)))
+
+
+def _printable(value: Any) -> str:
+    """A member-controlled string as one terminal-safe line (control characters escaped)."""
+    text = "" if value is None else str(value)
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def report_lines(d: dict[str, Any]) -> list[str]:
+    """A round (the explorer's round object, with ``flagged`` per submission) as text."""
+    verdict = "accepted" if d["accepted"] else "not accepted (yet)" \
+        if d["status"] == "finalized" else ""
+    out = [f"round {d['round']}: {d['status']}{', ' + verdict if verdict else ''}; "
+           f"{d['submissions_count']} of quorum {d['quorum']} submitted (minimum "
+           f"{d['min_submissions']}), {d['mode']} submissions, deadline {d['deadline']}"]
+    for event in d["timeline"]:
+        name = event["event"].removeprefix("Round").lower()
+        out.append(f"  {name:<10} {event['time']}  block {event['block']}  tx {event['tx']}"
+                   + (f"  {event['tx_url']}" if event.get("tx_url") else ""))
+    for what in ("base", "result", "report"):
+        ref = d["downloads"].get(what)
+        if ref:
+            out.append(f"  {what:<10} {ref['hash']}  {_printable(ref['cid'])}"
+                       + ("  (hash checked)" if what == "report" else ""))
+    defense = d.get("defense") or {}
+    params = " ".join(f"{k}={v}" for k, v in (defense.get("params") or {}).items())
+    out.append(f"  defense    {defense.get('method', 'none')}{' ' + params if params else ''}"
+               + (f"; test accuracy {d['accuracy']:.4f}" if d.get("accuracy") is not None
+                  else ""))
+    att = d["attestations"]
+    out.append(f"  attested   {att['passes']} pass, {att['fails']} fail of "
+               f"{att['required']} required")
+    header = ("member", "label", "status", "reason", "scores", "coefficient", "flagged")
+    rows = [header]
+    for sub in d["submissions"]:
+        scores = " ".join(f"{k}={v:.4g}" if isinstance(v, int | float) else f"{k}={v}"
+                          for k, v in (sub.get("scores") or {}).items())
+        coefficient = sub.get("coefficient")
+        rows.append((sub["member"], _printable(sub.get("label")), _printable(sub.get("status")),
+                     _printable(sub.get("reason")), _printable(scores),
+                     "-" if coefficient is None else f"{coefficient:.4f}",
+                     "yes" if sub["flagged"] else "no"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    out.append("")
+    for row in rows:
+        out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                   .rstrip())
+    if not d["submissions"]:
+        out.append("(no submissions)")
+    return out
 
 
 @main.command()
