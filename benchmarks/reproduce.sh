@@ -17,5 +17,6 @@ run python benchmarks/defense_bench.py
 run python benchmarks/round_bench.py
 run python benchmarks/audit_bench.py
 run python benchmarks/verify_bench.py
+run python benchmarks/explorer_bench.py
 run fleml-node simulate --out benchmarks/results/simulate
 run python benchmarks/sweep.py
