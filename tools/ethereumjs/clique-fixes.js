@@ -19,13 +19,26 @@
 //    nonce plus the sender's transactions in the pool, as upstream PR #3415 (client 0.10.x) does.
 // 4. eth_estimateGas and eth_call refuse "pending" too (upstream still does in 0.10.5); here
 //    they answer for "latest", the newest state this client has.
+// 7. eth_getTransactionReceipt throws "value for <hash> not found in DB" when the receipt index
+//    names a block a Clique fork has since discarded; here that answers null (not mined yet),
+//    as for any transaction not in a canonical block.
+// 6. eth_call returns the output even when the call failed (a revert, an invalid opcode), so a
+//    reverted read looks like an empty success and an opcode probe always "passes". Here a
+//    failed call is an error, as upstream PR #3547 (0.10.x) does (codes as geth: 3 for a revert,
+//    -32000 for anything else).
+// 5. eth_gasPrice suggests the next block's base fee plus a 1 wei tip, but the pool refuses a
+//    transaction from a peer whose tip is under 0.1 gwei (txpool.js MIN_GAS_PRICE; only local
+//    ones are exempt), so a transaction sent to a node that does not seal never reaches a
+//    sealer; and while the base fee falls, that price is under the latest block's base fee, so
+//    eth_estimateGas rejects it. Here the suggestion is the higher of the two base fees plus
+//    0.1 gwei, a price every node relays and mines.
 const fs = require('fs');
 const path = require('path');
 
 // The client's folder, from the script node runs: <client>/dist/bin/cli.js
 const clientDir = path.resolve(fs.realpathSync(process.argv[1]), '../../..');
 const load = (rel) => require(path.join(clientDir, 'dist/src', rel));
-const { bytesToBigInt } = require(require.resolve('@ethereumjs/util', { paths: [clientDir] }));
+const util = require(require.resolve('@ethereumjs/util', { paths: [clientDir] }));
 const { FullEthereumService } = load('service/fullethereumservice.js');
 const { Miner } = load('miner/miner.js');
 const { Eth } = load('rpc/modules/eth.js');
@@ -49,7 +62,7 @@ function refreshPeerHead(ours, message, peer) {
     // 0.9.0 announces the TD it had before adding the block (sendNewBlock runs before
     // putBlocks), so the block's TD is that plus the block's difficulty.
     const [block, td] = message.data;
-    const total = (typeof td === 'bigint' ? td : bytesToBigInt(td)) + block.header.difficulty;
+    const total = (typeof td === 'bigint' ? td : util.bytesToBigInt(td)) + block.header.difficulty;
     if (total > status.td) {
       status.td = total;
       status.bestHash = block.hash();
@@ -86,10 +99,53 @@ Eth.prototype.getTransactionCount = async function (params) {
   return `0x${(latest + BigInt(pooled)).toString(16)}`;
 };
 
-for (const method of ['estimateGas', 'call']) {
+for (const method of ['estimateGas']) {
   const original = Eth.prototype[method];
   Eth.prototype[method] = async function (params) {
     const [transaction, tag] = params;
     return original.call(this, tag === 'pending' ? [transaction, 'latest'] : params);
   };
 }
+
+const MIN_TIP = 100000000n; // txpool.js MIN_GAS_PRICE
+Eth.prototype.gasPrice = async function () {
+  const latest = await this._chain.getCanonicalHeadHeader();
+  if (latest.baseFeePerGas === undefined) return `0x${MIN_TIP.toString(16)}`;
+  const next = latest.calcNextBaseFee();
+  const base = next > latest.baseFeePerGas ? next : latest.baseFeePerGas;
+  return `0x${(base + MIN_TIP).toString(16)}`;
+};
+
+const { getBlockByOption } = load('rpc/helpers.js');
+Eth.prototype.call = async function (params) {
+  const [transaction, tag] = params;
+  const block = await getBlockByOption(tag === 'pending' ? 'latest' : tag, this._chain);
+  if (this._vm === undefined) throw new Error('missing vm');
+  const vm = await this._vm.shallowCopy();
+  await vm.stateManager.setStateRoot(block.header.stateRoot);
+  const { from, to, gas, gasPrice, value, data } = transaction;
+  const { execResult } = await vm.evm.runCall({
+    caller: from !== undefined ? util.Address.fromString(from) : undefined,
+    to: to !== undefined ? util.Address.fromString(to) : undefined,
+    gasLimit: util.toType(gas, util.TypeOutput.BigInt),
+    gasPrice: util.toType(gasPrice, util.TypeOutput.BigInt),
+    value: util.toType(value, util.TypeOutput.BigInt),
+    data: data !== undefined ? util.hexToBytes(data) : undefined,
+  });
+  if (execResult.exceptionError !== undefined) {
+    // like geth: code 3 for a revert, -32000 for any other failure (an invalid opcode, ...)
+    const reason = execResult.exceptionError.error;
+    throw { code: reason === 'revert' ? 3 : -32000, message: reason === 'revert' ? 'execution reverted' : reason };
+  }
+  return util.bytesToHex(execResult.returnValue);
+};
+
+const getTransactionReceipt = Eth.prototype.getTransactionReceipt;
+Eth.prototype.getTransactionReceipt = async function (params) {
+  try {
+    return await getTransactionReceipt.call(this, params);
+  } catch (error) {
+    if (/not found in DB/.test(String(error?.message ?? error))) return null;
+    throw error;
+  }
+};
