@@ -12,7 +12,7 @@ import shlex
 
 import click
 
-from fleml_node.devnet.network import DEFAULT_DIR, DEFAULT_MEMBERS, DIR_ENV
+from fleml_node.devnet.network import CHAINS, DEFAULT_DIR, DEFAULT_MEMBERS, DEFAULT_SEALERS, DIR_ENV
 
 dir_option = click.option(
     "--dir", "state_dir", type=click.Path(file_okay=False), default=str(DEFAULT_DIR),
@@ -32,14 +32,24 @@ def devnet() -> None:
 
 @devnet.command()
 @dir_option
+@click.option("--chain", "kind", type=click.Choice(CHAINS), default="anvil", show_default=True,
+              help="anvil, or poa: a Clique proof-of-authority network of @ethereumjs/client "
+                   "nodes (see docs/poa-ethereumjs.md).")
+@click.option("--sealers", type=click.IntRange(1, 8), default=DEFAULT_SEALERS,
+              show_default=True, help="With --chain poa: nodes that seal blocks.")
+@click.option("--nodes", type=click.IntRange(1, 8),
+              help="With --chain poa: nodes in all, the ones past the sealers only follow "
+                   "[default: --sealers].")
 @click.option("--rpc-port", type=click.IntRange(1, 65535),
-              help="The chain's port [default: the one used before, else 8546].")
+              help="The chain's port [default: the one used before, else 8546; with --chain poa "
+                   "the first node's, else 8561, node i on 8561 + i].")
 @click.option("--members", type=click.IntRange(1, 8), default=DEFAULT_MEMBERS,
               show_default=True, help="Members to admit when the consortium is deployed.")
 @click.option("--no-chain", is_flag=True,
               help="Start only the IPFS daemon (the test runner does: tests start their own "
                    "chains).")
-def up(state_dir: str, rpc_port: int | None, members: int, no_chain: bool) -> None:
+def up(state_dir: str, kind: str, sealers: int, nodes: int | None, rpc_port: int | None,
+       members: int, no_chain: bool) -> None:
     """Start the chain and the IPFS daemon (unless they run) and deploy the consortium.
 
     Prints the RPC URL, the IPFS API and the deployment record as shell exports, and the key
@@ -47,9 +57,12 @@ def up(state_dir: str, rpc_port: int | None, members: int, no_chain: bool) -> No
     """
     from fleml_node.devnet.network import Devnet, DevnetError
 
+    if nodes is not None and nodes < sealers:
+        raise click.BadParameter(f"--nodes {nodes} is fewer than --sealers {sealers}")
     net = Devnet(state_dir)
     try:
-        status = net.up(rpc_port=rpc_port, members=members, chain=not no_chain)
+        status = net.up(rpc_port=rpc_port, members=members, chain=not no_chain, kind=kind,
+                        sealers=sealers, nodes=nodes)
     except DevnetError as err:
         raise click.ClickException(str(err)) from err
     _print_status(status, net.env_path)
@@ -85,6 +98,8 @@ def status(state_dir: str) -> None:
     net = Devnet(state_dir)
     current = net.status()
     chain = (f"running, pid {current.anvil_pid}, {current.rpc_url}" if current.anvil_pid
+             else f"{current.chain} running, {len(current.chain_pids)} node(s), pids "
+                  f"{', '.join(map(str, current.chain_pids))}" if current.chain_pids
              else "stopped")
     ipfs = (f"running, pid {current.ipfs_pid}, {current.ipfs_api}" if current.ipfs_pid
             else "stopped")
@@ -105,6 +120,10 @@ def _print_status(status, env_path) -> None:  # noqa: ANN001 (types imported laz
     for name, value in env_vars(status).items():
         click.echo(f"export {name}={shlex.quote(value)}")
     click.echo(f"# the same exports for other terminals: source {env_path}")
+    if len(status.rpc_urls) > 1:
+        click.echo(f"# {status.chain} chain nodes (point each member at its own FLEML_RPC):")
+        for i, url in enumerate(status.rpc_urls):
+            click.echo(f"#   node {i}: {url}")
     if status.rpc_url:
         click.echo("# keys (anvil's public test keys; local use only):")
         for role, address, key in role_keys(status.members):

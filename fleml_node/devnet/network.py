@@ -6,6 +6,7 @@ Everything lives under one state folder (default ``.fleml/devnet``)::
     anvil.pid, anvil.log               the detached chain
     chain-state.json                   its state, saved when it stops (anvil --state)
     ipfs/                              the IPFS repository (daemon.pid, daemon.log, api-port)
+    poa/                               ``--chain poa``: the Clique network (devnet/poa.py)
     deployment.json                    the consortium's deployment record
     env                                shell exports: FLEML_RPC, FLEML_IPFS_API, FLEML_DEPLOYMENT
 
@@ -36,9 +37,13 @@ log = logging.getLogger(__name__)
 DEFAULT_DIR = Path(".fleml/devnet")
 DIR_ENV = "FLEML_DEVNET_DIR"
 DEFAULT_RPC_PORT = 8546
+DEFAULT_POA_RPC_PORT = 8561
+"""The PoA devnet's first node; node i listens on 8561 + i."""
 """Beside brownie's 8545: brownie attaches its tests to any chain found on 8545, which must not
 be the devnet's."""
 DEFAULT_MEMBERS = 2
+CHAINS = ("anvil", "poa")
+DEFAULT_SEALERS = 3
 ACCOUNTS = 10
 _STOP_SECONDS = 10.0
 
@@ -67,6 +72,12 @@ class DevnetStatus:
         The deployment record, if one was written.
     members : int
         How many members the deployed consortium admitted.
+    chain : str
+        ``anvil`` or ``poa`` (a Clique network of @ethereumjs/client nodes).
+    rpc_urls : tuple of str
+        Every chain node's RPC URL while it runs (one for anvil; ``rpc_url`` is the first).
+    chain_pids : tuple of int
+        The pids of the chain's running nodes.
     """
 
     state_dir: Path
@@ -76,11 +87,14 @@ class DevnetStatus:
     ipfs_pid: int | None
     deployment: Path | None
     members: int
+    chain: str = "anvil"
+    rpc_urls: tuple[str, ...] = ()
+    chain_pids: tuple[int, ...] = ()
 
     @property
     def running(self) -> bool:
         """Whether both the chain and the IPFS daemon run."""
-        return self.anvil_pid is not None and self.ipfs_pid is not None
+        return bool(self.chain_pids or self.anvil_pid) and self.ipfs_pid is not None
 
 
 class Devnet:
@@ -106,6 +120,11 @@ class Devnet:
         return self.state_dir / "deployment.json"
 
     @property
+    def poa_dir(self) -> Path:
+        """The PoA network's folder (``--chain poa``)."""
+        return self.state_dir / "poa"
+
+    @property
     def env_path(self) -> Path:
         """The shell file that exports the nodes' settings."""
         return self.state_dir / "env"
@@ -116,29 +135,46 @@ class Devnet:
         settings = self._settings()
         port = settings.get("rpc_port")
         ipfs = find_detached(self.ipfs_repo) if self.ipfs_repo.is_dir() else None
+        urls, pids = self._poa_running() if settings.get("chain") == "poa" else ((), ())
+        if anvil_pid is not None and port:
+            urls, pids = (_rpc_url(port),), (anvil_pid,)
         return DevnetStatus(
             state_dir=self.state_dir,
-            rpc_url=_rpc_url(port) if anvil_pid is not None and port else None,
+            rpc_url=urls[0] if urls else None,
             anvil_pid=anvil_pid,
             ipfs_api=ipfs[1] if ipfs else None,
             ipfs_pid=ipfs[0] if ipfs else None,
             deployment=self.record_path if self.record_path.is_file() else None,
             members=int(settings.get("members", 0)),
+            chain=str(settings.get("chain", "anvil")),
+            rpc_urls=tuple(urls),
+            chain_pids=tuple(pids),
         )
 
-    def _settings(self) -> dict[str, int]:
+    def _poa_running(self) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        from fleml_node.devnet.poa import PoaNetwork
+
+        if not (self.poa_dir / "network.json").is_file():
+            return (), ()
+        net = PoaNetwork(self.poa_dir, detached=True)
+        running = net.running
+        return (tuple(net.rpc_urls[i] for i in running),
+                tuple(net.pid(i) for i in running))  # type: ignore[misc]
+
+    def _settings(self) -> dict:
         try:
             return json.loads((self.state_dir / "devnet.json").read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             return {}
 
-    def _save_settings(self, **values: int) -> None:
+    def _save_settings(self, **values: int | str) -> None:
         settings = {**self._settings(), **values}
         atomic_write(self.state_dir / "devnet.json",
                      json.dumps(settings, sort_keys=True).encode("utf-8"))
 
     def up(self, rpc_port: int | None = None, members: int = DEFAULT_MEMBERS,
-           chain: bool = True) -> DevnetStatus:
+           chain: bool = True, kind: str = "anvil", sealers: int = DEFAULT_SEALERS,
+           nodes: int | None = None) -> DevnetStatus:
         """Start the chain and the IPFS daemon unless they run, and deploy if needed.
 
         Parameters
@@ -150,6 +186,12 @@ class Devnet:
         chain
             ``False`` starts only the IPFS daemon (the test runner's case: brownie and the
             tests start their own chains).
+        kind
+            ``anvil``, or ``poa``: a Clique network of @ethereumjs/client nodes
+            (:mod:`fleml_node.devnet.poa`; ``rpc_port`` is then its first node's port, the
+            others follow).
+        sealers, nodes
+            With ``poa``: how many nodes seal, and how many run in all (default: ``sealers``).
 
         Returns
         -------
@@ -167,7 +209,7 @@ class Devnet:
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
-            rpc_url = self._start_anvil(rpc_port) if chain else None
+            rpc_url = self._start_chain(kind, rpc_port, sealers, nodes) if chain else None
             ipfs_api = self._start_ipfs()
             if rpc_url is not None:
                 self._ensure_consortium(rpc_url, members)
@@ -204,6 +246,7 @@ class Devnet:
                 raise DevnetError(str(err)) from err
             stopped.append(f"anvil pid {pid}")
         (self.state_dir / "anvil.pid").unlink(missing_ok=True)
+        stopped += self._stop_poa()
         if self.ipfs_repo.is_dir():
             try:
                 ipfs_pid = stop_detached(self.ipfs_repo, _STOP_SECONDS)
@@ -212,6 +255,49 @@ class Devnet:
             if ipfs_pid is not None:
                 stopped.append(f"js-ipfs pid {ipfs_pid}")
         return stopped
+
+    def _stop_poa(self) -> list[str]:
+        from fleml_node.devnet.poa import PoaError, PoaNetwork
+
+        if not (self.poa_dir / "network.json").is_file():
+            return []
+        net = PoaNetwork(self.poa_dir, detached=True)
+        running = [(i, net.pid(i)) for i in net.running]
+        try:
+            net.stop()
+        except PoaError as err:
+            raise DevnetError(str(err)) from err
+        return [f"PoA node {i} pid {pid}" for i, pid in running]
+
+    def _start_chain(self, kind: str, rpc_port: int | None, sealers: int,
+                     nodes: int | None) -> str:
+        from fleml_node.chain.contract import ChainError
+
+        recorded = self._settings().get("chain", "anvil")
+        if recorded != kind and self.status().chain_pids:
+            raise ChainError(f"the devnet runs a {recorded} chain; run `fleml-node devnet down` "
+                             f"(and --wipe to drop its state) before starting {kind}")
+        if kind == "poa":
+            return self._start_poa(rpc_port, sealers, nodes)
+        self._save_settings(chain="anvil")
+        return self._start_anvil(rpc_port)
+
+    def _start_poa(self, rpc_port: int | None, sealers: int, nodes: int | None) -> str:
+        from fleml_node.chain.contract import ChainError
+        from fleml_node.devnet.poa import PoaNetwork
+
+        count = nodes or sealers
+        ports = [rpc_port + i for i in range(count)] if rpc_port else None
+        if ports is None and not (self.poa_dir / "network.json").is_file():
+            ports = [DEFAULT_POA_RPC_PORT + i for i in range(count)]
+        net = PoaNetwork(self.poa_dir, sealers=sealers, nodes=count, rpc_ports=ports,
+                         detached=True)
+        if ports and [n.rpc_port for n in net.nodes] != ports:
+            raise ChainError(f"the devnet's PoA nodes use ports "
+                             f"{[n.rpc_port for n in net.nodes]}; `down --wipe` to move them")
+        net.start()
+        self._save_settings(chain="poa")
+        return net.rpc_urls[0]
 
     def _anvil_pid(self) -> int | None:
         pid = read_pid(self.state_dir / "anvil.pid")

@@ -124,3 +124,39 @@ def _receipt(w3, tx_hash):  # noqa: ANN001, ANN202 - web3's types
             time.sleep(0.5)
     pytest.fail(f"transaction {tx_hash.hex()} not included on {w3.provider.endpoint_uri} "
                 f"within {RECEIPT_SECONDS} s")
+
+
+@pytest.mark.soak  # about 60 s: devnet up (3 nodes, IPFS, 6 transactions) and down
+def test_devnet_up_poa_deploys_the_consortium_readable_on_every_node(tmp_path: Path) -> None:
+    import re
+    import subprocess
+    import sys
+
+    from fleml_node.chain.deployment import load_record
+    from fleml_node.devnet.anvil import free_port
+
+    fleml_node = Path(sys.executable).with_name("fleml-node")
+    state, port = tmp_path / "devnet", free_port()
+
+    def devnet(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(fleml_node), "devnet", *args, "--dir", str(state)],
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    try:
+        up = devnet("up", "--chain", "poa", "--sealers", "1", "--nodes", "3",
+                    "--rpc-port", str(port), "--members", "2")
+        assert up.returncode == 0, up.stderr
+        urls = re.findall(r"^#\s+node \d: (\S+)$", up.stdout, re.MULTILINE)
+        assert urls == [f"http://127.0.0.1:{port + i}" for i in range(3)]
+        record = load_record(state / "deployment.json")
+        for url in urls:
+            w3 = connect(url)
+            assert w3.eth.chain_id == record.chain_id
+            assert len(w3.eth.get_code(record.address)) > 0
+        status = devnet("status")
+        assert status.returncode == 0 and "poa running, 3 node(s)" in status.stdout
+    finally:
+        down = devnet("down")
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.count("PoA node") == 3
+    assert devnet("status").returncode == 1
