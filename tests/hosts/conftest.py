@@ -57,3 +57,35 @@ def lab_federation(world: World, tmp_path: Path) -> Iterator[LabFederation]:
         finally:
             fed.stop_all()
             world.lab.restore_all()
+
+
+@pytest.fixture(scope="module")
+def poa_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """The same layout on a 3-sealer Clique network (fleml_node/devnet/poa.py), one sealer
+    per host."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    try:
+        from fleml_node.devnet.poa import client_dir
+
+        client_dir()
+    except Exception as err:  # module or client missing
+        pytest.skip(f"the PoA network is not available: {err}")
+    lab_world = World(tmp_path_factory.mktemp("poa-lab"), members=3, chain="poa")
+    try:
+        yield lab_world.start()
+    finally:
+        lab_world.close()
+
+
+@pytest.fixture
+def poa_federation(poa_world: World, tmp_path: Path) -> Iterator[LabFederation]:
+    poa_world.ensure_running()
+    with poa_world.lab.inside(poa_world.observer):
+        fed = poa_world.federation(tmp_path)
+        try:
+            yield fed
+        finally:
+            fed.stop_all()
+            poa_world.lab.restore_all()

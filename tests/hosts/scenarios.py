@@ -171,3 +171,210 @@ def aggregator_link_cut(world: World, fed: LabFederation, cut_seconds: float = 3
                      "the pending request went through when the link came back (TCP)")
     out.seconds = round(time.monotonic() - started, 1)
     return measure(fed, out, excused={})
+
+
+# -- (c) an IPFS daemon stopped for 30 s mid-round --------------------------------------------
+def ipfs_outage(world: World, fed: LabFederation, whose: str, seconds: float = 30) -> Outcome:
+    """Stop the IPFS daemon of member 0 (``whose="member"``) or of the aggregator for
+    ``seconds`` while round 1 is open and before the members fetched its model (every member
+    waits 5 s in round 1 first); then start it again on the same API port.
+
+    A member whose daemon is down cannot fetch the model or publish its update; with the
+    aggregator's down, no member can fetch the model (nobody else has it yet) and the
+    aggregator cannot publish. The nodes retry; nothing may be lost.
+    """
+    name = world.member_hosts[0].name if whose == "member" else world.aggregator.name
+    started = time.monotonic()
+    out = Outcome(f"IPFS daemon down ({whose})", f"round 1 open, {seconds:g} s", rounds=2)
+    slow = {i: "slow-train:1=5" for i in range(world.members)}
+    clients = start_members(fed, 2, faults=slow)
+    aggregator = fed.aggregator("--rounds", "2", "--round-seconds", "240", "--quorum", "0",
+                                *DEFENSE)
+    watched = [clients[0]] if whose == "member" else clients
+    for client in watched:
+        fed.wait_log(client, "FAULT slow-train round 1", timeout=300)
+    world.stop_daemon(name)
+    try:
+        out.precondition = fed.status(1) is RoundStatus.OPEN and not fed.submitters(1)
+        time.sleep(seconds)
+    finally:
+        world.start_daemon(name)
+    restarted = time.monotonic()
+    if whose == "member":
+        member = fed.member(0)
+        back = wait_time(fed, "member 0's round-1 update",
+                         lambda: member in fed.submitters(1), timeout=300)
+    else:
+        back = wait_time(fed, "every round-1 update", lambda: len(fed.submitters(1))
+                         == world.members, timeout=300)
+    out.recovered_s = round(back - restarted, 1)
+    finish(fed, aggregator, clients)
+    out.seconds = round(time.monotonic() - started, 1)
+    return measure(fed, out, excused={})
+
+
+# -- (d) kill -9 and restart each node type at each step of a round ---------------------------
+RESTART_DELAY = 2.0
+
+
+def chain_state(fed: LabFederation) -> tuple[int, int, int]:
+    """(current round, its status, its submissions): what any step of a round changes."""
+    current = fed.reader.current_round()
+    if current == 0:
+        return 0, 0, 0
+    info = fed.reader.get_round(current)
+    return current, int(info.status), info.submissions
+
+
+def _step_reached(fed: LabFederation, r: int, step: str) -> bool:
+    if fed.reader.current_round() < r:
+        return False
+    status = fed.status(r)
+    if step == "open":
+        return status >= RoundStatus.OPEN
+    if step == "submit":
+        return bool(fed.submitters(r)) or status >= RoundStatus.CLOSED
+    if step == "close":
+        return status >= RoundStatus.CLOSED
+    return status >= RoundStatus.FINALIZED
+
+
+def kill_restart(world: World, fed: LabFederation, node: str,
+                 steps: tuple[str, ...] = STEPS, round_seconds: int = 150) -> list[Outcome]:
+    """SIGKILL one node of kind ``node`` (``aggregator``, ``client``, ``chain``, ``ipfs``: the
+    aggregator's daemon, which holds every model) as round r reaches step r, restart it 2 s
+    later, and go on; one more round runs after the last fault. Returns one Outcome per step,
+    each measured on its own round; ``recovered_s`` runs from the restart to the restarted
+    node's next effect on the chain (its next update for a member; otherwise the next change
+    of round, status or submissions)."""
+    rounds = len(steps) + 1
+    clients = [fed.client(i, name=f"client{i}") for i in range(world.members)]
+    fed.wait_ready(*clients, timeout=300)
+    agg_args = ["--until-round", str(rounds), "--round-seconds", str(round_seconds),
+                "--quorum", "0", *DEFENSE]
+    aggregator = fed.aggregator(*agg_args)
+    outcomes = []
+    for r, step in enumerate(steps, start=1):
+        started = time.monotonic()
+        out = Outcome(f"kill -9 {node}", step, rounds=1)
+        try:
+            fed.wait_until(f"round {r} to reach {step}", lambda r=r, step=step:
+                           _step_reached(fed, r, step), timeout=round_seconds + 120)
+        except AssertionError as err:  # an earlier fault left the federation stuck
+            out.precondition = False
+            out.notes.append(f"never reached: {str(err).splitlines()[0]}")
+            outcomes.append(out)
+            break
+        out.precondition = chain_state(fed)[:2] == (r, {"open": 1, "submit": 1, "close": 2,
+                                                        "finalize": 3}[step])
+        if node == "aggregator":
+            aggregator.kill()
+            time.sleep(RESTART_DELAY)
+            supervise_daemon(world, world.aggregator.name, out)
+            aggregator = fed.aggregator(*agg_args, name=f"aggregator-r{r}")
+        elif node == "client":
+            clients[0].kill()
+            time.sleep(RESTART_DELAY)
+            supervise_daemon(world, world.member_hosts[0].name, out)
+            clients[0] = fed.client(0, name=f"client0-r{r}")
+        elif node == "chain":
+            world.chain.nodes[0].kill()
+            time.sleep(RESTART_DELAY)
+            world.chain.nodes[0].start()
+        elif node == "ipfs":
+            world.kill_daemon(world.aggregator.name)
+            time.sleep(RESTART_DELAY)
+            world.start_daemon(world.aggregator.name)
+        restarted = time.monotonic()
+        try:
+            if node == "client":
+                # its next update: in this round if it was killed before the round closed
+                first = r if step in ("open", "submit") else r + 1
+                back = wait_time(fed, "member 0's next update",
+                                 lambda first=first: submitted_since(fed, 0, first),
+                                 timeout=300)
+            else:
+                before = chain_state(fed)
+                back = wait_time(fed, "the chain to move on",
+                                 lambda before=before: chain_state(fed) != before, timeout=300)
+            out.recovered_s = round(back - restarted, 1)
+        except AssertionError as err:
+            out.notes.append(f"no recovery: {str(err).splitlines()[0]}")
+        out.seconds = round(time.monotonic() - started, 1)
+        outcomes.append(out)
+    try:
+        fed.wait_exit(aggregator, timeout=round_seconds + 300)
+    except AssertionError as err:
+        outcomes[-1].notes.append(f"the aggregator did not finish: {str(err).splitlines()[0]}")
+    for r, out in enumerate(outcomes, start=1):
+        measure_round(fed, out, r)
+    return outcomes
+
+
+def supervise_daemon(world: World, name: str, out: Outcome) -> None:
+    """What a service manager does before restarting a node: start its IPFS daemon if it
+    died. js-ipfs 0.66 exits when a client disconnects while a `cat` waits on bitswap (an
+    unhandled "Want for <cid> aborted"), so killing a node mid-fetch can take its daemon
+    down too; a node started without an answering daemon exits at once."""
+    if not world.daemons[name].is_running():
+        out.notes.append(f"the {name} IPFS daemon had exited too (js-ipfs: aborted want); "
+                         "restarted with the node")
+        world.start_daemon(name)
+
+
+def submitted_since(fed: LabFederation, i: int, first: int) -> bool:
+    member = fed.member(i)
+    return any(member in fed.submitters(k) for k in range(first, fed.reader.current_round() + 1))
+
+
+def measure_round(fed: LabFederation, out: Outcome, r: int) -> None:
+    """``measure`` for round r alone (the kill-restart runs fault one round each)."""
+    everyone = {fed.member(i) for i in range(fed.world.members)}
+    exists = fed.reader.current_round() >= r
+    status = fed.status(r).name if exists else "NONE"
+    out.statuses = {r: status}
+    out.finalized = [r] if status == "FINALIZED" else []
+    out.rounds_lost = 0 if status == "FINALIZED" else 1
+    out.finalized_twice = int(exists and finalize_count(fed, r) > 1)
+    out.updates_lost = len(everyone - fed.submitters(r)) if exists else len(everyone)
+
+
+# -- (e) one sealer of a PoA network stopped ------------------------------------------------
+def sealer_stop(world: World, fed: LabFederation, seconds: float = 30) -> Outcome:
+    """Stop the last sealer of a 3-sealer Clique network (SIGTERM) while round 1 is open, for
+    ``seconds``, then start it again. The other two keep sealing (Clique needs a majority
+    of signers, 2 of 3); the member whose RPC node it is retries until it is back, and the
+    node catches up. ``recovered_s``: from its restart until it serves the network's head."""
+    node = world.chain.nodes[-1]
+    started = time.monotonic()
+    out = Outcome("sealer stopped (1 of 3)", f"round 1 open, {seconds:g} s", rounds=2)
+    clients = start_members(fed, 2, faults={i: "slow-train:1=5" for i in range(world.members)})
+    aggregator = fed.aggregator("--rounds", "2", "--round-seconds", "300", "--quorum", "0",
+                                *DEFENSE)
+    fed.wait_log(clients[0], "FAULT slow-train round 1", timeout=300)
+    w3 = fed.reader.w3
+    node.stop()
+    try:
+        out.precondition = fed.status(1) is RoundStatus.OPEN
+        height = w3.eth.block_number
+        time.sleep(seconds)
+        sealed = w3.eth.block_number - height
+        out.notes.append(f"{sealed} blocks sealed by the other two while it was down")
+    finally:
+        node.start()
+    restarted = time.monotonic()
+    from fleml_node.chain.contract import connect  # its own RPC, read from the observer
+
+    own = connect(world.chain.url_for(len(world.chain.nodes) - 1))
+
+    def caught_up() -> bool:
+        try:
+            return own.eth.block_number >= w3.eth.block_number
+        except Exception:  # still starting
+            return False
+
+    back = wait_time(fed, "the restarted sealer to reach the head", caught_up, timeout=300)
+    out.recovered_s = round(back - restarted, 1)
+    finish(fed, aggregator, clients, timeout=600)
+    out.seconds = round(time.monotonic() - started, 1)
+    return measure(fed, out, excused={})

@@ -15,7 +15,15 @@ import pytest
 from fleml_node.chain.contract import RoundStatus
 from fleml_node.chain.events import round_events
 
-from .scenarios import aggregator_link_cut, finalize_count, member_link_cut
+from .scenarios import (
+    STEPS,
+    aggregator_link_cut,
+    finalize_count,
+    ipfs_outage,
+    kill_restart,
+    member_link_cut,
+    sealer_stop,
+)
 from .world import LabFederation
 
 pytestmark = pytest.mark.slow
@@ -49,3 +57,42 @@ def test_aggregator_link_cut_between_close_and_finalize_finalizes_once(
         assert fed.status(r) is RoundStatus.FINALIZED
         assert fed.submitters(r) == {fed.member(i) for i in range(fed.world.members)}
     assert out.rounds_lost == 0 and out.updates_lost == 0, out
+
+
+# -- soak: ./fleml test -m soak ------------------------------------------------------------
+@pytest.mark.soak
+@pytest.mark.parametrize("whose", ["member", "aggregator"])
+def test_ipfs_daemon_down_30_seconds_mid_round_nothing_lost(lab_federation: LabFederation,
+                                                            whose: str):
+    fed = lab_federation
+    out = ipfs_outage(fed.world, fed, whose)
+
+    assert out.precondition, fed.report("the daemon stopped after round 1's updates came in")
+    assert out.finalized == [1, 2], fed.report(f"rounds: {out.statuses}")
+    assert out.updates_lost == 0 and out.finalized_twice == 0, fed.report(str(out))
+    logs = "\n".join(node.log_text() for node in fed.nodes)
+    assert "retrying" in logs, fed.report("nobody noticed the outage")
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("node", ["aggregator", "client", "chain", "ipfs"])
+def test_kill_and_restart_at_each_step_of_a_round(lab_federation: LabFederation, node: str):
+    fed = lab_federation
+    outcomes = kill_restart(fed.world, fed, node)
+
+    assert [o.when for o in outcomes] == list(STEPS), fed.report(str(outcomes[-1]))
+    for out in outcomes:
+        assert out.precondition, fed.report(f"{out.when}: the kill missed its step")
+        assert out.rounds_lost == 0 and out.finalized_twice == 0, fed.report(str(out))
+        assert out.updates_lost == 0, fed.report(str(out))
+
+
+@pytest.mark.soak
+def test_one_of_three_sealers_stopped_mid_round_the_federation_goes_on(
+        poa_federation: LabFederation):
+    fed = poa_federation
+    out = sealer_stop(fed.world, fed)
+
+    assert out.precondition, fed.report("the sealer stopped outside round 1")
+    assert out.finalized == [1, 2], fed.report(f"rounds: {out.statuses}")
+    assert out.updates_lost == 0 and out.finalized_twice == 0, fed.report(str(out))

@@ -143,16 +143,70 @@ class AnvilChain:
             node.start()
 
 
+class PoaChainNode:
+    """Node ``index`` of a :class:`fleml_node.devnet.poa.PoaNetwork`, on its own lab host."""
+
+    def __init__(self, lab: Lab, net, index: int, host: Host) -> None:
+        self.lab, self.net, self.index, self.host = lab, net, index, host
+        self.log = net.log_path(index)
+
+    def is_running(self) -> bool:
+        return self.net.pid(self.index) is not None
+
+    def start(self) -> None:
+        # launched from a thread inside the host: the node is born in its namespace, and the
+        # network's own readiness probe reaches its RPC on the host's lab address
+        if not self.is_running():
+            with self.lab.inside(self.host):
+                self.net.start_node(self.index, wait=False)
+
+    def kill(self) -> None:
+        self.net.kill_node(self.index)
+
+    def stop(self) -> None:
+        self.net.stop_node(self.index)
+
+
+class PoaChain:
+    """A Clique network of @ethereumjs/client sealers (fleml_node/devnet/poa.py), one per
+    host ``chain<i>``, RPC and P2P on the host's lab address; the aggregator and the members
+    are spread over the nodes (``url_for``), the observer reads node 0."""
+
+    kind = "poa"
+
+    def __init__(self, lab: Lab, workdir: Path, observer: Host, sealers: int = 3,
+                 period: int = 2) -> None:
+        from fleml_node.devnet.poa import PoaNetwork
+
+        hosts = [lab.add_host(f"chain{i}") for i in range(sealers)]
+        self.observer, self.lab = observer, lab
+        self.net = PoaNetwork(workdir / "poa", sealers=sealers, period=period,
+                              hosts=[h.ip for h in hosts], rpc_ports=[CHAIN_PORT] * sealers,
+                              p2p_ports=[CHAIN_PORT + 20] * sealers)
+        self.nodes = [PoaChainNode(lab, self.net, i, h) for i, h in enumerate(hosts)]
+
+    def url_for(self, index: int) -> str:
+        return self.net.rpc_urls[index % len(self.nodes)]
+
+    def start(self) -> None:
+        self.net.prepare()
+        for node in self.nodes:
+            node.start()
+        with self.lab.inside(self.observer):
+            self.net.wait_advancing()
+
+
 class World:
     """The lab, the chain and one IPFS daemon per node host (see the module docstring)."""
 
-    def __init__(self, workdir: Path, members: int = 3) -> None:
+    def __init__(self, workdir: Path, members: int = 3, chain: str = "anvil") -> None:
         self.workdir = Path(workdir)
         self.members = members
         self.lab = Lab(self.workdir)
         try:
             self.observer = self.lab.add_host("observer")
-            self.chain: Chain = AnvilChain(self.lab, self.workdir)
+            self.chain: Chain = (PoaChain(self.lab, self.workdir, self.observer)
+                                 if chain == "poa" else AnvilChain(self.lab, self.workdir))
             self.aggregator = self.lab.add_host("aggregator")
             self.member_hosts = [self.lab.add_host(f"member{i}") for i in range(members)]
             self.daemons: dict[str, LocalIpfsDaemon] = {}
