@@ -334,7 +334,9 @@ class PoaNetwork:
         node, folder = self.nodes[index], self.client_dir
         preload = " ".join(f"--require={folder / name}" for name in PRELOADS)
         boot = self._bootnodes(index) if bootnodes is None else bootnodes
-        args = ["env", f"NODE_OPTIONS={preload}", shutil.which("node") or "node",
+        args = ["env", f"NODE_OPTIONS={preload}",
+                f"FLEML_POA_START_PEERS={len(self.nodes) - 1}",  # block 1 waits for all peers
+                shutil.which("node") or "node",
                 str(folder / _CLIENT_SCRIPT),
                 "--gethGenesis", str(self.genesis_path),
                 "--dataDir", str(self.node_dir(index) / "data"),

@@ -22,6 +22,12 @@
 // 7. eth_getTransactionReceipt throws "value for <hash> not found in DB" when the receipt index
 //    names a block a Clique fork has since discarded; here that answers null (not mined yet),
 //    as for any transaction not in a canonical block.
+// 8. Sealers started one after the other each seal their own block 1 and, with three signers,
+//    may then all be "too recently signed" to seal block 2 on their own fork, waiting for a
+//    block nobody seals. With FLEML_POA_START_PEERS=n a sealer seals block 1 only once it has n
+//    peers (fleml_node.devnet.poa sets n to the number of other nodes); later blocks never wait.
+//    Fix 1 also treats an announced block at our own height with another hash as a fork to
+//    fetch, so a node on the lighter side of a fork learns of the heavier one from hashes alone.
 // 6. eth_call returns the output even when the call failed (a revert, an invalid opcode), so a
 //    reverted read looks like an empty success and an opcode probe always "passes". Here a
 //    failed call is an error, as upstream PR #3547 (0.10.x) does (codes as geth: 3 for a revert,
@@ -68,19 +74,31 @@ function refreshPeerHead(ours, message, peer) {
       status.bestHash = block.hash();
     }
   } else if (message.name === 'NewBlockHashes') {
-    // No TD in the announcement: a block past our head makes the peer worth syncing from; the
-    // fetched blocks still go through the blockchain's own validation and fork choice.
+    // No TD in the announcement: a block past our head, or another block at our height (a
+    // fork), makes the peer worth syncing from; the fetched blocks still go through the
+    // blockchain's own validation and fork choice (a lighter sibling is stored, not adopted).
     for (const [hash, number] of message.data) {
+      const sibling = number === ours.height && !util.equalsBytes(hash, ours.latest.hash());
       if (number > ours.height) {
         status.bestHash = hash;
         if (status.td <= ours.td) status.td = ours.td + 1n;
+      } else if (sibling) {
+        status.bestHash = hash;
+        if (status.td < ours.td) status.td = ours.td;
       }
     }
   }
 }
 
+const startPeers = Number(process.env.FLEML_POA_START_PEERS ?? 0);
 const assembleBlock = Miner.prototype.assembleBlock;
 Miner.prototype.assembleBlock = async function () {
+  if (this.service.chain.headers.height === 0n && this.service.pool.peers.length < startPeers) {
+    // fix 8: the first block waits until the node has its peers
+    this.config.logger.info(`Miner: ${this.service.pool.peers.length}/${startPeers} peers, not sealing block 1 yet`);
+    void this.queueNextAssembly();
+    return;
+  }
   try {
     return await assembleBlock.call(this);
   } catch (error) {
