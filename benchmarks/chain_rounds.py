@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from fleml_node.chain.contract import RoundStatus, connect  # noqa: E402
 from fleml_node.chain.events import round_events  # noqa: E402
+from fleml_node.chain.profile import load_profile  # noqa: E402
 from fleml_node.devnet.anvil import LocalAnvil, test_keys  # noqa: E402
 from fleml_node.devnet.consortium import deploy_local_consortium  # noqa: E402
 from fleml_node.devnet.ipfs import LocalIpfsDaemon  # noqa: E402
@@ -50,12 +52,8 @@ class SpreadFederation(Federation):
         super().__init__(*args, **kwargs)
         self.rpc_urls = rpc_urls
 
-    def start(self, name, command, key_index, args, **kwargs):  # noqa: ANN001,ANN003,ANN201
-        own, self.url = self.url, self.rpc_urls[key_index % len(self.rpc_urls)]
-        try:
-            return super().start(name, command, key_index, args, **kwargs)
-        finally:
-            self.url = own
+    def rpc_for(self, key_index: int | None) -> str:
+        return self.rpc_urls[(key_index or 0) % len(self.rpc_urls)]
 
 
 @contextlib.contextmanager
@@ -81,7 +79,10 @@ def run(kind: str, members: int, rounds: int, ipfs_api: str, work: Path) -> dict
     keys = test_keys(members + 2)
     with chain(kind, work, members + 2) as (urls, log, described):
         w3 = connect(urls[0])
-        record = deploy_local_consortium(w3, keys, members, work / "deployment.json")
+        profile = replace(load_profile("clique"), block_time=described["block_time"]) \
+            if kind.startswith("clique") else None
+        record = deploy_local_consortium(w3, keys, members, work / "deployment.json",
+                                         profile=profile)
         fed = SpreadFederation(work, urls[0], record.path, keys, ipfs_api, log, rpc_urls=urls)
         fed.task_args = ["--dataset", "mnist", "--num-clients", str(members),
                          "--max-client-samples", "60", "--validation-size", "100",

@@ -316,9 +316,18 @@ def connect(rpc_url: str, timeout: float = 30.0, poa: bool | None = None) -> Web
     return w3
 
 
+REBROADCAST_SECONDS = 15.0
+"""How long a sent transaction may stay unmined before it is sent again."""
+
+
 def send_signed(w3: Web3, account: LocalAccount, tx: dict[str, Any], fee_mode: str,
                 timeout: float, label: str) -> Any:
     """Fill the fees and nonce of `tx`, sign it with `account`, send it and wait for it.
+
+    A transaction still unmined after `REBROADCAST_SECONDS` is sent again, the same signed
+    bytes (same hash and nonce, so it cannot be mined twice): a PoA sealer whose block loses a
+    fork may drop the block's transactions from its pool for good (@ethereumjs/client 0.9.0
+    does), and a pool may evict under pressure; resending puts it back.
 
     Returns the receipt whatever its outcome (see `receipt_succeeded`); raises `ChainError` if
     it was not sent or not mined within `timeout` seconds.
@@ -332,10 +341,21 @@ def send_signed(w3: Web3, account: LocalAccount, tx: dict[str, Any], fee_mode: s
         w3.eth.send_raw_transaction(signed.raw_transaction)
     except (Web3RPCError, requests.RequestException) as exc:
         raise ChainError(f"{label} was not sent: {exc}") from exc
-    try:
-        return w3.eth.wait_for_transaction_receipt(signed.hash, timeout=timeout)
-    except (Web3RPCError, TimeExhausted, requests.RequestException) as exc:
-        raise ChainError(f"{label} transaction {sent} was not mined: {exc}") from exc
+    deadline = time.monotonic() + timeout
+    while True:
+        wait = max(0.1, min(REBROADCAST_SECONDS, deadline - time.monotonic()))
+        try:
+            return w3.eth.wait_for_transaction_receipt(signed.hash, timeout=wait)
+        except TimeExhausted as exc:
+            if time.monotonic() >= deadline:
+                raise ChainError(f"{label} transaction {sent} was not mined: {exc}") from exc
+        except (Web3RPCError, requests.RequestException) as exc:
+            raise ChainError(f"{label} transaction {sent} was not mined: {exc}") from exc
+        log.info("%s transaction %s not mined after %.0f s; sending it again", label, sent,
+                 REBROADCAST_SECONDS)
+        with contextlib.suppress(Web3RPCError, requests.RequestException):
+            # "already known" or "nonce too low" (it was mined meanwhile) are both fine
+            w3.eth.send_raw_transaction(signed.raw_transaction)
 
 
 def receipt_succeeded(w3: Web3, receipt: Mapping[str, Any], contract: str | None) -> bool:

@@ -14,6 +14,7 @@ from web3 import Web3
 from fleml_node.chain.contract import Consortium, Policy
 from fleml_node.chain.deploy import deploy_consortium
 from fleml_node.chain.deployment import Deployment
+from fleml_node.chain.profile import ChainProfile
 
 OPERATOR_KEY_INDEX = 0
 AGGREGATOR_KEY_INDEX = 1
@@ -27,7 +28,8 @@ to 7 days away, and 60 s of grace after a deadline before anyone may abandon the
 
 def deploy_local_consortium(w3: Web3, keys: list[str], members: int, record_path: Path,
                             label: str = "member", policy: Policy | None = None,
-                            validation: tuple[bytes, str] | None = None) -> Deployment:
+                            validation: tuple[bytes, str] | None = None,
+                            profile: ChainProfile | None = None) -> Deployment:
     """Deploy, appoint the aggregator, admit the members, set the initial policy and, if
     given, the validation set.
 
@@ -55,7 +57,7 @@ def deploy_local_consortium(w3: Web3, keys: list[str], members: int, record_path
         The deployment record.
     """
     operator = Account.from_key(keys[OPERATOR_KEY_INDEX])
-    record = deploy_consortium(w3, operator, record_path)
+    record = deploy_consortium(w3, operator, record_path, profile=profile)
     admin = Consortium(w3, record, operator)
     admin.set_aggregator(Account.from_key(keys[AGGREGATOR_KEY_INDEX]).address)
     for i in range(members):

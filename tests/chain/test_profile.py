@@ -4,10 +4,13 @@ receipts without status, and reading a profile from its name, a file or the reco
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 from eth_account import Account
 
+from fleml_node.chain import contract
 from fleml_node.chain.contract import Consortium, ContractReverted, connect, receipt_succeeded
 from fleml_node.chain.deploy import deploy_consortium, load_artifact
 from fleml_node.chain.deployment import load_record
@@ -116,3 +119,36 @@ def test_a_bad_profile_is_refused_with_the_reason(tmp_path, values, message) -> 
 def test_an_unknown_profile_name_lists_the_builtins() -> None:
     with pytest.raises(ProfileError, match="anvil, hardhat, clique, auto"):
         load_profile("besu")
+
+
+def _pending(w3, address) -> int:
+    return w3.eth.get_transaction_count(address, "pending")
+
+
+def test_a_transaction_dropped_from_the_pool_is_sent_again(tmp_path, monkeypatch) -> None:
+    """As when a PoA sealer's block loses a fork and its transactions leave the pool."""
+    monkeypatch.setattr(contract, "REBROADCAST_SECONDS", 1.0)
+    with LocalAnvil(accounts=2, log_file=tmp_path / "anvil.log") as node:
+        w3 = connect(node.url)
+        w3.provider.make_request("evm_setAutomine", [False])
+        sender, receiver = (Account.from_key(key) for key in anvil_keys(2))
+        tx = {"to": receiver.address, "value": 1, "gas": 21_000, "chainId": w3.eth.chain_id}
+        outcome: dict = {}
+        worker = threading.Thread(target=lambda: outcome.update(
+            receipt=contract.send_signed(w3, sender, tx, "legacy", 60, "transfer")))
+        worker.start()
+        _wait(lambda: _pending(w3, sender.address) == 1)
+        w3.provider.make_request("anvil_dropAllTransactions", [])
+        assert _pending(w3, sender.address) == 0
+        _wait(lambda: _pending(w3, sender.address) == 1)  # sent again
+        w3.provider.make_request("evm_mine", [])
+        worker.join(30)
+        assert outcome["receipt"]["status"] == 1
+        assert w3.eth.get_transaction_count(sender.address) == 1
+
+
+def _wait(predicate, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -122,20 +122,25 @@ class Federation:
             env["FLEML_PRIVATE_KEY"] = self.keys[key_index]
         return env
 
-    def _connection(self) -> list[str]:
-        return ["--rpc", self.url, "--deployment", str(self.record_path),
+    def _connection(self, key_index: int | None = None) -> list[str]:
+        return ["--rpc", self.rpc_for(key_index), "--deployment", str(self.record_path),
                 "--ipfs-api", self.ipfs_api, "--ipfs-timeout", str(self.ipfs_timeout)]
 
     def launcher(self, key_index: int) -> list[str]:
         """What runs the node of this key: nothing here; tests/hosts puts it in a namespace."""
         return []
 
+    def rpc_for(self, key_index: int | None) -> str:
+        """The chain node the node of this key talks to: the one chain URL here; a PoA
+        federation spreads its members over the network's nodes."""
+        return self.url
+
     def start(self, name: str, command: str, key_index: int, args: list[str],
               fault: str | None = None, expected_rc: int = 0) -> Node:
         prefix = [sys.executable, str(WRAPPER), fault] if fault else self.node_cmd
         log = self.tmp_path / "logs" / f"{name}.log"
         log.parent.mkdir(exist_ok=True)
-        cmd = [*self.launcher(key_index), *prefix, "-v", command, *self._connection(),
+        cmd = [*self.launcher(key_index), *prefix, "-v", command, *self._connection(key_index),
                *self.task_args, *POLL, *args]
         with open(log, "ab") as out:
             out.write(f"{_stamp()} $ {' '.join(cmd)}\n".encode())
