@@ -112,7 +112,7 @@ def test_stopping_one_of_three_sealers_leaves_the_chain_advancing(poa_network: P
         poa_network.start_node(2, wait=False)
     caught_up = poa_network.wait_advancing(blocks=2, timeout=60)
     assert len(caught_up) == 3
-    assert max(caught_up) - min(caught_up) <= 3
+    assert max(caught_up) - min(caught_up) <= 5  # within a few blocks (2 shared cores)
 
 
 def _receipt(w3, tx_hash):  # noqa: ANN001, ANN202 - web3's types

@@ -16,7 +16,8 @@
 //    the error is logged and the assembly queued again one period later.
 // 3. eth_getTransactionCount refuses the "pending" block tag ("\"pending\" is not yet
 //    supported"), which web3 and the nodes use for nonces. Here "pending" answers the latest
-//    nonce plus the sender's transactions in the pool, as upstream PR #3415 (client 0.10.x) does.
+//    nonce advanced past the sender's pooled transactions that continue it (upstream PR #3415,
+//    0.10.x, adds the pool's count, which overcounts here: see below).
 // 4. eth_estimateGas and eth_call refuse "pending" too (upstream still does in 0.10.5); here
 //    they answer for "latest", the newest state this client has.
 // 7. eth_getTransactionReceipt throws "value for <hash> not found in DB" when the receipt index
@@ -112,9 +113,14 @@ const getTransactionCount = Eth.prototype.getTransactionCount;
 Eth.prototype.getTransactionCount = async function (params) {
   const [address, tag] = params;
   if (tag !== 'pending') return getTransactionCount.call(this, params);
-  const latest = BigInt(await getTransactionCount.call(this, [address, 'latest']));
-  const pooled = this.service.txPool.pool.get(address.slice(2).toLowerCase())?.length ?? 0;
-  return `0x${(latest + BigInt(pooled)).toString(16)}`;
+  // the next nonce after the run of pooled transactions that continues the latest nonce: the
+  // pool also keeps transactions already mined in blocks that arrived as NewBlock (0.9.0
+  // removes only those of fetched or self-sealed blocks), which must not count
+  let next = BigInt(await getTransactionCount.call(this, [address, 'latest']));
+  const pooled = this.service.txPool.pool.get(address.slice(2).toLowerCase()) ?? [];
+  const nonces = new Set(pooled.map((entry) => entry.tx.nonce));
+  while (nonces.has(next)) next += 1n;
+  return `0x${next.toString(16)}`;
 };
 
 for (const method of ['estimateGas']) {
