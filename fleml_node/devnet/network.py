@@ -334,6 +334,7 @@ class Devnet:
         from fleml_node.chain.contract import connect
         from fleml_node.chain.deploy import load_artifact
         from fleml_node.chain.deployment import DeploymentError, load_record
+        from fleml_node.chain.profile import BUILTIN_PROFILES, is_poa
         from fleml_node.devnet.anvil import test_keys
         from fleml_node.devnet.consortium import FIRST_MEMBER_KEY_INDEX, deploy_local_consortium
 
@@ -350,7 +351,9 @@ class Devnet:
                 log.info("redeploying: the chain lost %s or the contract changed",
                          record.address)
         keys = test_keys(FIRST_MEMBER_KEY_INDEX + members)
-        deploy_local_consortium(w3, keys, members, self.record_path)
+        # a Clique network's record asks its nodes for the clique profile's confirmations
+        profile = BUILTIN_PROFILES["clique"] if is_poa(w3) else None
+        deploy_local_consortium(w3, keys, members, self.record_path, profile=profile)
         self._save_settings(members=members)
 
 
