@@ -194,6 +194,27 @@ class PoaChain:
             node.start()
         with self.lab.inside(self.observer):
             self.net.wait_advancing()
+            self.wait_agreeing()
+
+    def wait_agreeing(self, checks: int = 3, timeout: float = 180) -> None:
+        """Until every node has the same block two below the lowest head, ``checks`` polls in
+        a row: sealers started one after the other seal competing forks at first, and a
+        transaction sent before they converge can be dropped with the losing fork."""
+        from fleml_node.devnet.poa import rpc_call
+
+        deadline, agreed = time.monotonic() + timeout, 0
+        while agreed < checks:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the PoA nodes did not agree on a chain in {timeout:g} s")
+            try:
+                heads = [int(rpc_call(url, "eth_blockNumber"), 16) for url in self.net.rpc_urls]
+                number = hex(max(min(heads) - 2, 0))
+                hashes = {rpc_call(url, "eth_getBlockByNumber", [number, False])["hash"]
+                          for url in self.net.rpc_urls}
+                agreed = agreed + 1 if len(hashes) == 1 and min(heads) > 2 else 0
+            except Exception:  # a node still starting
+                agreed = 0
+            time.sleep(2)
 
 
 class World:
