@@ -6,12 +6,17 @@ starts its own nodes, and everything it cut or stopped is restored before the ne
 world is torn down in a finalizer whatever happens (and by an atexit hook if the interpreter
 dies first): processes killed, namespaces deleted.
 
+The chain is anvil unless ``FLEML_LAB_CHAIN=poa`` asks for the 3-sealer Clique network of
+fleml_node/devnet/poa.py (its start-up alone takes minutes on 2 cores, so CI stays on anvil;
+the sealer test always runs on Clique).
+
 The test thread runs inside the observer host's namespace while a test runs, so the
 Federation's chain reads travel over the lab's links like any auditor's would.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +45,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    lab_world = World(tmp_path_factory.mktemp("lab"), members=3)
+    chain = os.environ.get("FLEML_LAB_CHAIN", "anvil")  # "poa": the CI scenarios on Clique
+    lab_world = World(tmp_path_factory.mktemp("lab"), members=3, chain=chain)
     try:
         yield lab_world.start()
     finally:
