@@ -28,6 +28,7 @@ from fleml_node.chain.events import round_events
 from fleml_node.devnet.anvil import LocalAnvil, test_keys
 from fleml_node.devnet.consortium import deploy_local_consortium
 from fleml_node.devnet.executables import ExecutableNotFound, find_anvil
+from fleml_node.retry import is_transient
 
 WRAPPER = Path(__file__).with_name("node_wrapper.py")
 NUM_MEMBERS = 4
@@ -205,14 +206,23 @@ class Federation:
 
     def wait_until(self, what: str, predicate: Callable[[], bool], timeout: float = 120,
                    interval: float = 0.25) -> None:
+        """Poll `predicate` until it holds. A transient chain error while polling (a PoA node
+        briefly without the state of its newest block, say) counts as "not yet", as it does
+        for the nodes (fleml_node.retry); the last one is reported on timeout."""
         deadline = time.monotonic() + timeout
+        last_error = ""
         while True:
-            if predicate():
-                return
+            try:
+                if predicate():
+                    return
+            except Exception as exc:  # noqa: BLE001 - sorted by the nodes' own rule
+                if not is_transient(exc):
+                    raise
+                last_error = f" (last transient error: {exc})"
             self.check_processes()
             if time.monotonic() > deadline:
                 raise AssertionError(self.report(f"timed out after {timeout:.0f} s "
-                                                 f"waiting for {what}"))
+                                                 f"waiting for {what}{last_error}"))
             time.sleep(interval)
 
     def wait_ready(self, *nodes: Node, timeout: float = 120) -> None:
