@@ -39,6 +39,7 @@ from fleml_node.chain.profile import load_profile  # noqa: E402
 from fleml_node.devnet.anvil import LocalAnvil, test_keys  # noqa: E402
 from fleml_node.devnet.consortium import deploy_local_consortium  # noqa: E402
 from fleml_node.devnet.ipfs import LocalIpfsDaemon  # noqa: E402
+from fleml_node.retry import is_transient  # noqa: E402
 from fleml_node.simulate import machine_info  # noqa: E402
 from tests.integration.conftest import Federation  # noqa: E402
 
@@ -92,7 +93,7 @@ def run(kind: str, members: int, rounds: int, ipfs_api: str, work: Path) -> dict
             fed.wait_ready(*clients, timeout=600)
             fed.aggregator("--rounds", str(rounds), "--round-seconds", "120")
             fed.wait_status(rounds, RoundStatus.FINALIZED, timeout=ROUND_TIMEOUT * rounds)
-            per_round = [_round(fed, r) for r in range(1, rounds + 1)]
+            per_round = [_retrying(lambda r=r: _round(fed, r)) for r in range(1, rounds + 1)]
         finally:
             fed.stop_all()
     previous = None
@@ -105,6 +106,18 @@ def run(kind: str, members: int, rounds: int, ipfs_api: str, work: Path) -> dict
     return {"chain": kind, "described": described, "rpc_nodes": len(urls),
             "rounds": per_round, "median_seconds_per_round": statistics.median(steady),
             "median_gas_per_round": int(statistics.median(r["gas"] for r in per_round))}
+
+
+def _retrying(read, attempts: int = 10):  # noqa: ANN001,ANN202
+    """A chain read, retried on transient node errors as the nodes do (fleml_node.retry)."""
+    for attempt in range(attempts):
+        try:
+            return read()
+        except Exception as exc:  # noqa: BLE001
+            if not is_transient(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
 
 
 def _round(fed: Federation, round_id: int) -> dict:
