@@ -105,13 +105,20 @@ class EventFollower:
 
     def _check_reorg(self) -> None:
         """Rewind if the cursor's block is no longer on the chain (a reorg deeper than the
-        confirmations)."""
-        if self._last_hash is None or self.last_block <= self._first:
+        confirmations), or if the chain is now shorter than the cursor (a chain node restored
+        from an older state, as anvil is from its state file after a crash)."""
+        if self.last_block <= self._first:
             return
-        current = self._hash_of(self.last_block)
-        if current == self._last_hash:
+        head = self.consortium.w3.eth.block_number
+        if self.last_block > head:
+            current = None
+        elif self._last_hash is None:
             return
-        rewind = max(self._first, self.last_block - REORG_REWIND)
+        else:
+            current = self._hash_of(self.last_block)
+            if current == self._last_hash:
+                return
+        rewind = max(self._first, min(self.last_block, head) - REORG_REWIND)
         log.warning("block %d changed (%s -> %s): a reorg deeper than %d confirmation(s); "
                     "handling events again from block %d", self.last_block, self._last_hash,
                     current, self.confirmations, rewind + 1)

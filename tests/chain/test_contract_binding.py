@@ -196,3 +196,24 @@ def test_a_deeper_reorg_is_detected_and_the_new_branch_handled(deployed, as_acco
     # the rewind re-handles earlier events too (handlers are idempotent), then the new round
     assert seen[-1] == ("RoundOpened", H2)
     assert ("MemberAdmitted", None) in seen
+
+
+def test_a_chain_rolled_back_below_the_cursor_is_followed_again(deployed, as_account, tmp_path,
+                                                                 caplog):
+    """A chain node restored from an older state (anvil after a crash) is shorter than the
+    follower's cursor: the follower rewinds instead of waiting for the chain to grow back."""
+    w3, record = deployed
+    follower = EventFollower(Consortium(w3, record), tmp_path / "s.json", confirmations=0)
+    follower.poll(lambda e: None)
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
+    as_account(1).open_round(H1, CID, future(), 1)
+    follower.poll(lambda e: None)
+    w3.provider.make_request("evm_revert", [snapshot])
+    seen = []
+    with caplog.at_level("WARNING"):
+        follower.poll(lambda e: seen.append(e.name))
+    assert "handling events again" in caplog.text
+    as_account(1).open_round(H2, CID, future(), 1)
+    seen.clear()
+    follower.poll(lambda e: seen.append((e.name, e.args.get("modelHash"))))
+    assert seen == [("RoundOpened", H2)]
