@@ -529,7 +529,7 @@ def test_round_invariants(accounts, consortium, chain):
         # buffer now and then; the overrun examples are discarded, not
         # failed, so the size health check only makes the test flaky.
         settings=settings(
-            max_examples=15,
+            max_examples=10,
             stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.data_too_large, HealthCheck.too_slow],

@@ -28,7 +28,9 @@ from fleml_node.devnet.hardhat import LocalHardhat, find_config, find_hardhat
 from .conftest import Federation
 from .test_processes import assert_audit_passes
 
-pytestmark = pytest.mark.slow
+# Not in CI's budget (about 100 s; the PoA federation already proves the nodes on a second,
+# non-anvil chain there): ./fleml test -m soak tests/integration/test_second_chain.py
+pytestmark = [pytest.mark.slow, pytest.mark.soak]
 
 MEMBERS = 3
 ROUNDS = 2
