@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eth_utils import keccak
 from eth_utils.abi import event_abi_to_log_topic
 from web3.contract.contract import ContractEvent
 
@@ -32,6 +34,10 @@ log = logging.getLogger(__name__)
 MAX_BLOCK_RANGE = 2_000  # many RPC providers refuse larger eth_getLogs ranges
 REORG_REWIND = 64
 """Blocks re-handled after a reorg deeper than the confirmations was detected."""
+BLOOM_WINDOW = 128
+"""The newest blocks of a poll whose logs blooms are checked against what eth_getLogs gave."""
+UNINDEXED_PATIENCE = 60.0
+"""Seconds a follower waits for the logs of a block whose bloom names the consortium."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class EventFollower:
         self._events = _events_by_topic(consortium)
         default = consortium.deployment.block_number if start_block is None else start_block
         self._first = default - 1
+        self._unindexed: dict[int, float] = {}
         self.last_block, self._last_hash = self._load_cursor(default - 1)
 
     def _load_cursor(self, default: int) -> tuple[int, str | None]:
@@ -140,16 +147,55 @@ class EventFollower:
         head = self.consortium.w3.eth.block_number - self.confirmations
         if head <= self.last_block:
             return 0
+        found = self.fetch(self.last_block + 1, head)
+        unindexed = self._first_unindexed(head, {event.block_number for event in found})
+        if unindexed is not None:
+            head = unindexed - 1
+            found = [event for event in found if event.block_number <= head]
         handled = 0
-        for block, events in _by_block(self.fetch(self.last_block + 1, head)):
+        for block, events in _by_block(found):
             acted = False
             for event in events:
                 acted = bool(handler(event)) or acted
                 handled += 1
             if acted:
                 self._save_cursor(block)
-        self._save_cursor(head)
+        if head > self.last_block:
+            self._save_cursor(head)
         return handled
+
+    def _first_unindexed(self, head: int, with_events: set[int]) -> int | None:
+        """The first recent block whose header's logs bloom names the consortium although the
+        node returned none of its logs: a node that imports blocks before it executes them
+        (@ethereumjs/client) answers ``eth_getLogs`` without them for a moment. The cursor
+        stops before such a block; after `UNINDEXED_PATIENCE` seconds of waiting on the same
+        block it is taken as the bloom's false positive and passed."""
+        address = bytes.fromhex(self.consortium.address[2:])
+        for block in range(max(self.last_block + 1, head - BLOOM_WINDOW + 1), head + 1):
+            if block in with_events:
+                continue
+            bloom = bytes(self.consortium.w3.eth.get_block(block)["logsBloom"])
+            if not bloom_contains(bloom, address):
+                continue
+            waited = self._unindexed.setdefault(block, time.monotonic())
+            if time.monotonic() - waited < UNINDEXED_PATIENCE:
+                log.info("block %d names the consortium in its logs bloom but the node has "
+                         "not returned its logs yet; waiting", block)
+                return block
+            log.warning("block %d names the consortium in its logs bloom but no log of it "
+                        "came in %.0f s: taken as a false positive", block, UNINDEXED_PATIENCE)
+        self._unindexed.clear()
+        return None
+
+
+def bloom_contains(bloom: bytes, item: bytes) -> bool:
+    """Whether a 2048-bit logs bloom (yellow paper, 4.3.1) may contain `item`."""
+    digest = keccak(item)
+    for i in (0, 2, 4):
+        bit = int.from_bytes(digest[i:i + 2], "big") & 2047
+        if not bloom[255 - bit // 8] >> (bit % 8) & 1:
+            return False
+    return True
 
 
 def round_events(consortium: Consortium, round_id: int, from_block: int | None = None,

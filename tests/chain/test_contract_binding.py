@@ -5,7 +5,7 @@ from eth_account import Account
 
 from fleml_node.chain.contract import ChainError, Consortium, RoundStatus, connect, load_account
 from fleml_node.chain.deployment import load_record
-from fleml_node.chain.events import EventFollower
+from fleml_node.chain.events import EventFollower, bloom_contains
 
 from .conftest import future
 
@@ -217,3 +217,33 @@ def test_a_chain_rolled_back_below_the_cursor_is_followed_again(deployed, as_acc
     seen.clear()
     follower.poll(lambda e: seen.append((e.name, e.args.get("modelHash"))))
     assert seen == [("RoundOpened", H2)]
+
+
+def test_logs_a_node_has_not_indexed_yet_are_waited_for(deployed, as_account, tmp_path,
+                                                          monkeypatch):
+    """@ethereumjs/client imports a block before it executes it, and answers eth_getLogs
+    without its logs meanwhile; the block's header bloom already names the consortium, so the
+    follower stops before that block instead of passing it."""
+    w3, record = deployed
+    follower = EventFollower(Consortium(w3, record), tmp_path / "s.json", confirmations=0)
+    follower.poll(lambda e: None)
+    as_account(1).open_round(H1, CID, future(), 1)
+    opened_in = w3.eth.block_number
+    honest = follower.fetch
+    monkeypatch.setattr(follower, "fetch", lambda a, b: [
+        e for e in honest(a, b) if e.block_number != opened_in])
+    seen = []
+    assert follower.poll(lambda e: seen.append(e.name)) == 0
+    assert follower.last_block == opened_in - 1  # not past the block whose logs are missing
+    monkeypatch.setattr(follower, "fetch", honest)  # the node has executed the block
+    follower.poll(lambda e: seen.append(e.name))
+    assert seen == ["RoundOpened"]
+
+
+def test_the_bloom_test_matches_the_chains_own_blooms(deployed, as_account):
+    w3, record = deployed
+    receipt = as_account(1).open_round(H1, CID, future(), 1)
+    bloom = bytes(w3.eth.get_block(receipt["blockNumber"])["logsBloom"])
+    assert bloom_contains(bloom, bytes.fromhex(record.address[2:]))
+    assert not bloom_contains(bloom, bytes(20))
+    assert not bloom_contains(bytes(256), bytes.fromhex(record.address[2:]))
