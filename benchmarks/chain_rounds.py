@@ -71,7 +71,7 @@ def chain(kind: str, work: Path, accounts: int) -> Iterator[tuple[list[str], Pat
         from fleml_node.devnet.poa import PoaNetwork
 
         with PoaNetwork(work / "poa", sealers=3, period=int(period or 2)) as net:
-            yield list(net.rpc_urls), work / "poa", net.describe()
+            yield list(net.rpc_urls), net.log_path(0), net.describe()
     else:
         raise SystemExit(f"unknown chain {kind!r}: anvil, anvil-T or clique-T")
 
