@@ -18,6 +18,7 @@ run python benchmarks/round_bench.py
 run python benchmarks/audit_bench.py
 run python benchmarks/verify_bench.py
 run python benchmarks/explorer_bench.py
+run python benchmarks/chain_rounds.py
 run fleml-node simulate --out benchmarks/results/simulate
 run python benchmarks/sweep.py
 # network namespaces need root: the fault table (tests/hosts) is skipped otherwise
