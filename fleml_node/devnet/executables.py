@@ -39,6 +39,7 @@ def find_executable(
     checkout_paths: tuple[str, ...],
     install_hint: str,
     explicit: str | os.PathLike[str] | None = None,
+    search_path: bool = True,
 ) -> Path:
     """Locate an external program.
 
@@ -54,6 +55,9 @@ def find_executable(
         How to get the program, for the error message.
     explicit
         A path given by the caller; wins over everything.
+    search_path
+        Whether to look on ``PATH`` (not for a program whose other major versions are
+        commonly installed there, such as a global Hardhat 3).
 
     Returns
     -------
@@ -73,7 +77,7 @@ def find_executable(
             raise ExecutableNotFound(f"{name} executable {path} ({source}) does not exist "
                                      "or is not executable")
         return path
-    on_path = shutil.which(name)
+    on_path = shutil.which(name) if search_path else None
     if on_path:
         return Path(on_path)
     root = checkout_root()
@@ -82,7 +86,9 @@ def find_executable(
             candidate = root / relative
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return candidate
-    where = f"on PATH nor in {root}/node_modules" if root is not None else "on PATH"
+    places = (["on PATH"] if search_path else []) + (
+        [f"in {root / checkout_paths[0]}"] if root is not None and checkout_paths else [])
+    where = " nor ".join(places) or "(not a checkout)"
     raise ExecutableNotFound(f"{name} not found {where}: set {env} to the executable, or "
                              f"{install_hint}")
 

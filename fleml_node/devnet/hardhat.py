@@ -31,6 +31,7 @@ from pathlib import Path
 
 from fleml_node.chain.contract import ChainError
 from fleml_node.devnet.anvil import free_port, port_in_use
+from fleml_node.devnet.executables import ExecutableNotFound, find_executable
 from fleml_node.locations import checkout_root
 
 log = logging.getLogger(__name__)
@@ -54,20 +55,13 @@ def find_hardhat(explicit: str | os.PathLike[str] | None = None) -> Path:
     ChainError
         None of them exists; the message says how to install it.
     """
-    chosen = explicit or os.environ.get(HARDHAT_ENV)
-    if chosen:
-        path = Path(chosen)
-        if not path.is_file() or not os.access(path, os.X_OK):
-            source = "given" if explicit else f"named by {HARDHAT_ENV}"
-            raise ChainError(f"hardhat executable {path} ({source}) does not exist or is not "
-                             "executable")
-        return path
-    root = checkout_root()
-    if root is not None and os.access(root / _CHECKOUT_BIN, os.X_OK):
-        return root / _CHECKOUT_BIN
-    where = f"in {root / _CHECKOUT_BIN}" if root is not None else "(not a checkout)"
-    raise ChainError(f"hardhat not found {where}: run tools/setup.sh (or `npm ci` in "
-                     f"tools/hardhat), or set {HARDHAT_ENV} to a Hardhat 2.x executable")
+    try:
+        # not on PATH: a global Hardhat 3 there would refuse this Node.js
+        return find_executable("hardhat", HARDHAT_ENV, (_CHECKOUT_BIN,),
+                               "run tools/setup.sh (or `npm ci` in tools/hardhat) for Hardhat "
+                               "2.x", explicit, search_path=False)
+    except ExecutableNotFound as err:
+        raise ChainError(str(err)) from err
 
 
 def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:
