@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import socket
 import statistics
 import sys
 import tempfile
@@ -92,17 +91,6 @@ def build_round(w3: Any, record_path: Path, keys: list[str], store: IpfsStore,
             "aggregation_seconds": {k: round(v, 2) for k, v in summary.seconds.items()}}
 
 
-def free_port() -> int:
-    for port in range(8950, 9000):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 8950-8999")
-
-
 def timed(fetch: Callable[[], tuple[int, int]], w3: Any) -> tuple[float, int, int, int]:
     """One load: milliseconds, HTTP status, response bytes, JSON-RPC requests sent."""
     with recorded_requests(w3) as requests:
@@ -144,7 +132,7 @@ def measure(reader: Consortium, store: IpfsStore, requests: int) -> dict[str, An
         out[kind] = {"path": path, "first_load": {"ms": round(ms, 2), "bytes": size,
                                                   "rpc_requests": rpc},
                      "cached_test_client": series(fetch, reader.w3, requests)}
-        server = make_server("127.0.0.1", free_port(), app, threaded=True)
+        server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         url = f"http://127.0.0.1:{server.server_port}{path}"

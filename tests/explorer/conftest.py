@@ -10,7 +10,6 @@ never submits: every page must show it escaped. The aggregator finalizes two rou
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -99,18 +98,6 @@ def _add_explorer_section(path: Path) -> None:
     path.write_text(json.dumps(record, indent=2))
 
 
-def free_port() -> int:
-    """A free loopback port in 8900-8999 (the range this project's explorer tests use)."""
-    for port in range(8900, 9000):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 8900-8999")
-
-
 @pytest.fixture(scope="session")
 def explorer(explorer_federation: ExplorerFederation):
     from fleml_node.explorer import Explorer
@@ -134,7 +121,7 @@ def served(explorer) -> Iterator[str]:
 
     from fleml_node.explorer.web import create_app
 
-    server = make_server("127.0.0.1", free_port(), create_app(explorer), threaded=True)
+    server = make_server("127.0.0.1", 0, create_app(explorer), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -146,3 +133,14 @@ def served(explorer) -> Iterator[str]:
 
 
 __all__ = ["FIRST_MEMBER_KEY"]
+
+
+@pytest.fixture(scope="module")
+def anvil(tmp_path_factory):
+    """A plain anvil chain per test module (the cache and verification tests)."""
+    try:
+        find_anvil()
+    except ExecutableNotFound as err:
+        pytest.skip(f"anvil is not installed: {err}")
+    with LocalAnvil(accounts=8, log_file=tmp_path_factory.mktemp("anvil") / "a.log") as node:
+        yield node

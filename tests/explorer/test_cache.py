@@ -9,15 +9,12 @@ query only when the round's record counts attestations its own blocks do not hol
 
 from __future__ import annotations
 
-import pytest
 from eth_account import Account
 
 from fleml_node.chain.contract import Consortium, Policy, connect, recorded_requests
 from fleml_node.chain.events import round_events
-from fleml_node.devnet.anvil import LocalAnvil
 from fleml_node.devnet.anvil import test_keys as anvil_keys
 from fleml_node.devnet.consortium import deploy_local_consortium
-from fleml_node.devnet.executables import ExecutableNotFound, find_anvil
 from fleml_node.storage import HashMismatch, content_hash, encode_report
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
@@ -38,16 +35,6 @@ class Store:
         if expected_hash is not None and content_hash(blob) != expected_hash:
             raise HashMismatch(f"{cid} does not match")
         return blob
-
-
-@pytest.fixture(scope="module")
-def anvil(tmp_path_factory):
-    try:
-        find_anvil()
-    except ExecutableNotFound as err:
-        pytest.skip(f"anvil is not installed: {err}")
-    with LocalAnvil(accounts=8, log_file=tmp_path_factory.mktemp("anvil") / "a.log") as node:
-        yield node
 
 
 def _setup(anvil, tmp_path, policy):

@@ -16,22 +16,10 @@ from eth_account import Account
 
 from fleml_node.chain.contract import connect
 from fleml_node.chain.deploy import artifact_path, deploy_consortium, metadata_hash
-from fleml_node.devnet.anvil import LocalAnvil
 from fleml_node.devnet.anvil import test_keys as anvil_keys
-from fleml_node.devnet.executables import ExecutableNotFound, find_anvil
 
 pytestmark = pytest.mark.slow
 SOLC = Path.home() / ".solcx" / "solc-v0.8.28"
-
-
-@pytest.fixture(scope="module")
-def anvil(tmp_path_factory):
-    try:
-        find_anvil()
-    except ExecutableNotFound as err:
-        pytest.skip(f"anvil is not installed: {err}")
-    with LocalAnvil(accounts=2, log_file=tmp_path_factory.mktemp("anvil") / "a.log") as node:
-        yield node
 
 
 @pytest.mark.parametrize("evm", ["cancun", "london"])
