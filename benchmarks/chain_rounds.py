@@ -41,7 +41,7 @@ from fleml_node.devnet.consortium import deploy_local_consortium  # noqa: E402
 from fleml_node.devnet.ipfs import LocalIpfsDaemon  # noqa: E402
 from fleml_node.retry import is_transient  # noqa: E402
 from fleml_node.simulate import machine_info  # noqa: E402
-from tests.integration.conftest import Federation  # noqa: E402
+from tests.integration.conftest import Federation, small_task  # noqa: E402
 
 ROUND_TIMEOUT = 600.0
 
@@ -85,9 +85,7 @@ def run(kind: str, members: int, rounds: int, ipfs_api: str, work: Path) -> dict
         record = deploy_local_consortium(w3, keys, members, work / "deployment.json",
                                          profile=profile)
         fed = SpreadFederation(work, urls[0], record.path, keys, ipfs_api, log, rpc_urls=urls)
-        fed.task_args = ["--dataset", "mnist", "--num-clients", str(members),
-                         "--max-client-samples", "60", "--validation-size", "100",
-                         "--seed", "3", "--alpha", "1.0"]
+        fed.task_args = small_task(members)
         try:
             clients = [fed.client(i) for i in range(members)]
             fed.wait_ready(*clients, timeout=600)

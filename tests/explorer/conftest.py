@@ -24,7 +24,7 @@ from fleml_node.devnet.anvil import LocalAnvil, test_keys
 from fleml_node.devnet.consortium import deploy_local_consortium
 from fleml_node.devnet.executables import ExecutableNotFound, find_anvil
 from fleml_node.storage import IpfsStore
-from tests.integration.conftest import FIRST_MEMBER_KEY, Federation
+from tests.integration.conftest import FIRST_MEMBER_KEY, Federation, small_task
 
 MEMBERS = 5
 TAMPERER, NOISY = 0, 1
@@ -66,9 +66,7 @@ def explorer_federation(tmp_path_factory: pytest.TempPathFactory,
         evil = Account.from_key(keys[MEMBERS + 2]).address
         operator.admit_member(evil, EVIL_LABEL)
         fed = Federation(tmp, anvil.url, record.path, keys, ipfs_api, anvil_log)
-        fed.task_args = ["--dataset", "mnist", "--num-clients", str(MEMBERS),
-                         "--max-client-samples", "60", "--validation-size", "100",
-                         "--seed", "3", "--alpha", "1.0"]
+        fed.task_args = small_task(MEMBERS)
         fed.ipfs_timeout = 10
         try:
             clients = [fed.client(TAMPERER, "--max-rounds", str(ROUNDS), fault="tamper-put"),

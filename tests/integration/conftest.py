@@ -43,6 +43,12 @@ READY_LINE = "waiting for rounds"  # what `fleml-node client` prints once bound 
 TAIL_LINES = 25
 
 
+def small_task(members: int) -> list[str]:
+    """The task options of a small federation: 60 MNIST samples per member, 100 to validate."""
+    return ["--dataset", "mnist", "--num-clients", str(members), "--max-client-samples", "60",
+            "--validation-size", "100", "--seed", "3", "--alpha", "1.0"]
+
+
 def _fleml_node() -> list[str]:
     """The installed `fleml-node` entry point (next to this interpreter, else on PATH)."""
     beside = Path(sys.executable).with_name("fleml-node")
@@ -296,9 +302,7 @@ def make_federation(tmp_path: Path, ipfs_api: str) -> Iterator[Callable[..., Fed
                                          tmp_path / f"deployment{len(chains)}.json",
                                          policy=policy)
         fed = Federation(tmp_path, anvil.url, record.path, keys, ipfs_api, anvil_log)
-        fed.task_args = ["--dataset", "mnist", "--num-clients", str(members),
-                         "--max-client-samples", "60", "--validation-size", "100",
-                         "--seed", "3", "--alpha", "1.0"]
+        fed.task_args = small_task(members)
         feds.append(fed)
         return fed
 

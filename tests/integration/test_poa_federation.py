@@ -21,7 +21,7 @@ from fleml_node.chain.profile import load_profile
 from fleml_node.devnet.anvil import test_keys as anvil_keys
 from fleml_node.devnet.consortium import deploy_local_consortium
 from fleml_node.devnet.poa import PoaError, PoaNetwork, client_dir
-from tests.integration.conftest import FIRST_MEMBER_KEY, Federation
+from tests.integration.conftest import FIRST_MEMBER_KEY, Federation, small_task
 from tests.integration.test_processes import assert_audit_passes
 
 pytestmark = pytest.mark.slow
@@ -58,9 +58,7 @@ def poa_federation(tmp_path: Path, ipfs_api: str) -> Iterator[PoaFederation]:
                                          profile=load_profile("clique"))
         fed = PoaFederation(tmp_path, net.rpc_urls[0], record.path, keys, ipfs_api,
                             net.log_path(0), net=net)
-        fed.task_args = ["--dataset", "mnist", "--num-clients", str(MEMBERS),
-                         "--max-client-samples", "60", "--validation-size", "100",
-                         "--seed", "3", "--alpha", "1.0"]
+        fed.task_args = small_task(MEMBERS)
         try:
             yield fed
         finally:

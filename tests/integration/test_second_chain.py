@@ -25,7 +25,7 @@ from fleml_node.devnet import anvil  # not `import test_keys`: pytest would coll
 from fleml_node.devnet.consortium import deploy_local_consortium
 from fleml_node.devnet.hardhat import LocalHardhat, find_config, find_hardhat
 
-from .conftest import Federation
+from .conftest import Federation, small_task
 from .test_processes import assert_audit_passes
 
 # Not in CI's budget (about 100 s; the PoA federation already proves the nodes on a second,
@@ -52,9 +52,7 @@ def hardhat_federation(tmp_path: Path, ipfs_api: str) -> Iterator[Federation]:
         record = deploy_local_consortium(connect(chain.url), keys, MEMBERS,
                                          tmp_path / "deployment.json")
         fed = Federation(tmp_path, chain.url, record.path, keys, ipfs_api, chain_log)
-        fed.task_args = ["--dataset", "mnist", "--num-clients", str(MEMBERS),
-                         "--max-client-samples", "60", "--validation-size", "100",
-                         "--seed", "3", "--alpha", "1.0"]
+        fed.task_args = small_task(MEMBERS)
         try:
             yield fed
         finally:
