@@ -61,6 +61,12 @@ class TaskConfig:
         Cap on each client's share (a seeded subset), 0 for no cap; keeps simulations short.
     train : TrainConfig
         Local training hyper-parameters.
+    compression : str
+        How members encode their updates (:data:`fleml_node.storage.compression.ENCODINGS`:
+        ``none`` dense float32, ``fp16``, ``int8``, ``topk``); the aggregator and auditors
+        decode with it and refuse any other.
+    topk_fraction : float
+        Share of an update's entries a ``topk`` member sends each round, in (0, 1].
     """
 
     dataset: str = "mnist"
@@ -71,8 +77,13 @@ class TaskConfig:
     validation_size: int = 500
     max_client_samples: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
+    compression: str = "none"
+    topk_fraction: float = 0.1
 
     def __post_init__(self) -> None:
+        from fleml_node.storage.compression import Codec
+
+        Codec(self.compression, self.topk_fraction)  # raises ValueError naming what is wrong
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {DATASETS}")
         if self.partition not in PARTITIONS:
@@ -91,7 +102,8 @@ class TaskConfig:
     def to_dict(self) -> dict:
         out = {k: getattr(self, k) for k in ("dataset", "seed", "num_clients", "partition",
                                                "alpha", "validation_size",
-                                               "max_client_samples")}
+                                               "max_client_samples", "compression",
+                                               "topk_fraction")}
         out["train"] = dict(vars(self.train))
         return out
 
