@@ -92,6 +92,7 @@ from .base import (
     register,
     robust_z,
     row_norms,
+    validate_round,
 )
 from .entropy import cosine_gram, leave_one_out_entropy, reference_information, von_neumann_entropy
 from .meta import FEATURE_CLIP, FEATURES, MetaWeighter
@@ -287,10 +288,31 @@ class FLEMLDefense(Defense):
         self.load_state_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     # ------------------------------------------------------------- aggregate
-    def _aggregate(
-        self, updates: Tensor, client_ids: list[str], ctx: RoundContext
-    ) -> AggregationResult:
-        n, d = updates.shape
+    def client_features(self, updates: Tensor, ctx: RoundContext | None = None) -> RoundFeatures:
+        """What this defense measures about each client of a round, without aggregating.
+
+        The same computation :meth:`aggregate` starts with (same sampled coordinates and
+        validation batch for the same ``ctx``); the defense's state is neither read nor changed,
+        so the history-based (smoothed) test is not included. Public so that analyses and the
+        adaptive attack (:mod:`fleml_node.attacks.adaptive`) see FLEML's signals as they are.
+
+        Parameters
+        ----------
+        updates : Tensor
+            Shape ``[n, d]``, as for :meth:`aggregate`.
+        ctx : RoundContext, optional
+            As for :meth:`aggregate`; with a validation set ``val_align`` is included.
+
+        Returns
+        -------
+        RoundFeatures
+        """
+        ctx = ctx if ctx is not None else RoundContext()
+        updates, _ = validate_round(updates, ctx)
+        return self._round_features(updates, ctx)
+
+    def _round_features(self, updates: Tensor, ctx: RoundContext) -> RoundFeatures:
+        n = updates.shape[0]
         gen = make_generator(ctx.seed, ctx.round_number)
         norms = row_norms(updates)
         median_norm = float(norms.median())
@@ -310,11 +332,22 @@ class FLEMLDefense(Defense):
             for key, (name, sign) in _ORIENTED.items()
             if name in signals
         }
-        used = list(z)
-        score = torch.stack([z[k].clamp(min=0.0) for k in used if k != "z_val"]).mean(dim=0)
+        score = torch.stack([v.clamp(min=0.0) for k, v in z.items() if k != "z_val"]).mean(dim=0)
         if "z_val" in z:
             score = torch.maximum(score, z["z_val"].clamp(min=0.0))
         score_z = robust_z(score, self.config.score_floor)
+        return RoundFeatures(norms, median_norm, clip, signals, z, score, score_z, vne_round,
+                             lookahead)
+
+    def _aggregate(
+        self, updates: Tensor, client_ids: list[str], ctx: RoundContext
+    ) -> AggregationResult:
+        n, d = updates.shape
+        f = self._round_features(updates, ctx)
+        norms, median_norm, clip, signals, vne_round, lookahead = (
+            f.norms, f.median_norm, f.clip, f.signals, f.vne_round, f.lookahead)
+        z, score, score_z = f.z, f.score, f.score_z
+        used = list(z)
         smoothed = self.weighter.smoothed_scores(client_ids, score)
         smoothed_z = robust_z(smoothed, self.config.score_floor)
         flagged = score_z > self.config.flag_threshold
@@ -446,6 +479,45 @@ class FLEMLDefense(Defense):
         if val_align is not None:
             reason += f", val_align={float(val_align[i]):.3f} <= 0"
         return reason
+
+
+@dataclass
+class RoundFeatures:
+    """FLEML's per-client measurements of one round (:meth:`FLEMLDefense.client_features`).
+
+    Attributes
+    ----------
+    norms : Tensor
+        ``|u_i|``, float64 ``[n]``.
+    median_norm : float
+        The round's (lower) median norm.
+    clip : Tensor
+        Clipping factors ``k_i`` (all 1 with ``clip=False``).
+    signals : dict of str to Tensor
+        Raw signals by name (``cos_ref``, ``log_norm``, ``vne_loo``, ``cond_entropy``,
+        ``mutual_info``, ``val_align``; the last three only when computed), float64 ``[n]``.
+    z : dict of str to Tensor
+        Oriented robust z-scores of the signals (positive = anomalous), by feature name.
+    score, score_z : Tensor
+        Anomaly score and its robust z-score (the current-round flag test).
+    vne_round : float
+        Von Neumann entropy of the round.
+    """
+
+    norms: Tensor
+    median_norm: float
+    clip: Tensor
+    signals: dict[str, Tensor]
+    z: dict[str, Tensor]
+    score: Tensor
+    score_z: Tensor
+    vne_round: float
+    lookahead: _Lookahead | None = None
+
+    @property
+    def orientation(self) -> dict[str, float]:
+        """``signal name -> +1 / -1``: the sign that makes a signal's z-score anomalous."""
+        return {name: sign for name, sign in _ORIENTED.values() if name in self.signals}
 
 
 class _Lookahead:
