@@ -48,6 +48,7 @@ from fleml_node.learning import (
     make_generator,
 )
 from fleml_node.learning.datasets import DATASETS
+from fleml_node.learning.runtime import device_info, resolve_device
 from fleml_node.round_engine import (
     MemberDecision,
     RoundEngine,
@@ -55,7 +56,8 @@ from fleml_node.round_engine import (
     encode_update,
     encode_validation,
 )
-from fleml_node.storage import InvalidPayload, content_hash
+from fleml_node.storage import InvalidPayload, content_hash, encode_tensors
+from fleml_node.storage.compression import UpdateEncoder
 from fleml_node.task import (
     LOSS_EVAL_SAMPLES,
     TaskConfig,
@@ -94,6 +96,9 @@ class SimulationConfig:
     mode: str = "chain"  # chain | memory
     ipfs_api: str | None = None  # external IPFS daemon; None starts a local one
     round_seconds: int = 600
+    compression: str = "none"  # members' update encoding (fleml_node.storage.compression)
+    topk_fraction: float = 0.1
+    device: str = "cpu"  # training and evaluation in memory mode: cpu | cuda[:i] | mps | auto
 
     def __post_init__(self) -> None:
         if not 0 <= self.malicious_fraction < 1:
@@ -110,6 +115,7 @@ class SimulationConfig:
         if self.rounds < 1 or self.num_clients < 2:
             raise ValueError("rounds must be >= 1 and num_clients >= 2")
         self.defenses = tuple(self.defenses)
+        resolve_device(self.device)  # a clear error now rather than in round 1
 
     def task(self) -> TaskConfig:
         return TaskConfig(
@@ -118,6 +124,7 @@ class SimulationConfig:
             max_client_samples=self.max_client_samples,
             train=TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                               momentum=self.momentum, loss_eval_samples=LOSS_EVAL_SAMPLES),
+            compression=self.compression, topk_fraction=self.topk_fraction,
         )
 
     def malicious_clients(self) -> list[int]:
@@ -187,13 +194,15 @@ class Evaluator:
             x, y = x[keep], y[keep]
         self.x, self.y = x, y
         self.backdoor = attack if getattr(attack, "name", "") == "backdoor" else None
+        self.device = config.device
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
-        out = {"accuracy": evaluate(model, self.x, self.y).accuracy}
+        out = {"accuracy": evaluate(model, self.x, self.y, device=self.device).accuracy}
         if self.backdoor is not None:
             out["backdoor_asr"] = attack_success_rate(model, self.x, self.y,
                                                       self.backdoor.target_class,
-                                                      self.backdoor.stamp)
+                                                      self.backdoor.stamp, device=self.device)
+        model.to("cpu")  # the aggregator's model (FLEML's look-ahead) lives on the CPU
         return out
 
 
@@ -338,22 +347,26 @@ def run_memory(config: SimulationConfig, defense_name: str,
     addresses = [Account.from_key(k).address for k in member_keys(config.num_clients)[2:]]
     index_of = {a: i for i, a in enumerate(addresses)}
     data = [client_data(task, i) for i in range(config.num_clients)]
+    encoders = [UpdateEncoder.for_task(task, i) for i in range(config.num_clients)]
     records = []
     for r in range(1, config.rounds + 1):
         started = time.perf_counter()
         submissions, moved = [], 0
+        model_bytes = len(encode_tensors(global_params, kind="model", round=r,
+                                         extra={"dataset": task.dataset}))
         for i, (x, y) in enumerate(data):
             update, _ = local_train(scratch, global_params, x, y, task.train,
                                     make_generator(task.seed, r, i),
-                                    attack=attack if i in malicious else None)
+                                    attack=attack if i in malicious else None,
+                                    device=config.device)
             try:
-                blob = encode_update(update, r, int(y.numel()), addresses[i])
+                blob = encode_update(update, r, int(y.numel()), addresses[i], encoders[i])
             except InvalidPayload:
                 continue  # the member's own update is not finite: it skips the round
             fault = corrupt(r, i, blob) if corrupt else None
             published, committed = fault if fault else (blob, content_hash(blob))
             submissions.append(Submission(addresses[i], i, committed, "", published))
-            moved += 2 * len(published)  # the model down (same size) and the update up
+            moved += model_bytes + len(published)  # the dense model down, the update up
         outcome = engine.decide(r, global_params, submissions)
         global_params = outcome.result_params
         engine.model.load_state_dict(global_params)
@@ -391,7 +404,7 @@ def simulate(config: SimulationConfig, out_dir: Path,
     results = {
         "config": asdict(config),
         "malicious_clients": config.malicious_clients(),
-        "machine": machine_info(),
+        "machine": {**machine_info(), **device_info(config.device)},
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": time.time() - started,
         "rounds": [asdict(r) for r in records],

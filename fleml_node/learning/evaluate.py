@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fleml_node.learning.runtime import resolve_device
+
 DEFAULT_BATCH = 256
 
 
@@ -60,7 +62,12 @@ def _check_batch(batch_size: int) -> None:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
-def predict_logits(model: nn.Module, x: Tensor, batch_size: int = DEFAULT_BATCH) -> Tensor:
+def predict_logits(
+    model: nn.Module,
+    x: Tensor,
+    batch_size: int = DEFAULT_BATCH,
+    device: str | torch.device | None = None,
+) -> Tensor:
     """Return the model's logits for ``x`` (eval mode, no autograd), batch by batch.
 
     Parameters
@@ -71,11 +78,17 @@ def predict_logits(model: nn.Module, x: Tensor, batch_size: int = DEFAULT_BATCH)
         Inputs, first dimension the samples.
     batch_size : int, default 256
         Samples per forward pass.
+    device : str or torch.device, optional
+        Where to run the forward passes (default the CPU); the model is moved there and left
+        there, the logits come back on the CPU.
     """
     _check_batch(batch_size)
+    dev = resolve_device(device)
+    if dev.type != "cpu":
+        model.to(dev)
     model.eval()
     with torch.inference_mode():
-        chunks = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        chunks = [model(x[i : i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(chunks) if chunks else torch.empty(0)
 
 
@@ -85,6 +98,7 @@ def evaluate(
     y: Tensor,
     num_classes: int = 10,
     batch_size: int = DEFAULT_BATCH,
+    device: str | torch.device | None = None,
 ) -> EvalResult:
     """Evaluate a classifier.
 
@@ -100,6 +114,8 @@ def evaluate(
         Number of classes.
     batch_size : int, default 256
         Samples per forward pass.
+    device : str or torch.device, optional
+        As in :func:`predict_logits`.
 
     Returns
     -------
@@ -111,7 +127,7 @@ def evaluate(
         raise ValueError("cannot evaluate on zero samples")
     if int(y.min()) < 0 or int(y.max()) >= num_classes:
         raise ValueError(f"labels must lie in 0..{num_classes - 1}")
-    logits = predict_logits(model, x, batch_size)
+    logits = predict_logits(model, x, batch_size, device)
     if logits.shape != (len(y), num_classes):
         raise ValueError(
             f"model gave logits {tuple(logits.shape)}, expected ({len(y)}, {num_classes})"
@@ -140,6 +156,7 @@ def attack_success_rate(
     target_class: int,
     stamp: Callable[[Tensor], Tensor],
     batch_size: int = DEFAULT_BATCH,
+    device: str | torch.device | None = None,
 ) -> float:
     """Share of triggered non-target test images classified as ``target_class``.
 
@@ -157,6 +174,8 @@ def attack_success_rate(
         Returns triggered copies of images, e.g. ``BackdoorAttack.stamp``.
     batch_size : int, default 256
         Samples per forward pass.
+    device : str or torch.device, optional
+        As in :func:`predict_logits`.
 
     Returns
     -------
@@ -168,5 +187,5 @@ def attack_success_rate(
     keep = y != target_class
     if not bool(keep.any()):
         raise ValueError(f"no test image has a true class other than {target_class}")
-    preds = predict_logits(model, stamp(x[keep]), batch_size).argmax(dim=1)
+    preds = predict_logits(model, stamp(x[keep]), batch_size, device).argmax(dim=1)
     return float((preds == target_class).to(torch.float64).mean())

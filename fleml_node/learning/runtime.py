@@ -98,3 +98,44 @@ def configure_threads(num_threads: int | None = None) -> int:
     torch.set_num_threads(num_threads)
     logger.info("torch intra-op threads set to %d", num_threads)
     return num_threads
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The torch device to train and evaluate on: ``"cpu"`` (the default), ``"cuda"``,
+    ``"cuda:1"``, ``"mps"``, or ``"auto"`` (the first CUDA device when one is present, else the
+    CPU).
+
+    Raises
+    ------
+    ValueError
+        Not a device name torch knows, or a CUDA/MPS device that is not present here.
+    """
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}: {exc}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} asked for, but MPS is not available here")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device type {dev.type!r}")
+    return dev
+
+
+def device_info(device: str | torch.device | None = None) -> dict[str, object]:
+    """What a benchmark records about the device it ran on (type, name, torch's CUDA build)."""
+    dev = resolve_device(device)
+    info: dict[str, object] = {"device": str(dev), "cuda_build": torch.version.cuda}
+    if dev.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(dev)
+    else:
+        info["device_name"] = "cpu"
+    return info

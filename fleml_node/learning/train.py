@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from fleml_node.attacks.base import Attack
 from fleml_node.learning.params import NamedTensors, ParamSpec, get_params, params_delta, set_params
+from fleml_node.learning.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ def local_train(
     config: TrainConfig,
     generator: torch.Generator,
     attack: Attack | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[NamedTensors, TrainStats]:
     """Train from ``global_params`` on local samples and return the update.
 
@@ -172,6 +174,11 @@ def local_train(
         :func:`fleml_node.learning.runtime.make_generator` ``(seed, round, client)``.
     attack : Attack, optional
         Poisoning applied to the local data before and to the update after training.
+    device : str or torch.device, optional
+        Where to train (:func:`~fleml_node.learning.runtime.resolve_device`; default the CPU).
+        Shuffling and poisoning still draw from ``generator`` on the CPU, so only the
+        arithmetic moves; the update comes back as CPU tensors.  The model is moved there
+        and left there.
 
     Returns
     -------
@@ -191,9 +198,14 @@ def local_train(
         raise ValueError("a client needs at least one local sample to train")
     ParamSpec.from_model(model).check(global_params, "global_params")
 
+    dev = resolve_device(device)
+    if dev.type != "cpu":
+        model.to(dev)
     set_params(model, global_params)
     if attack is not None:
         x, y = attack.poison_data(x, y, generator)
+    if dev.type != "cpu":
+        x, y = x.to(dev), y.to(dev)
     loss_before = _mean_loss(model, x, y, config.loss_eval_samples)
 
     model.train()
@@ -202,14 +214,14 @@ def local_train(
     for _ in range(config.epochs):
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, config.batch_size):
-            idx = order[start : start + config.batch_size]
+            idx = order[start : start + config.batch_size].to(x.device)
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(x[idx]), y[idx]).backward()
             optimizer.step()
             steps += 1
 
     loss_after = _mean_loss(model, x, y, config.loss_eval_samples)
-    update = params_delta(get_params(model), global_params)
+    update = params_delta(get_params(model), {k: v.cpu() for k, v in global_params.items()})
     if attack is not None:
         update = attack.poison_update(update, generator)
     stats = TrainStats(
