@@ -53,6 +53,7 @@ from fleml_node.storage import (
     content_hash,
     decode_tensors,
 )
+from fleml_node.storage.compression import UpdateEncoder
 from fleml_node.task import TaskConfig
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,9 @@ class ClientNode:
         self.address = consortium.account.address
         self.model = task.initial_model()
         self.spec = ParamSpec.from_named(get_params(self.model))
+        # the task's update compression; a top-k residual is kept beside the event cursor
+        self.encoder = UpdateEncoder.for_task(
+            task, client_index, follower.state_file.with_suffix(".residual.safetensors"))
         self.history: list[ClientRoundStats] = []
         consortium.check_version()  # a node speaks one protocol: refuse another contract
 
@@ -201,7 +205,7 @@ class ClientNode:
         stats.loss_before, stats.loss_after = train_stats.loss_before, train_stats.loss_after
         stats.seconds = {"fetch": t1 - t0, "train": time.perf_counter() - t1}
         # refuses NaN/Inf; names this member, so nobody else can submit these bytes as theirs
-        return encode_update(update, stats.round_id, stats.samples, self.address)
+        return encode_update(update, stats.round_id, stats.samples, self.address, self.encoder)
 
     def _train_and_submit(self, stats: ClientRoundStats, model_hash: bytes, model_cid: str,
                           deadline: int) -> None:

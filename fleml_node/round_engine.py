@@ -49,6 +49,7 @@ from fleml_node.storage import (
     encode_report,
     encode_tensors,
 )
+from fleml_node.storage.compression import Codec, UpdateEncoder, decode_update
 from fleml_node.task import TaskConfig
 
 REPORT_FORMAT = "fleml-round-report/1"
@@ -65,20 +66,23 @@ STATELESS_DEFENSES = ("fedavg", "krum", "multikrum", "median", "trimmedmean")
 
 
 def encode_update(update: dict[str, Tensor], round_id: int, num_samples: int,
-                  member: str) -> bytes:
+                  member: str, encoder: UpdateEncoder | None = None) -> bytes:
     """A member's update as the bytes it publishes (the one encoding every member uses).
 
     The metadata names the round and the member (its address), so the bytes, and the hash
     committed on chain, are bound to their author: another member who commits the same hash
-    is rejected as a copier.
+    is rejected as a copier. ``encoder`` applies the task's compression
+    (:mod:`fleml_node.storage.compression`); None is dense float32 (compression ``none``).
 
     Raises
     ------
     NonFiniteValues
         If the update holds NaN or an infinity (the member's own training diverged).
     """
-    return encode_tensors(update, kind="update", round=round_id,
-                          extra={"num_samples": int(num_samples), "member": member})
+    extra = {"num_samples": int(num_samples), "member": member}
+    if encoder is not None:
+        return encoder.encode(update, round_id, extra)
+    return encode_tensors(update, kind="update", round=round_id, extra=extra)
 
 
 def encode_validation(x: Tensor, y: Tensor) -> bytes:
@@ -366,8 +370,8 @@ class RoundEngine:
             return (f"tampered: content hash 0x{digest.hex()} does not match the commitment "
                     f"0x{sub.update_hash.hex()}"), None, 0
         try:
-            payload = decode_tensors(sub.blob, expected_kind="update", expected_round=round_id,
-                                     expected_spec=self.spec)
+            payload = decode_update(sub.blob, Codec.of(self.task), expected_round=round_id,
+                                    expected_spec=self.spec)
         except InvalidPayload as exc:
             return f"invalid: {exc}", None, 0
         author = payload.extra.get("member")
