@@ -48,6 +48,7 @@ from fleml_node.learning import (
     make_generator,
 )
 from fleml_node.learning.datasets import DATASETS
+from fleml_node.learning.runtime import device_info, resolve_device
 from fleml_node.round_engine import (
     MemberDecision,
     RoundEngine,
@@ -97,6 +98,7 @@ class SimulationConfig:
     round_seconds: int = 600
     compression: str = "none"  # members' update encoding (fleml_node.storage.compression)
     topk_fraction: float = 0.1
+    device: str = "cpu"  # training and evaluation in memory mode: cpu | cuda[:i] | mps | auto
 
     def __post_init__(self) -> None:
         if not 0 <= self.malicious_fraction < 1:
@@ -113,6 +115,7 @@ class SimulationConfig:
         if self.rounds < 1 or self.num_clients < 2:
             raise ValueError("rounds must be >= 1 and num_clients >= 2")
         self.defenses = tuple(self.defenses)
+        resolve_device(self.device)  # a clear error now rather than in round 1
 
     def task(self) -> TaskConfig:
         return TaskConfig(
@@ -191,13 +194,15 @@ class Evaluator:
             x, y = x[keep], y[keep]
         self.x, self.y = x, y
         self.backdoor = attack if getattr(attack, "name", "") == "backdoor" else None
+        self.device = config.device
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
-        out = {"accuracy": evaluate(model, self.x, self.y).accuracy}
+        out = {"accuracy": evaluate(model, self.x, self.y, device=self.device).accuracy}
         if self.backdoor is not None:
             out["backdoor_asr"] = attack_success_rate(model, self.x, self.y,
                                                       self.backdoor.target_class,
-                                                      self.backdoor.stamp)
+                                                      self.backdoor.stamp, device=self.device)
+        model.to("cpu")  # the aggregator's model (FLEML's look-ahead) lives on the CPU
         return out
 
 
@@ -352,7 +357,8 @@ def run_memory(config: SimulationConfig, defense_name: str,
         for i, (x, y) in enumerate(data):
             update, _ = local_train(scratch, global_params, x, y, task.train,
                                     make_generator(task.seed, r, i),
-                                    attack=attack if i in malicious else None)
+                                    attack=attack if i in malicious else None,
+                                    device=config.device)
             try:
                 blob = encode_update(update, r, int(y.numel()), addresses[i], encoders[i])
             except InvalidPayload:
@@ -398,7 +404,7 @@ def simulate(config: SimulationConfig, out_dir: Path,
     results = {
         "config": asdict(config),
         "malicious_clients": config.malicious_clients(),
-        "machine": machine_info(),
+        "machine": {**machine_info(), **device_info(config.device)},
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": time.time() - started,
         "rounds": [asdict(r) for r in records],
