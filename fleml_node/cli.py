@@ -277,7 +277,7 @@ def key_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 TASK_DEFAULTS: dict[str, Any] = {
     "dataset": "mnist", "seed": 0, "num_clients": 10, "partition": "dirichlet", "alpha": 0.5,
     "validation_size": 500, "max_client_samples": 0, "epochs": 1, "batch_size": 32,
-    "lr": 0.05, "momentum": 0.0,
+    "lr": 0.05, "momentum": 0.0, "compression": "none", "topk_fraction": 0.1,
 }
 
 
@@ -329,6 +329,13 @@ def task_options(**defaults: Any) -> Callable[[Callable[..., Any]], Callable[...
         click.option("--lr", default=d["lr"], show_default=True, help="Local learning rate."),
         click.option("--momentum", default=d["momentum"], show_default=True,
                      help="Local SGD momentum."),
+        click.option("--compression", type=click.Choice(["none", "fp16", "int8", "topk"]),
+                     default=d["compression"], show_default=True,
+                     help="Members' update encoding: dense float32, half precision, 8-bit "
+                          "stochastic quantization, or top-k with error feedback."),
+        click.option("--topk-fraction", type=click.FloatRange(0, 1, min_open=True),
+                     default=d["topk_fraction"], show_default=True,
+                     help="Share of an update's entries sent with --compression topk."),
     ]
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -349,6 +356,7 @@ def task_from(opts: dict[str, Any]):
         validation_size=opts["validation_size"], max_client_samples=opts["max_client_samples"],
         train=TrainConfig(epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
                           momentum=opts["momentum"], loss_eval_samples=LOSS_EVAL_SAMPLES),
+        compression=opts["compression"], topk_fraction=opts["topk_fraction"],
     )
 
 
@@ -874,7 +882,8 @@ def simulate(**opts: Any) -> None:
         batch_size=opts["batch_size"], lr=opts["lr"], momentum=opts["momentum"],
         max_client_samples=opts["max_client_samples"],
         validation_size=opts["validation_size"], test_samples=opts["test_samples"],
-        mode=opts["mode"], ipfs_api=opts["ipfs_api"])
+        mode=opts["mode"], ipfs_api=opts["ipfs_api"],
+        compression=opts["compression"], topk_fraction=opts["topk_fraction"])
     out = Path(opts["out_dir"] or f"results/sim-{_time.strftime('%Y%m%d-%H%M%S')}")
     malicious = config.malicious_clients()
     click.echo(f"FLEML simulation: {config.dataset}, {config.num_clients} clients "
