@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -34,18 +35,22 @@ from typing import Any
 import torch
 from eth_account import Account
 
-from fleml_node.attacks import ATTACKS, Attack, make_attack
+from fleml_node.attacks import ATTACKS, Attack, BackdoorAttack, make_attack
+from fleml_node.attacks.coalition import CoalitionAttack, CoalitionContext
 from fleml_node.defense import REGISTRY, make_defense
 from fleml_node.defense.base import tensor_sha256
 from fleml_node.defense.metrics import DetectionMetrics, detection_metrics
 from fleml_node.learning import (
+    ParamSpec,
     TrainConfig,
     attack_success_rate,
     configure_threads,
     evaluate,
+    flatten,
     get_params,
     local_train,
     make_generator,
+    unflatten,
 )
 from fleml_node.learning.datasets import DATASETS
 from fleml_node.learning.runtime import device_info, resolve_device
@@ -108,6 +113,10 @@ class SimulationConfig:
             raise ValueError(f"unknown defense(s) {unknown}; choose from {list(REGISTRY)}")
         if self.attack and self.attack not in ATTACKS:
             raise ValueError(f"unknown attack {self.attack!r}; choose from {list(ATTACKS)}")
+        if self.attack and self.mode == "chain" and issubclass(ATTACKS[self.attack],
+                                                               CoalitionAttack):
+            raise ValueError(f"attack {self.attack!r} colludes (crafts its updates from the "
+                             "round's updates): only mode='memory' (--mode memory) runs it")
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose from {list(DATASETS)}")
         if self.mode not in ("chain", "memory"):
@@ -137,7 +146,10 @@ class SimulationConfig:
     def make_attack(self) -> Attack | None:
         if not self.attack or self.attack == "none" or self.malicious_fraction == 0:
             return None
-        return make_attack(self.attack, **self.attack_params)
+        params = dict(self.attack_params)
+        if "federation_size" in {f.name for f in dataclasses.fields(ATTACKS[self.attack])}:
+            params.setdefault("federation_size", self.num_clients)  # model replacement's n
+        return make_attack(self.attack, **params)
 
 
 @dataclass
@@ -193,7 +205,7 @@ class Evaluator:
                 config.seed))[: config.test_samples]
             x, y = x[keep], y[keep]
         self.x, self.y = x, y
-        self.backdoor = attack if getattr(attack, "name", "") == "backdoor" else None
+        self.backdoor = attack if isinstance(attack, BackdoorAttack) else None
         self.device = config.device
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
@@ -336,6 +348,9 @@ def run_memory(config: SimulationConfig, defense_name: str,
     Each member trains, encodes its update as a client node does (a member whose training
     yields NaN/Inf skips the round, as a client node does) and commits its bytes' hash; the
     round engine decides on those bytes exactly as the aggregator node does on IPFS's.
+    With a colluding attack (:class:`~fleml_node.attacks.coalition.CoalitionAttack`) the
+    malicious members train honestly, then :func:`craft_coalition` replaces their updates
+    with the coalition's, once per round, before anything is encoded.
     """
     task, attack, malicious = config.task(), config.make_attack(), config.malicious_clients()
     evaluator = Evaluator(config, attack)
@@ -348,17 +363,25 @@ def run_memory(config: SimulationConfig, defense_name: str,
     index_of = {a: i for i, a in enumerate(addresses)}
     data = [client_data(task, i) for i in range(config.num_clients)]
     encoders = [UpdateEncoder.for_task(task, i) for i in range(config.num_clients)]
+    coalition = attack if isinstance(attack, CoalitionAttack) else None
+    coalition_model = task.initial_model() if coalition is not None else None
     records = []
     for r in range(1, config.rounds + 1):
         started = time.perf_counter()
         submissions, moved = [], 0
         model_bytes = len(encode_tensors(global_params, kind="model", round=r,
                                          extra={"dataset": task.dataset}))
-        for i, (x, y) in enumerate(data):
-            update, _ = local_train(scratch, global_params, x, y, task.train,
-                                    make_generator(task.seed, r, i),
-                                    attack=attack if i in malicious else None,
-                                    device=config.device)
+        updates = [
+            local_train(scratch, global_params, x, y, task.train, make_generator(task.seed, r, i),
+                        attack=attack if i in malicious and coalition is None else None,
+                        device=config.device)[0]
+            for i, (x, y) in enumerate(data)
+        ]
+        if coalition is not None:
+            updates = craft_coalition(coalition, updates, malicious, coalition_context(
+                config, defense_name, r, global_params, coalition_model, engine.validation))
+        for i, (_x, y) in enumerate(data):
+            update = updates[i]
             try:
                 blob = encode_update(update, r, int(y.numel()), addresses[i], encoders[i])
             except InvalidPayload:
@@ -376,6 +399,50 @@ def run_memory(config: SimulationConfig, defense_name: str,
         records.append(rec)
         on_round(rec)
     return records
+
+
+# Stream key of the coalition's per-round generator: (seed, round, COALITION_STREAM), apart
+# from the clients' (seed, round, i) and the root update's (seed, round, 10**6).
+COALITION_STREAM = 10**6 + 1
+
+
+def coalition_context(config: SimulationConfig, defense_name: str, round_id: int,
+                      global_params: dict[str, torch.Tensor], model: torch.nn.Module | None,
+                      validation: tuple[torch.Tensor, torch.Tensor] | None) -> CoalitionContext:
+    """What a coalition may know of a round: public facts only (size, model, validation set,
+    task seed, the defense's published parameters)."""
+    x_val, y_val = validation if validation is not None else (None, None)
+    return CoalitionContext(round_id=round_id, num_clients=config.num_clients,
+                            global_params=flatten(global_params), model=model,
+                            x_val=x_val, y_val=y_val, seed=config.seed, defense=defense_name,
+                            defense_params=dict(config.defense_params.get(defense_name, {})))
+
+
+def craft_coalition(attack: CoalitionAttack, updates: list[dict[str, torch.Tensor]],
+                    malicious: list[int], context: CoalitionContext
+                    ) -> list[dict[str, torch.Tensor]]:
+    """Replace the malicious members' honest updates with the coalition's crafted ones.
+
+    The benign set handed to :meth:`CoalitionAttack.craft` holds the finite updates of the
+    honest members; members whose own update is not finite (they skip the round) take no
+    part. The coalition's generator is ``(seed, round, COALITION_STREAM)``.
+    """
+    flats = [flatten(u) for u in updates]
+    finite = [bool(torch.isfinite(f).all()) for f in flats]
+    members = [i for i in malicious if finite[i]]
+    if not members:
+        return updates
+    d = flats[0].numel()
+    benign = [f for i, f in enumerate(flats) if i not in malicious and finite[i]]
+    crafted = attack.craft(torch.stack(benign) if benign else torch.empty(0, d),
+                           torch.stack([flats[i] for i in members]),
+                           make_generator(context.seed, context.round_id, COALITION_STREAM),
+                           context)
+    spec = ParamSpec.from_named(updates[members[0]])
+    out = list(updates)
+    for row, i in enumerate(members):
+        out[i] = unflatten(crafted[row], spec)
+    return out
 
 
 # -- orchestration and output ----------------------------------------------------------------
@@ -404,6 +471,8 @@ def simulate(config: SimulationConfig, out_dir: Path,
     results = {
         "config": asdict(config),
         "malicious_clients": config.malicious_clients(),
+        # the attack as run (defaults filled in; a coalition's knowledge mode is among them)
+        "attack": attack.describe() if (attack := config.make_attack()) else None,
         "machine": {**machine_info(), **device_info(config.device)},
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": time.time() - started,

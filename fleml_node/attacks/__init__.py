@@ -4,16 +4,35 @@ Every attack implements the :class:`~fleml_node.attacks.base.Attack` interface
 (``poison_data(x, y, generator)`` and ``poison_update(update, generator)``) and is built by
 name with :func:`make_attack`, e.g. ``make_attack("label_flip", mapping={7: 1})``.
 
-=================  =================================================  ====================
-name               class                                              poisons
-=================  =================================================  ====================
-``none``           :class:`~fleml_node.attacks.base.Attack`           nothing (honest)
-``random_label``   :class:`~fleml_node.attacks.untargeted.RandomLabelAttack`    data
-``sign_flip``      :class:`~fleml_node.attacks.untargeted.SignFlipAttack`       update
-``gaussian_noise`` :class:`~fleml_node.attacks.untargeted.GaussianNoiseAttack`  update
-``label_flip``     :class:`~fleml_node.attacks.label_flip.LabelFlipAttack`      data
-``backdoor``       :class:`~fleml_node.attacks.backdoor.BackdoorAttack`         data (+ update)
-=================  =================================================  ====================
+Classes live in ``fleml_node.attacks.<module>``:
+
+=====================  =============================================  ===============
+name                   module.class                                   poisons
+=====================  =============================================  ===============
+``none``               ``base.Attack``                                nothing (honest)
+``random_label``       ``untargeted.RandomLabelAttack``               data
+``sign_flip``          ``untargeted.SignFlipAttack``                  update
+``gaussian_noise``     ``untargeted.GaussianNoiseAttack``             update
+``label_flip``         ``label_flip.LabelFlipAttack``                 data
+``backdoor``           ``backdoor.BackdoorAttack``                    data (+ update)
+``model_replacement``  ``model_replacement.ModelReplacementAttack``   data + update
+``alie``               ``alie.ALIEAttack``                            coalition
+``ipm``                ``ipm.IPMAttack``                              coalition
+``min_max``            ``min_max.MinMaxAttack``                       coalition
+``min_sum``            ``min_max.MinSumAttack``                       coalition
+=====================  =============================================  ===============
+
+Sources: ``model_replacement`` Bagdasaryan et al., AISTATS 2020 (``gamma * update``,
+``gamma = n / eta``); ``alie`` Baruch et al., NeurIPS 2019 (``mean - z * std``); ``ipm`` Xie,
+Koyejo and Gupta, UAI 2020 (``-epsilon * mean``); ``min_max`` / ``min_sum`` Shejwalkar and
+Houmansadr, NDSS 2021 (``mean + gamma * p``, largest ``gamma`` inside the benign distances).
+
+*Coalition* attacks (:class:`~fleml_node.attacks.coalition.CoalitionAttack`) collude: once per
+round, after every member trained, :meth:`~fleml_node.attacks.coalition.CoalitionAttack.craft`
+turns the round's updates into the coalition's (``knowledge="omniscient"``: it sees the benign
+updates; ``"own"``: only its members' honest ones).  Only the in-memory simulator
+(:func:`fleml_node.simulate.run_memory`) drives them; their per-client ``poison_update``
+refuses to run.
 """
 
 from __future__ import annotations
@@ -21,9 +40,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from fleml_node.attacks.alie import ALIEAttack, alie_z
 from fleml_node.attacks.backdoor import BackdoorAttack, Trigger, stamp_trigger
 from fleml_node.attacks.base import Attack
+from fleml_node.attacks.coalition import KNOWLEDGE, CoalitionAttack, CoalitionContext
+from fleml_node.attacks.ipm import IPMAttack
 from fleml_node.attacks.label_flip import LabelFlipAttack
+from fleml_node.attacks.min_max import MinMaxAttack, MinSumAttack
+from fleml_node.attacks.model_replacement import ModelReplacementAttack
 from fleml_node.attacks.untargeted import GaussianNoiseAttack, RandomLabelAttack, SignFlipAttack
 
 ATTACKS: dict[str, type[Attack]] = {
@@ -35,6 +59,11 @@ ATTACKS: dict[str, type[Attack]] = {
         GaussianNoiseAttack,
         LabelFlipAttack,
         BackdoorAttack,
+        ModelReplacementAttack,
+        ALIEAttack,
+        IPMAttack,
+        MinMaxAttack,
+        MinSumAttack,
     )
 }
 
@@ -65,14 +94,23 @@ def make_attack(name: str, **params: Any) -> Attack:
 
 
 __all__ = [
+    "ALIEAttack",
     "ATTACKS",
     "Attack",
     "BackdoorAttack",
+    "CoalitionAttack",
+    "CoalitionContext",
     "GaussianNoiseAttack",
+    "IPMAttack",
+    "KNOWLEDGE",
     "LabelFlipAttack",
+    "MinMaxAttack",
+    "MinSumAttack",
+    "ModelReplacementAttack",
     "RandomLabelAttack",
     "SignFlipAttack",
     "Trigger",
+    "alie_z",
     "make_attack",
     "stamp_trigger",
 ]

@@ -148,14 +148,17 @@ class BackdoorAttack(Attack):
         if not 0 <= self.target_class < self.num_classes:
             raise ValueError(f"target_class must lie in 0..{self.num_classes - 1}")
         check_fraction(self.fraction)
-        if isinstance(self.scale, bool) or not isinstance(self.scale, int | float):
-            raise ValueError(f"scale must be a number, got {self.scale!r}")
-        if not self.scale > 0:
-            raise ValueError(f"scale must be positive, got {self.scale!r}")
+        self._check_scale()
         if isinstance(self.trigger, Mapping):
             object.__setattr__(self, "trigger", Trigger(**self.trigger))
         elif not isinstance(self.trigger, Trigger):
             raise ValueError(f"trigger must be a Trigger or a mapping, got {self.trigger!r}")
+
+    def _check_scale(self) -> None:
+        if isinstance(self.scale, bool) or not isinstance(self.scale, int | float):
+            raise ValueError(f"scale must be a number, got {self.scale!r}")
+        if not self.scale > 0:
+            raise ValueError(f"scale must be positive, got {self.scale!r}")
 
     def stamp(self, x: Tensor) -> Tensor:
         """Stamp this attack's trigger on images (for attack-success-rate evaluation)."""

@@ -178,6 +178,11 @@ def test_factory_and_describe(data, update):
         "gaussian_noise",
         "label_flip",
         "backdoor",
+        "model_replacement",
+        "alie",
+        "ipm",
+        "min_max",
+        "min_sum",
     }
     honest = make_attack("none")
     x, y = data
@@ -187,7 +192,8 @@ def test_factory_and_describe(data, update):
         for a, b in zip(honest.poison_update(update, gen()).values(), update.values(), strict=True)
     )
     for name in ATTACKS:
-        record = make_attack(name).describe()
+        params = {"federation_size": 10} if name == "model_replacement" else {}
+        record = make_attack(name, **params).describe()
         assert record["name"] == name
         json.dumps(record)
     assert make_attack("backdoor").describe()["trigger"]["pattern"] == "square"
