@@ -26,12 +26,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from eth_utils.abi import event_abi_to_log_topic
 from torch import Tensor, nn
 
 from fleml_node.chain.contract import (
@@ -42,7 +46,7 @@ from fleml_node.chain.contract import (
     SubmissionMode,
     tx_hash,
 )
-from fleml_node.chain.events import ChainEvent, round_events
+from fleml_node.chain.events import ChainEvent, fetch_events, round_events
 from fleml_node.defense import Defense
 from fleml_node.defense.base import tensor_sha256
 from fleml_node.history import base_round, published_state_after
@@ -53,12 +57,13 @@ from fleml_node.round_engine import (
     MemberDecision,
     RoundEngine,
     RoundOutcome,
-    Submission,
+    Screened,
     encode_state,
     encode_validation,
     update_size_cap,
 )
 from fleml_node.storage import (
+    IpfsError,
     IpfsStore,
     content_hash,
     decode_tensors,
@@ -66,7 +71,7 @@ from fleml_node.storage import (
     encode_tensors,
 )
 from fleml_node.storage.local import atomic_write
-from fleml_node.submissions import gather_submissions
+from fleml_node.submissions import fetch_member_object
 from fleml_node.task import TaskConfig
 
 log = logging.getLogger(__name__)
@@ -145,6 +150,12 @@ class AggregatorNode:
         self.consortium.check_version()
         self._check_validation_set()
         self._fresh_state = self.engine.defense_state()
+        self.verify_workers = VERIFY_WORKERS
+        self._collector: UpdateCollector | None = None
+        self._indices: dict[str, int] = {}  # members' permanent indices, read once each
+        self._published_base: tuple[bytes, dict[str, Tensor]] | None = None
+        self._submitted_topic = "0x" + event_abi_to_log_topic(
+            consortium.contract.events.UpdateSubmitted().abi).hex()
 
     @property
     def defense(self) -> Defense:
@@ -155,17 +166,21 @@ class AggregatorNode:
         """Do the next thing the chain's state calls for; returns what was done."""
         current = self.consortium.current_round()
         if current == 0:
-            digest, cid, _ = self._publish_model(get_params(self.model), 0)
+            params = get_params(self.model)
+            digest, cid, _ = self._publish_model(params, 0)
+            self._published_base = (digest, {k: v.clone() for k, v in params.items()})
             self._open(1, digest, cid)
             return "opened"
         info = self.consortium.get_round(current)
         if info.status is RoundStatus.OPEN:
+            self.watch(info)
             return self._progress(info)
         if info.status is RoundStatus.CLOSED:
             if info.submissions < info.min_submissions:  # closed by an earlier protocol step
                 return self._abandon(info)
             self._aggregate_and_finalize(info)
             return "finalized"
+        self._drop_collector()
         if info.status is RoundStatus.FINALIZED and not self.consortium.is_accepted(current):
             return "waiting"  # for the members' attestations, or the end of their window
         if current >= self.until_round:
@@ -208,6 +223,62 @@ class AggregatorNode:
             if did == "waiting":
                 time.sleep(poll_interval)
 
+    # -- verifying updates as they arrive -----------------------------------------------
+    def watch(self, info: RoundInfo | None = None) -> int:
+        """Start verifying the open round's updates submitted since the last look.
+
+        Reads the round's new `UpdateSubmitted` events (reveals, in commit-reveal mode) with
+        one filtered log query and hands them to the round's :class:`UpdateCollector`, which
+        fetches and checks them in the background. `step` calls it with the round it read;
+        without `info` it looks only for the round `step` last saw open (two RPC calls, none
+        when no block came), so a driver may call it often between other work. Returns the
+        events seen this time.
+        """
+        collector = self._collector
+        if info is not None:
+            if info.status is not RoundStatus.OPEN:
+                return 0
+            collector = self._collector_for(info)
+        elif collector is None:  # nothing open that we know of; `step` opens and reads rounds
+            return 0
+        head = self.consortium.w3.eth.block_number - self.consortium.profile.confirmations
+        if head < collector.next_block:
+            return 0
+        round_id = collector.round_id
+        topic = "0x" + round_id.to_bytes(32, "big").hex()
+        found = [e for e in fetch_events(self.consortium, collector.next_block, head,
+                                         topics=[self._submitted_topic, topic])
+                 if e.args.get("roundId") == round_id]
+        self._read_indices([e.args["member"] for e in found])
+        collector.offer(found, self._indices.__getitem__)
+        collector.next_block = head + 1
+        return len(found)
+
+    def _collector_for(self, info: RoundInfo) -> UpdateCollector:
+        if self._collector is None or self._collector.round_id != info.round_id:
+            return self._new_collector(info.round_id, info.opened_block
+                                       or self.consortium.deployment.block_number)
+        return self._collector
+
+    def _new_collector(self, round_id: int, first_block: int) -> UpdateCollector:
+        self._drop_collector()
+        self._collector = UpdateCollector(
+            round_id, self.engine, self.store, self.consortium.member_slots(),
+            update_size_cap(self.engine.spec), self.verify_workers)
+        self._collector.next_block = first_block
+        return self._collector
+
+    def _drop_collector(self) -> None:
+        if self._collector is not None:
+            self._collector.close()
+            self._collector = None
+
+    def _read_indices(self, members: list[str]) -> None:
+        """Members' permanent indices (the contract never changes one), one batch for all."""
+        missing = sorted({m for m in members if m not in self._indices})
+        if missing:
+            self._indices.update(self.consortium.member_indices(missing))
+
     # -- opening and closing -------------------------------------------------------------
     def _publish_model(self, params: dict[str, Tensor], round_id: int
                        ) -> tuple[bytes, str, bytes]:
@@ -224,7 +295,9 @@ class AggregatorNode:
         # a margin of 2 s each side: the opening block's time is a little after our clock's
         seconds = max(policy.min_round_seconds + 2,
                       min(self.round_seconds, policy.max_round_seconds - 2))
-        self.consortium.open_round(digest, cid, self.consortium.now() + seconds, quorum)
+        receipt = self.consortium.open_round(digest, cid, self.consortium.now() + seconds,
+                                             quorum)
+        self._new_collector(round_id, int(receipt["blockNumber"]))
         log.info("round %d opened on model %s (%s mode, quorum %d, minimum %d, %d s)",
                  round_id, cid, policy.mode.name.lower().replace("_", "-"), quorum, minimum,
                  seconds)
@@ -272,34 +345,41 @@ class AggregatorNode:
         t0 = time.perf_counter()
         events = round_events(self.consortium, r)
         opened = events["RoundOpened"][-1]
-        base = decode_tensors(self.store.get(opened.args["modelCid"],
-                                             expected_hash=info.model_hash),
-                              expected_kind="model", expected_spec=self.engine.spec)
-        submissions = gather_submissions(self.consortium, self.store,
-                                         events.get("UpdateSubmitted", []),
-                                         max_bytes=update_size_cap(self.engine.spec))
-        for sub in submissions:
-            if sub.blob is not None:  # keep every update the round used available to audits
-                self.store.pin(sub.update_cid)
+        base = self._base_params(info, opened.args["modelCid"])
+        submitted = events.get("UpdateSubmitted", [])
+        self._read_indices([e.args["member"] for e in submitted])
+        collector = self._collector_for(info)
+        received, screened = collector.finish(submitted, self._indices.__getitem__)
         self._restore_base_state(r)
         t1 = time.perf_counter()
-        outcome = self.engine.decide(r, base.tensors, submissions)
+        outcome = self.engine.decide_screened(r, base, screened)
         for member, reason in outcome.rejected.items():
             log.warning("round %d: update of %s rejected: %s", r, member, reason)
         t2 = time.perf_counter()
-        published = self._publish_outcome(info, opened, outcome, submissions)
+        published = self._publish_outcome(info, opened, outcome, received)
         t3 = time.perf_counter()
         receipt = self.consortium.finalize_round(
             r, published["result_hash"], published["result_cid"], published["report_hash"],
             published["report_cid"], outcome.bitmap(self.consortium.member_slots()))
         t4 = time.perf_counter()
         self.model.load_state_dict(outcome.result_params)
-        self._summarize(outcome, submissions, published, receipt,
+        # the next round builds on this result once it is accepted (its hash says so)
+        self._published_base = (published["result_hash"], outcome.result_params)
+        outcome.updates = None  # a view of the collector's matrix, released now
+        self._drop_collector()
+        self._summarize(outcome, received, published, receipt,
                         {"fetch_verify": t1 - t0, "defense": t2 - t1, "publish": t3 - t2,
                          "chain": t4 - t3})
 
+    def _base_params(self, info: RoundInfo, cid: str) -> dict[str, Tensor]:
+        """The round's base model: the one this process published for it, else from IPFS."""
+        if self._published_base is not None and self._published_base[0] == info.model_hash:
+            return self._published_base[1]
+        return decode_tensors(self.store.get(cid, expected_hash=info.model_hash),
+                              expected_kind="model", expected_spec=self.engine.spec).tensors
+
     def _publish_outcome(self, info: RoundInfo, opened: ChainEvent, outcome: RoundOutcome,
-                         submissions: list[Submission]) -> dict[str, Any]:
+                         submissions: Sequence[Received]) -> dict[str, Any]:
         """Put the new global model and the round report on IPFS."""
         result_hash, result_cid, result_blob = self._publish_model(outcome.result_params,
                                                                    info.round_id)
@@ -347,7 +427,7 @@ class AggregatorNode:
     def _put(self, blob: bytes) -> dict[str, str]:
         return {"hash": "0x" + content_hash(blob).hex(), "cid": self.store.put(blob)}
 
-    def _summarize(self, outcome: RoundOutcome, submissions: list[Submission],
+    def _summarize(self, outcome: RoundOutcome, submissions: Sequence[Received],
                    published: dict[str, Any], receipt: Any, seconds: dict[str, float]) -> None:
         summary = RoundSummary(
             round_id=outcome.round_id, submissions=len(submissions),
@@ -355,7 +435,7 @@ class AggregatorNode:
             result_cid=published["result_cid"], report_cid=published["report_cid"],
             transactions={"finalizeRound": tx_hash(receipt)},
             gas_used={"finalizeRound": int(receipt["gasUsed"])}, seconds=seconds,
-            bytes_down=sum(len(s.blob) for s in submissions if s.blob is not None),
+            bytes_down=sum(s.size for s in submissions),
             bytes_up=published["bytes_up"])
         if self.evaluate:
             summary.metrics = self.evaluate(self.model)
@@ -381,6 +461,238 @@ class AggregatorNode:
         self.engine.restore_defense(found[1] if found else self._fresh_state)
         log.info("round %d: the defense continues from %s", round_id,
                  f"round {base}" if found else "a fresh state")
+
+
+# -- updates, verified as they arrive -----------------------------------------------------------
+VERIFY_WORKERS = 4
+"""Updates fetched and checked at the same time (each holds one update's bytes meanwhile)."""
+REFETCH_SECONDS = 5.0
+"""A fetch that failed before the close is tried again after this long (and at the close)."""
+
+
+@dataclass
+class Received:
+    """One member's committed update as the aggregator found it (what the report lists).
+
+    ``verdict`` is None until the bytes were fetched; then the round engine's reason ("" for an
+    accepted update, whose values are row ``row`` of the collector's matrix). A failed fetch
+    leaves it None and keeps ``fetch_error``: it is tried again, and only at the close does it
+    become the ``unavailable`` rejection.
+    """
+
+    member: str
+    index: int
+    update_hash: bytes
+    update_cid: str
+    size: int = 0
+    verdict: str | None = None
+    claim: int = 0
+    row: int = -1
+    fetch_error: str = ""
+    failed_at: float = 0.0
+
+
+class UpdateCollector:
+    """Fetch, hash-check and decode one round's updates while the round is still open.
+
+    The aggregator hands it each `UpdateSubmitted` event as it sees it (in commit-reveal mode
+    these are the reveals); a pool of `workers` threads fetches the object from IPFS (one
+    client each, no retries inside), pins it, and runs the round engine's checks
+    (:meth:`RoundEngine.check`), writing an accepted update's values straight into a row of one
+    preallocated float32 matrix; the bytes are dropped right after. Memory is bounded by the
+    matrix plus one update's bytes and decoded tensors per worker.
+
+    Nothing is decided before the close: a fetch that fails is tried again later
+    (`REFETCH_SECONDS`) and once more at the close (:meth:`finish`), and only what the close
+    finds becomes the round's verdicts. A verdict on fetched bytes depends only on the bytes,
+    the committed hash, the member and the round, so it is computed once. A new process starts
+    with an empty collector: it trusts nothing from an earlier one and fetches everything again.
+    """
+
+    def __init__(self, round_id: int, engine: RoundEngine, store: IpfsStore, rows: int,
+                 max_bytes: int, workers: int = VERIFY_WORKERS) -> None:
+        self.round_id = round_id
+        self.engine = engine
+        self.store = store
+        self.max_bytes = max_bytes
+        self.matrix = torch.empty(max(1, rows), engine.spec.numel, dtype=torch.float32)
+        self._free = list(range(self.matrix.shape[0]))
+        self._extra: dict[int, Tensor] = {}  # rows beyond the matrix (members admitted late)
+        self.entries: dict[str, Received] = {}
+        self._running: dict[str, Future[None]] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._stores: list[IpfsStore] = []
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers),
+                                        thread_name_prefix=f"verify-r{round_id}")
+        self.next_block = 0  # the first block whose events it has not seen
+
+    # -- feeding -------------------------------------------------------------------------
+    def offer(self, events: Sequence[ChainEvent], index_of: Callable[[str], int]) -> None:
+        """Start verifying the updates these `UpdateSubmitted` events commit to (once each),
+        and fetch again those whose earlier fetch failed a while ago."""
+        for event in events:
+            member = event.args["member"]
+            digest, cid = bytes(event.args["updateHash"]), event.args["updateCid"]
+            known = self.entries.get(member)
+            if known is not None and (known.update_hash, known.update_cid) == (digest, cid):
+                continue
+            self.entries[member] = Received(member, index_of(member), digest, cid)
+            self._start(member)
+        for member in [m for m, f in self._running.items() if f.done()]:
+            self._running.pop(member).result()  # a bug in a worker surfaces here
+        now = time.monotonic()
+        for member, entry in self.entries.items():
+            if entry.verdict is None and member not in self._running \
+                    and now - entry.failed_at >= REFETCH_SECONDS:
+                self._start(member)
+
+    def _start(self, member: str) -> None:
+        entry = self.entries[member]
+        self._running[member] = self._pool.submit(self._verify, entry)
+
+    def _store(self) -> IpfsStore:
+        if not hasattr(self._local, "store"):
+            self._local.store = IpfsStore(self.store.api_addr, timeout=self.store.timeout,
+                                          retries=0, max_bytes=self.store.max_bytes)
+            with self._lock:
+                self._stores.append(self._local.store)
+        return self._local.store
+
+    def _verify(self, entry: Received) -> None:
+        store = self._store()
+        try:
+            blob, error = fetch_member_object(store, entry.update_cid, self.max_bytes)
+        except IpfsError as exc:  # our own daemon: try again later
+            entry.fetch_error, entry.failed_at = f"our IPFS daemon failed: {exc}", \
+                time.monotonic()
+            return
+        if blob is None:
+            entry.fetch_error, entry.failed_at = error or "", time.monotonic()
+            return
+        try:  # keep every update the round may use available to audits
+            store.pin(entry.update_cid)
+        except IpfsError as exc:
+            log.warning("round %d: cannot pin %s yet: %s", self.round_id, entry.update_cid, exc)
+        row = self._take_row()
+        reason, _, claim = self.engine.check(self.round_id, entry.member, entry.update_hash,
+                                             blob, out=self.row(row))
+        entry.size, entry.claim, entry.fetch_error = len(blob), claim, ""
+        if reason:
+            self._give_row(row)
+        else:
+            entry.row = row
+        entry.verdict = reason
+
+    def _take_row(self) -> int:
+        with self._lock:
+            if self._free:
+                return self._free.pop(0)
+            row = self.matrix.shape[0] + len(self._extra)
+            self._extra[row] = torch.empty(self.engine.spec.numel, dtype=torch.float32)
+            return row
+
+    def _give_row(self, row: int) -> None:
+        with self._lock:
+            if row < self.matrix.shape[0]:
+                self._free.append(row)
+                self._free.sort()
+
+    def row(self, row: int) -> Tensor:
+        return self.matrix[row] if row < self.matrix.shape[0] else self._extra[row]
+
+    # -- the close -----------------------------------------------------------------------
+    def finish(self, events: Sequence[ChainEvent], index_of: Callable[[str], int]
+               ) -> tuple[list[Received], Screened]:
+        """The round's verdicts once it is closed, from its complete `UpdateSubmitted` events.
+
+        Waits for the fetches under way, fetches once more every update whose fetch failed or
+        that was not seen yet, then applies the rules: a fetch failing now rejects its member
+        as ``unavailable`` (our own daemon failing raises `IpfsError`, and the node retries).
+        Returns the entries in member-index order and the screened round, whose update matrix
+        is a view of the preallocated one (accepted rows moved into member-index order in
+        place), so the defense gets exactly what :meth:`RoundEngine.screen` would stack.
+        """
+        members = {e.args["member"] for e in events}
+        for member in [m for m in self.entries if m not in members]:
+            self._drop(member)  # seen on a branch that a reorg removed
+        self.offer(events, index_of)
+        self._wait()
+        retry = [m for m, e in self.entries.items() if e.verdict is None]
+        for member in retry:
+            self._start(member)
+        self._wait()
+        for member in retry:
+            entry = self.entries[member]
+            if entry.verdict is None:
+                if entry.fetch_error.startswith("our IPFS daemon failed"):
+                    raise IpfsError(entry.fetch_error)
+                entry.verdict = f"unavailable: {entry.fetch_error}"
+                log.warning("update of %s (%s) cannot be fetched: %s", member,
+                            entry.update_cid, entry.fetch_error)
+        ordered = sorted(self.entries.values(), key=lambda e: e.index)
+        decisions, accepted, rows, claims = [], [], [], []
+        for entry in ordered:
+            if entry.verdict:
+                decisions.append(MemberDecision(entry.member, entry.index, "rejected",
+                                                entry.verdict))
+                continue
+            decisions.append(MemberDecision(entry.member, entry.index, "accepted"))
+            accepted.append(entry.member)
+            rows.append(entry.row)
+            claims.append(entry.claim)
+        return ordered, Screened(decisions, accepted, self._gather(rows), claims)
+
+    def _gather(self, rows: list[int]) -> Tensor | None:
+        """The given rows, in that order, as the first rows of the matrix (moved in place)."""
+        if not rows:
+            return None
+        size = self.matrix.shape[0]
+        if any(r >= size for r in rows) or len(rows) > size:
+            return torch.stack([self.row(r) for r in rows])  # rare: more members than rows
+        # a permutation of all rows whose first len(rows) entries are `rows`
+        taken = set(rows)
+        source = rows + [r for r in range(size) if r not in taken]
+        done, scratch = [False] * size, torch.empty_like(self.matrix[0])
+        for start in range(size):
+            if done[start] or source[start] == start:
+                done[start] = True
+                continue
+            scratch.copy_(self.matrix[start])
+            position = start
+            while True:  # position receives old row source[position]
+                src = source[position]
+                done[position] = True
+                if src == start:
+                    self.matrix[position].copy_(scratch)
+                    break
+                self.matrix[position].copy_(self.matrix[src])
+                position = src
+        for position, entry in enumerate(sorted(
+                (e for e in self.entries.values() if not e.verdict), key=lambda e: e.index)):
+            entry.row = position
+        return self.matrix[:len(rows)]
+
+    def _wait(self) -> None:
+        for future in list(self._running.values()):
+            future.result()
+        self._running.clear()
+
+    def _drop(self, member: str) -> None:
+        future = self._running.pop(member, None)
+        if future is not None:
+            future.result()
+        entry = self.entries.pop(member)
+        if entry.row >= 0:
+            self._give_row(entry.row)
+
+    def close(self) -> None:
+        """Stop the workers and release the matrix."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for store in self._stores:
+            store.close()
+        self.matrix = torch.empty(0)
+        self._extra.clear()
 
 
 class RoundResults:

@@ -32,7 +32,7 @@ import contextlib
 import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -211,6 +211,14 @@ class Submission:
             raise ValueError("a submission has either its bytes or the reason they are missing")
 
 
+class Committed(Protocol):
+    """What a round report lists of a member's submission (a :class:`Submission` has it)."""
+
+    member: str
+    update_hash: bytes
+    update_cid: str
+
+
 @dataclass
 class MemberDecision:
     """What the round decided for one member."""
@@ -282,7 +290,7 @@ class RoundOutcome(DecisionsView):
         return flagged_bitmap(self.bitmap_indices, member_slots)
 
     def report(self, task: TaskConfig, base_model: dict[str, str],
-               result_model: dict[str, str], submissions: Sequence[Submission],
+               result_model: dict[str, str], submissions: Sequence[Committed],
                chain: dict[str, Any] | None = None,
                inputs: dict[str, Any] | None = None) -> dict[str, Any]:
         """The round report: the claim an auditor checks (chain fields only where there is one).
@@ -365,23 +373,42 @@ class RoundEngine:
     def _check(self, round_id: int, sub: Submission) -> tuple[str, Tensor | None, int]:
         if sub.blob is None:
             return f"unavailable: {sub.fetch_error}", None, 0
-        digest = content_hash(sub.blob)
-        if digest != sub.update_hash:
+        return self.check(round_id, sub.member, sub.update_hash, sub.blob)
+
+    def check(self, round_id: int, member: str, update_hash: bytes, blob: bytes,
+              out: Tensor | None = None) -> tuple[str, Tensor | None, int]:
+        """The rejection rules after ``unavailable`` for one member's fetched bytes.
+
+        Returns ``(reason, flat, claimed samples)``: ``reason`` is "" for an accepted update,
+        whose values ``flat`` holds as one float32 vector. With ``out`` (a float32 vector of
+        the model's size, e.g. a row of a preallocated matrix) the values are written there and
+        ``flat`` is ``out``: the aggregator checks updates as they arrive without holding a
+        second copy. The verdict depends only on the arguments, so it may be computed before
+        the round closes and applied at the close.
+        """
+        digest = content_hash(blob)
+        if digest != update_hash:
             return (f"tampered: content hash 0x{digest.hex()} does not match the commitment "
-                    f"0x{sub.update_hash.hex()}"), None, 0
+                    f"0x{update_hash.hex()}"), None, 0
         try:
-            payload = decode_update(sub.blob, Codec.of(self.task), expected_round=round_id,
+            payload = decode_update(blob, Codec.of(self.task), expected_round=round_id,
                                     expected_spec=self.spec)
         except InvalidPayload as exc:
             return f"invalid: {exc}", None, 0
         author = payload.extra.get("member")
-        if not isinstance(author, str) or author.lower() != sub.member.lower():
+        if not isinstance(author, str) or author.lower() != member.lower():
             return f"copied: the update names member {author!r}, not its submitter", None, 0
-        flat = flatten(payload.tensors)
+        if out is None:
+            flat = flatten(payload.tensors)
+        else:  # the same values flatten() gives, written in place
+            flat = torch.cat([t.detach().reshape(-1).to("cpu", torch.float32)
+                              for t in payload.tensors.values()], out=out)
+        extra = payload.extra
+        del payload  # the decoded tensors: only the row is kept
         norm = torch.linalg.vector_norm(flat.double()).item()
         if not norm <= MAX_UPDATE_NORM:
             return f"invalid: update norm {norm:.3g} exceeds {MAX_UPDATE_NORM:g}", None, 0
-        return "", flat, claimed_samples(payload.extra)
+        return "", flat, claimed_samples(extra)
 
     def decide(self, round_id: int, base: dict[str, Tensor],
                submissions: Sequence[Submission]) -> RoundOutcome:

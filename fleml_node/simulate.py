@@ -245,10 +245,13 @@ class ChainFederation:
     malicious: list[int]
 
     def step(self) -> str:
-        """One aggregator step, then every client handles what is new on chain."""
+        """One aggregator step, then every client handles what is new on chain; between
+        clients the aggregator starts verifying the updates submitted so far, as its own
+        process would while the other members train."""
         did = self.aggregator.step()
         for client in self.clients:
             client.poll_once()
+            self.aggregator.watch()
         return did
 
 

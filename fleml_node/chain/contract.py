@@ -547,6 +547,25 @@ class Consortium:
         known, active, index, label = self.contract.functions.memberInfo(address).call()
         return bool(known), bool(active), int(index), str(label)
 
+    def member_indices(self, members: list[str]) -> dict[str, int]:
+        """The permanent indices of `members` (known or not: an unknown one reads 0), in one
+        JSON-RPC batch; one call each where the node refuses batches."""
+        if not members:
+            return {}
+        calls = [self.contract.functions.memberInfo(m) for m in members]
+        try:
+            with self.w3.batch_requests() as batch:
+                for call in calls:
+                    batch.add(call)
+                answers = batch.execute()
+            if len(answers) != len(members):
+                raise ValueError(f"{len(answers)} answers to {len(members)} calls")
+            found = [int(a[2]) for a in answers]
+        except (Web3RPCError, ValueError, TypeError, KeyError, IndexError) as exc:
+            log.debug("batched memberInfo refused (%s); one call each", exc)
+            found = [self.member_info(m)[2] for m in members]
+        return dict(zip(members, found, strict=True))
+
     def member_at(self, index: int) -> str:
         return self.contract.functions.memberAt(index).call()
 
