@@ -17,6 +17,8 @@
 #      tools/slither-check.sh
 #   8. for the explorer's browser test: Debian's chromium (apt, as root or with sudo) and
 #      Playwright (requirements-browser.txt); FLEML_BROWSER_TESTS=0 skips it
+#   9. Flower 1.42 and Ray (requirements-flower.txt) in their own venv .fleml/flower-venv, which
+#      sees .venv's torch and fleml-node through a .pth file; FLEML_FLOWER=0 skips it
 #
 # Run by ./fleml (setup, test, simulate, deploy) and by .ci/run. Progress goes to stderr.
 set -euo pipefail
@@ -196,6 +198,35 @@ if [ "${FLEML_BROWSER_TESTS:-1}" != "0" ]; then
     mark_current browser "$browser_fp"
   else
     step "browser tests ready: $(chromium --version 2>/dev/null || echo 'no chromium'), playwright $(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("playwright"))')"
+  fi
+fi
+
+# 9. Flower and Ray ----------------------------------------------------------------------------
+# flwr 1.42 needs certifi >= 2026.10.19, brownie pins 2026.6.17: a venv of their own. No second
+# torch (~5 GB with its CUDA libraries): a .pth file appends .venv's site-packages after the
+# venv's own (site.addsitedir, so .venv's editable fleml-node is found too), so this venv's
+# certifi wins and torch comes from .venv. The other shared packages are installed at
+# requirements.lock's versions (certifi excepted). FLEML_FLOWER=0 skips this step; the Flower
+# tests then skip saying why. See requirements-flower.txt.
+if [ "${FLEML_FLOWER:-1}" != "0" ]; then
+  FLOWER_VENV=.fleml/flower-venv
+  FLOWER_SITE="$FLOWER_VENV/lib/python3.11/site-packages"
+  flower_pth="import site; site.addsitedir('$ROOT/.venv/lib/python3.11/site-packages')"
+  flower_fp="$(fingerprint requirements-flower.txt requirements.lock) $ROOT"
+  if ! is_current flower "$flower_fp" || [ ! -x "$FLOWER_VENV/bin/flwr" ] \
+      || [ "$(cat "$FLOWER_SITE/zz-fleml-main-venv.pth" 2>/dev/null)" != "$flower_pth" ]; then
+    step "installing Flower 1.42 and Ray into $FLOWER_VENV (requirements-flower.txt, about 500 MB)"
+    [ -x "$FLOWER_VENV/bin/python" ] || "$PYTHON" -m venv "$FLOWER_VENV"
+    rm -f "$FLOWER_SITE/zz-fleml-main-venv.pth"  # pip must not see .venv's certifi
+    grep -v -i '^certifi==' requirements.lock > .fleml/flower-constraints.txt
+    "$FLOWER_VENV/bin/python" -m pip install --progress-bar on -r requirements-flower.txt \
+      -c .fleml/flower-constraints.txt >&2
+    printf '%s\n' "$flower_pth" > "$FLOWER_SITE/zz-fleml-main-venv.pth"
+    "$FLOWER_VENV/bin/python" -c "import certifi, flwr, ray, torch, fleml_node.flower" \
+      || { echo "setup: the Flower venv cannot import flwr, ray, torch and fleml_node" >&2; exit 1; }
+    mark_current flower "$flower_fp"
+  else
+    step "Flower venv up to date (flwr $("$FLOWER_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("flwr"))' 2>/dev/null), ray $("$FLOWER_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("ray"))' 2>/dev/null))"
   fi
 fi
 
