@@ -297,6 +297,27 @@ def recorded_requests(w3: Web3) -> Iterator[list[tuple[str, Any]]]:
         w3.middleware_onion.remove(name)
 
 
+class ChainIdOnce(Web3Middleware):
+    """Answer ``eth_chainId`` from the first answer: an endpoint's chain id does not change
+    (a node that restarts on another chain fails `Consortium`'s checks and every signature),
+    and web3's validation asks for it before every call and transaction, a third of a node's
+    requests. The answer is kept on the `Web3` object (web3 builds middleware per request)."""
+
+    def wrap_make_request(self, make_request: Callable[..., Any]) -> Callable[..., Any]:
+        def request(method: str, params: Any) -> Any:
+            if method != "eth_chainId":
+                return make_request(method, params)
+            known = getattr(self._w3, "_fleml_chain_id", None)
+            if known is None:
+                answer = make_request(method, params)
+                if "result" not in answer:
+                    return answer
+                known = answer["result"]
+                setattr(self._w3, "_fleml_chain_id", known)  # noqa: B010
+            return {"jsonrpc": "2.0", "id": 0, "result": known}
+        return request
+
+
 def connect(rpc_url: str, timeout: float = 30.0, poa: bool | None = None) -> Web3:
     """A connected Web3 over HTTP, or a `ChainError` naming the URL.
 
@@ -307,6 +328,7 @@ def connect(rpc_url: str, timeout: float = 30.0, poa: bool | None = None) -> Web
     """
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout},
                                 exception_retry_configuration=None))
+    w3.middleware_onion.add(ChainIdOnce, "fleml_chain_id_once")
     try:
         w3.eth.chain_id  # noqa: B018 - the call is the connectivity check
         if poa or (poa is None and is_poa(w3)):
