@@ -354,3 +354,60 @@ def test_fleml_on_a_topk_round_re_runs_bit_for_bit_from_the_committed_inputs():
     names = {name: ok for name, ok, _ in checked.checks}
     assert all(ok for ok in names.values()), checked.checks
     assert any(name.startswith("fleml re-run") for name in names)
+
+
+# -- end to end: chain + IPFS, client and aggregator nodes, the audit ----------------------------
+def test_a_topk_round_on_chain_and_ipfs_passes_the_audit(tmp_path, ipfs_api):
+    """Members publish top-k bytes on IPFS and commit their hash; the aggregator decodes them
+    the same way; the audit re-runs FLEML from the committed bytes; residuals are on disk.
+    (One round keeps it to seconds; rounds after the first are covered without a chain.)"""
+    from eth_account import Account
+
+    from fleml_node.aggregator import AggregatorNode
+    from fleml_node.audit import audit_round
+    from fleml_node.chain.contract import Consortium, connect
+    from fleml_node.chain.events import EventFollower
+    from fleml_node.client import ClientNode
+    from fleml_node.devnet.anvil import LocalAnvil, test_keys
+    from fleml_node.devnet.consortium import deploy_local_consortium
+    from fleml_node.devnet.executables import ExecutableNotFound, find_anvil
+    from fleml_node.storage import IpfsStore
+    from fleml_node.task import client_data
+
+    try:
+        find_anvil()
+    except ExecutableNotFound as err:
+        pytest.skip(f"anvil is not installed: {err}")
+
+    task = TaskConfig(dataset="mnist", seed=3, num_clients=4, alpha=1.0, validation_size=100,
+                      max_client_samples=60, train=TrainConfig(epochs=1, batch_size=32, lr=0.05),
+                      compression="topk", topk_fraction=0.1)
+    with LocalAnvil(accounts=6, log_file=tmp_path / "anvil.log") as anvil:
+        keys = test_keys(6)
+        w3 = connect(anvil.url)
+        record = deploy_local_consortium(w3, keys, 4, tmp_path / "deployment.json")
+        store = IpfsStore(ipfs_api, timeout=20, retries=1)
+        clients = []
+        for i in range(4):
+            consortium = Consortium(w3, record, Account.from_key(keys[2 + i]))
+            x, y = client_data(task, i)
+            follower = EventFollower(consortium, tmp_path / f"client{i}.json")
+            clients.append(ClientNode(consortium, store, follower, task, x, y, i))
+        aggregator = AggregatorNode(Consortium(w3, record, Account.from_key(keys[1])), store,
+                                    make_defense("fleml"), task, until_round=1,
+                                    round_seconds=600, validation=validation_data(task))
+        for _ in range(200):
+            did = aggregator.step()
+            for c in clients:
+                c.poll_once()
+            if did == "done":
+                break
+        assert [s.status for s in clients[0].history] == ["submitted"]
+        dense = len(encode_update(get_params(task.initial_model()), 1, 60, member(0)))
+        assert all(0 < s.bytes_up < 0.25 * dense for c in clients for s in c.history)
+        assert (tmp_path / "client0.residual.safetensors").exists()
+        reader = Consortium(w3, record, None)
+        verdict = audit_round(reader, store, 1)
+        assert verdict.verdict == "PASS", "\n".join(verdict.lines())
+        assert all(m.ok for m in verdict.members) and len(verdict.members) == 4
+        assert [len(s.accepted) for s in aggregator.summaries] == [4]
