@@ -16,12 +16,16 @@ optional (``pip install tenseal==0.3.18``); without it that part is skipped and 
 
     nice -n 15 python benchmarks/compression_bench.py            # about 15-20 min on 2 cores
     python benchmarks/compression_bench.py --rounds 2 --seeds 0 --out /tmp/c.json  # a smoke run
+
+Finished cells are kept in ``<out>.cells.jsonl``: a run that is stopped resumes where it was
+(delete that file to start over); ``--jobs N`` runs cells in N processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -34,16 +38,21 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from fleml_node.learning import configure_threads, flatten  # noqa: E402
+from fleml_node.learning import (  # noqa: E402
+    configure_threads,
+    flatten,
+    get_params,
+    local_train,
+    make_generator,
+)
 from fleml_node.simulate import SimulationConfig, machine_info, run_memory, summarize  # noqa: E402
-from fleml_node.storage import decode_tensors  # noqa: E402
+from fleml_node.task import client_data  # noqa: E402
 
 CKKS = {"poly_modulus_degree": 8192, "coeff_mod_bit_sizes": [60, 40, 40, 60],
         "global_scale_bits": 40}
 
 
-def run_cell(attack: str, seed: int, encoding: str, args: argparse.Namespace,
-             keep_update: dict) -> dict:
+def run_cell(attack: str, seed: int, encoding: str, args: argparse.Namespace) -> dict:
     config = SimulationConfig(
         dataset="mnist", num_clients=args.clients, malicious_fraction=0.3, attack=attack,
         defenses=("fleml",), rounds=args.rounds, seed=seed, mode="memory",
@@ -53,8 +62,6 @@ def run_cell(attack: str, seed: int, encoding: str, args: argparse.Namespace,
 
     def watch(round_id: int, client: int, blob: bytes) -> None:
         uploads.setdefault(round_id, []).append(len(blob))
-        if encoding == "none" and round_id == 1 and client == 0 and "blob" not in keep_update:
-            keep_update["blob"] = blob  # an honest member's real update, for CKKS
         return None  # publish it unchanged
 
     started = time.perf_counter()
@@ -62,8 +69,7 @@ def run_cell(attack: str, seed: int, encoding: str, args: argparse.Namespace,
     seconds = time.perf_counter() - started
     summary = summarize(records, config)["fleml"]
     return {
-        "attack": attack, "seed": seed, "encoding": encoding,
-        "topk_fraction": args.topk_fraction if encoding == "topk" else None,
+        **cell_key(attack, seed, encoding, args),
         "malicious_clients": config.malicious_clients(),
         "update_bytes_per_member": statistics.mean(b for r in uploads.values() for b in r),
         "upload_bytes_per_round": statistics.mean(sum(r) for r in uploads.values()),
@@ -75,13 +81,37 @@ def run_cell(attack: str, seed: int, encoding: str, args: argparse.Namespace,
     }
 
 
-def ckks_costs(update_blob: bytes, members: int) -> dict:
+def cell_key(attack: str, seed: int, encoding: str, args: argparse.Namespace) -> dict:
+    """What a cell's numbers depend on; finished cells with the same key are reused."""
+    return {"attack": attack, "seed": seed, "encoding": encoding,
+            "topk_fraction": args.topk_fraction if encoding == "topk" else None,
+            "rounds": args.rounds, "clients": args.clients, "samples": args.samples,
+            "test_samples": args.test_samples}
+
+
+def _run(job: tuple) -> dict:
+    configure_threads(1)
+    return run_cell(*job)
+
+
+def honest_update(args: argparse.Namespace) -> torch.Tensor:
+    """Member 0's real round-1 update in the benchmark's federation (seed 0, no attack)."""
+    config = SimulationConfig(dataset="mnist", num_clients=args.clients, seed=0,
+                              max_client_samples=args.samples, mode="memory")
+    task = config.task()
+    x, y = client_data(task, 0)
+    update, _ = local_train(task.initial_model(), get_params(task.initial_model()), x, y,
+                            task.train, make_generator(task.seed, 1, 0))
+    return flatten(update)
+
+
+def ckks_costs(vector: torch.Tensor, members: int) -> dict:
     """Encrypt one real update with CKKS and measure the serialized bytes."""
     try:
         import tenseal as ts
     except ImportError:
         return {"skipped": "tenseal is not installed (pip install tenseal==0.3.18)"}
-    vector = flatten(decode_tensors(update_blob, expected_kind="update").tensors).double()
+    vector = vector.double()
     context = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=CKKS["poly_modulus_degree"],
                          coeff_mod_bit_sizes=CKKS["coeff_mod_bit_sizes"])
     context.global_scale = 2 ** CKKS["global_scale_bits"]
@@ -129,23 +159,42 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=600, help="max samples per member")
     parser.add_argument("--test-samples", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/compression.json")
+    parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
     args = parser.parse_args()
     configure_threads(1)
     started = time.time()
-    cells, keep = [], {}
+    # finished cells are kept (one JSON line each) so an interrupted run resumes
+    partial = args.out.with_suffix(".cells.jsonl")
+    done = {}
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            cell = json.loads(line)
+            done[json.dumps({k: cell[k] for k in cell_key("", 0, "", args)}, sort_keys=True)] = cell
+    jobs, cells = [], {}
     for attack in args.attacks:
         for seed in args.seeds:
             for encoding in args.encodings:
-                cell = run_cell(attack, seed, encoding, args, keep)
-                cells.append(cell)
-                print(f"{attack:>10} seed {seed} {encoding:>5}: "
-                      f"{cell['update_bytes_per_member'] / 1e3:8.1f} kB/update  "
-                      f"acc {100 * cell['final_accuracy']:5.2f}%  "
-                      f"P {cell['detection']['precision']} R {cell['detection']['recall']}  "
-                      f"{cell['seconds']:.0f}s", flush=True)
+                key = json.dumps(cell_key(attack, seed, encoding, args), sort_keys=True)
+                if key in done:
+                    cells[key] = done[key]
+                else:
+                    jobs.append((attack, seed, encoding, args))
+    print(f"{len(cells)} cells kept from {partial}, {len(jobs)} to run", flush=True)
+    with multiprocessing.get_context("fork").Pool(max(1, args.jobs)) as pool:
+        for cell in pool.imap_unordered(_run, jobs):
+            with partial.open("a") as f:
+                f.write(json.dumps(cell) + "\n")
+            cells[json.dumps({k: cell[k] for k in cell_key("", 0, "", args)},
+                             sort_keys=True)] = cell
+            print(f"{cell['attack']:>10} seed {cell['seed']} {cell['encoding']:>5}: "
+                  f"{cell['update_bytes_per_member'] / 1e3:8.1f} kB/update  "
+                  f"acc {100 * cell['final_accuracy']:5.2f}%  "
+                  f"P {cell['detection']['precision']} R {cell['detection']['recall']}  "
+                  f"{cell['seconds']:.0f}s", flush=True)
+    cells = [cells[json.dumps(cell_key(a, s_, e, args), sort_keys=True)]
+             for a in args.attacks for s_ in args.seeds for e in args.encodings]
     summary = summarize_cells(cells, args)
-    ckks = ckks_costs(keep["blob"], args.clients) if "blob" in keep else \
-        {"skipped": "no dense run to take an update from"}
+    ckks = ckks_costs(honest_update(args), args.clients)
     if "bytes_per_update" in ckks:
         dense = summary["none"]["update_bytes_per_member"]
         ckks["update_bytes_vs_dense"] = ckks["bytes_per_update"] / dense
