@@ -21,5 +21,7 @@ run python benchmarks/explorer_bench.py
 run python benchmarks/chain_rounds.py
 run fleml-node simulate --out benchmarks/results/simulate
 run python benchmarks/sweep.py
+# update compression (fp16/int8/top-k) against dense fp32 and a CKKS update (needs tenseal)
+run python benchmarks/compression_bench.py --jobs 2
 # network namespaces need root: the fault table (tests/hosts) is skipped otherwise
 if [ "$(id -u)" = 0 ]; then run python benchmarks/faults.py; else echo "== faults: skipped (needs root)"; fi
