@@ -67,6 +67,31 @@ def cosine_gram(vectors: Tensor) -> Tensor:
     return (gram + gram.T) / 2
 
 
+def closest_peer_cosine(gram: Tensor) -> Tensor:
+    """Each row's largest cosine to another row of a cosine Gram matrix.
+
+    A coalition that sends copies of one crafted vector has a peer at cosine 1; so do rows
+    that would not change the von Neumann entropy if removed with their copy (the Gram
+    matrix is rank-deficient along them). With one row there is no peer: ``-1``.
+
+    Parameters
+    ----------
+    gram : Tensor
+        Cosine Gram matrix, shape ``[n, n]``.
+
+    Returns
+    -------
+    Tensor
+        float64, shape ``[n]``, in ``[-1, 1]``.
+    """
+    gram = gram.to(torch.float64).clamp(-1.0, 1.0)
+    n = gram.shape[0]
+    if n < 2:
+        return torch.full((n,), -1.0, dtype=torch.float64)
+    off = gram.masked_fill(torch.eye(n, dtype=torch.bool), -math.inf)
+    return off.max(dim=1).values
+
+
 def von_neumann_entropy(gram: Tensor) -> Tensor:
     """Von Neumann entropy of ``rho = K / tr(K)``.
 

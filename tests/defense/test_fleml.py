@@ -68,7 +68,8 @@ def test_gross_outlier_is_flagged(model, global_params, validation) -> None:
     result = FLEMLDefense().aggregate(updates, _ctx(model, global_params, validation))
     assert result.flagged_ids == ["c3"]
     assert result.clients[3].coefficient == 0.0
-    assert result.clients[3].reason.startswith("anomaly z=")
+    assert result.clients[3].reason.startswith("magnitude: norm ")
+    assert result.info["flag_tests"]["magnitude"] == ["c3"]
     assert sum(result.coefficients) <= 1.0 + 1e-12
 
 
@@ -86,7 +87,7 @@ def test_honest_round_flags_nobody(model, global_params, validation) -> None:
     assert result.flagged_ids == []
     assert all(c.coefficient > 0 for c in result.clients)
     # d = 15 is too few coordinates for the binned information signals
-    assert set(result.info["signals"]) == {"z_cos", "z_norm", "z_vne", "z_val"}
+    assert set(result.info["signals"]) == {"z_cos", "z_norm", "z_vne", "z_val", "z_peer"}
 
 
 def test_label_flippers_lose_weight_and_fedavg_loses_accuracy(model, validation) -> None:
@@ -156,7 +157,7 @@ def test_fallback_without_validation() -> None:
     updates[6] *= -1.0
     result = FLEMLDefense().aggregate(updates)
     assert result.info["validation"] is False and result.info["meta_losses"] == []
-    assert result.info["signals"] == ["z_cos", "z_norm", "z_vne", "z_ce", "z_mi"]
+    assert result.info["signals"] == ["z_cos", "z_norm", "z_vne", "z_ce", "z_mi", "z_peer"]
     assert result.flagged_ids == ["6"]
     assert float(torch.nn.functional.cosine_similarity(result.update, direction, dim=0)) > 0.95
 
@@ -173,13 +174,34 @@ def test_clip_factor_is_folded_into_the_coefficient(model, global_params, valida
 
 
 def test_never_flags_everyone() -> None:
-    agg = FLEMLDefense()
-    # History says "b" was anomalous, this round "a" is: with two clients each test would
-    # flag one of them; the history test is then dropped so that someone is aggregated.
-    agg.weighter.update_history(["a", "b"], [0.0, 50.0], [1.0, 1.0])
-    updates = torch.tensor([[10.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    result = agg.aggregate(updates, RoundContext(client_ids=["a", "b"]))
-    assert len(result.flagged_ids) < 2
+    # two copies of one vector: each is the other's near-copy; flagging both would leave
+    # nothing to aggregate, so the collusion test is dropped for the round
+    updates = torch.tensor([[1.0, 2.0, 0.0], [1.0, 2.0, 0.0]])
+    result = FLEMLDefense().aggregate(updates, RoundContext(client_ids=["a", "b"]))
+    assert result.flagged_ids == []
+
+
+def test_colluding_copies_are_flagged_and_only_they(model, global_params, validation) -> None:
+    # three members send one crafted vector (mean minus one std: ALIE-like, inside the
+    # benign spread coordinate by coordinate); only the redundancy gives them away
+    updates = _round(global_params, 0, 0)
+    crafted = updates[3:].mean(dim=0) - updates[3:].std(dim=0)
+    updates[:3] = crafted
+    result = FLEMLDefense().aggregate(updates, _ctx(model, global_params, validation))
+    assert result.flagged_ids == ["c0", "c1", "c2"]
+    assert result.info["flag_tests"]["collusion"] == ["c0", "c1", "c2"]
+    assert all(c.reason.startswith("collusion: closest peer cosine 1.0000") for c in
+               result.clients[:3])
+    ablated = FLEMLDefense(flag_collusion=False).aggregate(
+        updates, _ctx(model, global_params, validation))
+    assert "collusion" not in ablated.info["flag_tests"] and ablated.flagged_ids == []
+
+
+def test_earlier_score_rule_is_opt_in(model, global_params, validation) -> None:
+    assert FLEMLDefense().params()["flag_score"] is False
+    result = FLEMLDefense(flag_score=True).aggregate(
+        _round(global_params, 3, 0), _ctx(model, global_params, validation))
+    assert set(result.info["flag_tests"]) == {"collusion", "magnitude", "opposition", "score"}
 
 
 def test_invalid_settings_and_context(model, validation) -> None:
@@ -199,7 +221,7 @@ def test_config_round_trip() -> None:
     config = FLEMLConfig(flag_threshold=4, bins=8, clip=False, meta_steps=3)
     assert config.flag_threshold == 4.0 and isinstance(config.flag_threshold, float)
     as_dict = config.to_dict()
-    assert list(as_dict) == FLEMLConfig.names() and len(as_dict) == 15
+    assert list(as_dict) == FLEMLConfig.names() and len(as_dict) == 21
     assert FLEMLConfig.from_dict(as_dict) == config
     assert json.loads(json.dumps(as_dict)) == as_dict
     by_keywords = make_defense("fleml", **as_dict)
