@@ -142,10 +142,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--chains", default="anvil,anvil-2,clique-1,clique-2,clique-5")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/chain_rounds.json")
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="work in DIR (created, must not exist) and keep it: every node's "
+                             "log, the chain nodes' logs and data, the nodes' state")
     args = parser.parse_args()
     results = []
-    with tempfile.TemporaryDirectory(prefix="fleml-chains-") as tmp, \
-            LocalIpfsDaemon(Path(tmp) / "ipfs") as ipfs:
+    if args.keep is not None:
+        args.keep.mkdir(parents=True)
+        folder = contextlib.nullcontext(str(args.keep))
+    else:
+        folder = tempfile.TemporaryDirectory(prefix="fleml-chains-")
+    with folder as tmp, LocalIpfsDaemon(Path(tmp) / "ipfs") as ipfs:
         for kind in args.chains.split(","):
             work = Path(tmp) / kind
             work.mkdir()

@@ -318,7 +318,8 @@ class PoaNetwork:
 
     # -- commands -----------------------------------------------------------------------------
 
-    def node_command(self, index: int, bootnodes: list[str] | None = None) -> list[str]:
+    def node_command(self, index: int, bootnodes: list[str] | None = None,
+                     start_peers: int | None = None) -> list[str]:
         """The exact argv that runs node `index` (``env NODE_OPTIONS=... node cli.js ...``).
 
         Prefix it with ``ip netns exec NS`` to run the node in a namespace; :meth:`prepare`
@@ -330,12 +331,17 @@ class PoaNetwork:
             The node.
         bootnodes
             Enodes to dial; ``None``: those of every other node known to have started.
+        start_peers
+            Peers a sealer waits for before it seals block 1 (clique-fixes.js fix 8);
+            ``None``: every other node.
         """
         node, folder = self.nodes[index], self.client_dir
+        if start_peers is None:
+            start_peers = len(self.nodes) - 1
         preload = " ".join(f"--require={folder / name}" for name in PRELOADS)
         boot = self._bootnodes(index) if bootnodes is None else bootnodes
         args = ["env", f"NODE_OPTIONS={preload}",
-                f"FLEML_POA_START_PEERS={len(self.nodes) - 1}",  # block 1 waits for all peers
+                f"FLEML_POA_START_PEERS={start_peers}",  # block 1 waits for its peers
                 shutil.which("node") or "node",
                 str(folder / _CLIENT_SCRIPT),
                 "--gethGenesis", str(self.genesis_path),
@@ -343,7 +349,8 @@ class PoaNetwork:
                 "--port", str(node.p2p_port), "--extIP", node.host,
                 "--rpc", "--rpcAddr", node.host, "--rpcPort", str(node.rpc_port),
                 "--discDns", "false", "--discV4", "false",
-                "--logFile", "false", "--logLevel", "info"]
+                "--logFile", "false",
+                "--logLevel", os.environ.get("FLEML_POA_LOG_LEVEL", "info")]
         if node.sealer:
             args += ["--mine", "--unlock", str(self.node_dir(index) / "key")]
         if boot:
@@ -389,7 +396,8 @@ class PoaNetwork:
             raise
         return self
 
-    def start_node(self, index: int, wait: bool = True) -> None:
+    def start_node(self, index: int, wait: bool = True, bootnodes: list[str] | None = None,
+                   start_peers: int | None = None) -> None:
         """Start node `index`, dialling every other node whose enode is known.
 
         Parameters
@@ -398,6 +406,8 @@ class PoaNetwork:
             The node.
         wait
             Also wait until the node imports blocks along with the others.
+        bootnodes, start_peers
+            As for :meth:`node_command` (``bootnodes=[]`` starts it apart from the others).
 
         Raises
         ------
@@ -411,7 +421,7 @@ class PoaNetwork:
             raise PoaError(f"cannot start PoA node {index}: {node.host}:{node.rpc_port} is in use")
         self.prepare()
         offset = self.log_path(index).stat().st_size if self.log_path(index).is_file() else 0
-        self._launch(index)
+        self._launch(index, bootnodes, start_peers)
         node.enode = self._await_enode(index, offset)
         self._save_layout()
         log.info("PoA node %d (%s) up at %s, pid %s", index,
@@ -419,13 +429,15 @@ class PoaNetwork:
         if wait:
             self.wait_advancing()
 
-    def _launch(self, index: int) -> None:
+    def _launch(self, index: int, bootnodes: list[str] | None = None,
+                start_peers: int | None = None) -> None:
         folder = self.node_dir(index)
         folder.mkdir(parents=True, exist_ok=True)
         with open(self.log_path(index), "ab") as out:
             try:
-                popen = subprocess.Popen(self.node_command(index), stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT, cwd=folder,
+                popen = subprocess.Popen(self.node_command(index, bootnodes, start_peers),
+                                         stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, cwd=folder,
                                          start_new_session=self.detached)
             except OSError as err:
                 raise PoaError(f"cannot run node for PoA node {index}: {err}") from err

@@ -3,6 +3,8 @@
 The network tests share one network (module fixture, about 15 s to start): all nodes advance,
 a transaction sent to node 2 is included and seen by nodes 0 and 1, and the chain keeps
 advancing while one of the three sealers is stopped, which then catches up after a restart.
+A soak test forces a Clique fork and checks that the losing block's transaction is mined
+again and that no node answers a receipt naming the displaced block.
 Skipped only when the client is not installed (tools/setup.sh installs it).
 """
 
@@ -124,6 +126,82 @@ def _receipt(w3, tx_hash):  # noqa: ANN001, ANN202 - web3's types
             time.sleep(0.5)
     pytest.fail(f"transaction {tx_hash.hex()} not included on {w3.provider.endpoint_uri} "
                 f"within {RECEIPT_SECONDS} s")
+
+
+@pytest.mark.soak  # about 60 s: three nodes started apart, two restarted
+def test_a_transaction_in_a_block_that_loses_a_fork_is_mined_again(tmp_path: Path) -> None:
+    """Two sealers apart each seal their own block 1; the transaction in the lighter one (out
+    of turn) is mined again in the chain they agree on once they meet (clique-fixes.js fix 10),
+    and no node answers a receipt that names the displaced block (fix 9). Unfixed 0.9.0 loses
+    the transaction for good and keeps answering the displaced block's receipt, as a member of a
+    10-member federation saw: it took its update for submitted (docs/poa-ethereumjs.md)."""
+    net = PoaNetwork(tmp_path, sealers=2, nodes=3, period=PERIOD)
+    net.prepare()
+    signers = [Account.from_key("0x" + key).address.lower() for key in sealer_keys(2)]
+    in_turn = signers.index(sorted(signers, key=lambda a: int(a, 16))[1])  # block 1 % 2 signers
+    light, heavy, follower = 1 - in_turn, in_turn, 2
+    try:
+        # the heavy sealer alone seals its block 1 (in turn); the light one waits for a peer
+        net.start_node(heavy, wait=False, bootnodes=[], start_peers=0)
+        net.start_node(light, wait=False, bootnodes=[], start_peers=1)
+        nodes = {index: connect(net.rpc_urls[index]) for index in (light, heavy)}
+        sender = Account.from_key(anvil.test_keys(1)[0])
+        tx_hash = nodes[light].eth.send_raw_transaction(sender.sign_transaction({
+            "to": "0x000000000000000000000000000000000000dEaD", "value": 1, "gas": 21000,
+            "gasPrice": nodes[light].eth.gas_price, "chainId": nodes[light].eth.chain_id,
+            "nonce": 0}).raw_transaction)
+        # its peer is a follower that has never heard of the heavy one: block 1' holds the tx
+        net.start_node(follower, wait=False, bootnodes=[net.nodes[light].enode])
+        nodes[follower] = connect(net.rpc_urls[follower])
+        displaced = _receipt(nodes[light], tx_hash)
+        _wait_height(nodes[heavy], 1)
+        assert displaced["blockNumber"] == 1
+        assert displaced["blockHash"] != nodes[heavy].eth.get_block(1)["hash"]
+
+        # the heavy sealer restarts dialling the others: they take its (heavier) block 1
+        net.stop_node(heavy)
+        net.start_node(heavy, wait=False,
+                       bootnodes=[net.nodes[light].enode, net.nodes[follower].enode])
+        found: dict[int, bytes] = {}
+        deadline = time.monotonic() + RECEIPT_SECONDS
+        while len(found) < len(nodes) and time.monotonic() < deadline:
+            for index, w3 in nodes.items():
+                receipt = _canonical_receipt(w3, tx_hash)
+                if receipt is not None and receipt["blockHash"] != displaced["blockHash"]:
+                    found[index] = receipt["blockHash"]
+            time.sleep(0.2)
+        assert len(found) == len(nodes), (
+            f"the transaction of the displaced block was not mined again within "
+            f"{RECEIPT_SECONDS} s (seen on nodes {sorted(found)})")
+        assert len(set(found.values())) == 1
+    finally:
+        net.stop()
+
+
+def _canonical_receipt(w3, tx_hash):  # noqa: ANN001, ANN202 - web3's types
+    """The node's receipt of the transaction, None before it has one; fails when the node
+    answers a receipt whose block is not the one its chain holds at that height (twice in a
+    row: the node may switch chains between the two reads)."""
+    for _ in range(2):
+        try:
+            receipt = w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            return None
+        canonical = w3.eth.get_block(receipt["blockNumber"])["hash"]
+        if receipt["blockHash"] == canonical:
+            return receipt
+        time.sleep(1.0)
+    pytest.fail(f"{w3.provider.endpoint_uri} answered a receipt in block "
+                f"{receipt['blockNumber']} {receipt['blockHash'].hex()}, not in its chain "
+                f"({canonical.hex()})")
+
+
+def _wait_height(w3, height: int) -> None:  # noqa: ANN001 - web3's type
+    deadline = time.monotonic() + RECEIPT_SECONDS
+    while w3.eth.block_number < height:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{w3.provider.endpoint_uri} did not reach block {height}")
+        time.sleep(0.5)
 
 
 @pytest.mark.soak  # about 60 s: devnet up (3 nodes, IPFS, 6 transactions) and down

@@ -29,6 +29,14 @@
 //    peers (fleml_node.devnet.poa sets n to the number of other nodes); later blocks never wait.
 //    Fix 1 also treats an announced block at our own height with another hash as a fork to
 //    fetch, so a node on the lighter side of a fork learns of the heavier one from hashes alone.
+// 9. eth_getTransactionReceipt answers from a transaction index that still names a block a
+//    Clique fork has displaced (the node executed that block when it sealed or imported it), so a
+//    sender sees its transaction "mined" in a block that is not in the chain. Here a receipt is
+//    answered only for a canonical block (null otherwise, so the sender waits and resends).
+// 10. The transactions of a block that loses a fork are lost: 0.9.0 takes a block's transactions
+//    out of the pool when the block arrives or is sealed, canonical or not, and never puts them
+//    back. Here they go back into the pool, and out to the peers, once their block is displaced
+//    and no canonical block holds them (as geth does on a reorg).
 // 6. eth_call returns the output even when the call failed (a revert, an invalid opcode), so a
 //    reverted read looks like an empty success and an opcode probe always "passes". Here a
 //    failed call is an error, as upstream PR #3547 (0.10.x) does (codes as geth: 3 for a revert,
@@ -167,9 +175,115 @@ Eth.prototype.call = async function (params) {
 const getTransactionReceipt = Eth.prototype.getTransactionReceipt;
 Eth.prototype.getTransactionReceipt = async function (params) {
   try {
+    // fix 9: the tx index keeps naming a block that a fork displaced (the node executed it
+    // when it sealed or imported it); a receipt is only answered for a canonical block
+    const found = await this.receiptsManager?.getReceiptByTxHash(util.hexToBytes(params[0]));
+    if (found && !(await isCanonical(this._chain, found[1]))) return null;
     return await getTransactionReceipt.call(this, params);
   } catch (error) {
     if (/not found in DB/.test(String(error?.message ?? error))) return null;
     throw error;
   }
 };
+
+async function isCanonical(chain, blockHash) {
+  const block = await chain.getBlock(blockHash);
+  if (block.header.number > chain.headers.height) return false;
+  return util.equalsBytes((await chain.getBlock(block.header.number)).hash(), blockHash);
+}
+
+// fix 10: a transaction mined in a block that then loses a Clique fork goes back to the pool.
+// 0.9.0 removes a block's transactions from the pool when the block arrives or is sealed
+// (TxPool.removeNewBlockTxs), whether or not the block stays canonical, and nothing puts them
+// back (geth does: core/txpool reorg handling). Every removed transaction is watched for
+// REPOOL_WINDOW_MS; once its block is no longer canonical and no canonical block from a little
+// before it up to the head holds it, it is put back into this node's pool and sent to every
+// peer again (their pools dropped it too when the displaced block reached them).
+const { TxPool } = load('service/txpool.js');
+const REPOOL_WINDOW_MS = 120000;
+const REPOOL_SETTLE_MS = 1000; // let a fork settle before judging
+const REPOOL_DEPTH = 32n; // how far before the displaced block a canonical copy is looked for
+const removeNewBlockTxs = TxPool.prototype.removeNewBlockTxs;
+TxPool.prototype.removeNewBlockTxs = function (newBlocks) {
+  if (this.running) {
+    this.flemlMined ??= new Map();
+    for (const block of newBlocks) {
+      for (const tx of block.transactions) {
+        this.flemlMined.set(util.bytesToUnprefixedHex(tx.hash()),
+          { tx, number: block.header.number, blockHash: block.hash(), at: Date.now() });
+      }
+    }
+    if (this.flemlRepool === undefined) {
+      this.flemlRepool = setInterval(() => {
+        repoolDisplaced(this).catch((error) =>
+          this.config.logger.debug(`clique-fixes: re-pool check failed: ${error}`));
+      }, 1000);
+      this.flemlRepool.unref?.();
+    }
+  }
+  return removeNewBlockTxs.call(this, newBlocks);
+};
+
+async function repoolDisplaced(pool) {
+  if (pool.flemlBusy || !pool.running || pool.flemlMined.size === 0) return;
+  pool.flemlBusy = true;
+  try {
+    const chain = pool.service.chain;
+    const head = chain.headers.height;
+    const canonical = new Map();
+    const at = async (n) => {
+      if (!canonical.has(n)) canonical.set(n, await chain.getBlock(n));
+      return canonical.get(n);
+    };
+    const back = [];
+    const now = Date.now();
+    for (const [hash, entry] of pool.flemlMined) {
+      if (now - entry.at > REPOOL_WINDOW_MS) {
+        pool.flemlMined.delete(hash);
+        continue;
+      }
+      if (now - entry.at < REPOOL_SETTLE_MS) continue;
+      if (entry.number <= head && util.equalsBytes((await at(entry.number)).hash(), entry.blockHash)) {
+        continue; // still canonical: keep watching
+      }
+      let mined;
+      const from = entry.number > REPOOL_DEPTH ? entry.number - REPOOL_DEPTH : 1n;
+      for (let n = from; n <= head && mined === undefined; n++) {
+        const block = await at(n);
+        if (block.transactions.some((tx) => util.equalsBytes(tx.hash(), entry.tx.hash()))) mined = block;
+      }
+      if (mined !== undefined) {
+        // in another canonical block: watch that one instead
+        Object.assign(entry, { number: mined.header.number, blockHash: mined.hash() });
+        continue;
+      }
+      pool.flemlMined.delete(hash);
+      if (putBack(pool, entry.tx, hash)) back.push(entry.tx);
+    }
+    if (back.length > 0) {
+      const peers = pool.service.pool.peers;
+      for (const peer of peers) {
+        const known = pool.knownByPeer.get(peer.id);
+        if (known) pool.knownByPeer.set(peer.id, known.filter((k) => !back.some((tx) => k.hash === util.bytesToUnprefixedHex(tx.hash()))));
+      }
+      pool.sendTransactions(back, peers);
+      pool.config.logger.info(`clique-fixes: ${back.length} transaction(s) of a block that lost a fork back in the pool: ${back.map((tx) => util.bytesToHex(tx.hash())).join(' ')}`);
+    }
+  } finally {
+    pool.flemlBusy = false;
+  }
+}
+
+function putBack(pool, tx, hash) {
+  // TxPool.add without its validation: that reads the head's state, which may not be
+  // executed yet; the miner checks nonces and balances when it builds a block anyway
+  const address = tx.getSenderAddress().toString().slice(2);
+  const pooled = pool.pool.get(address) ?? [];
+  if (pooled.some((entry) => entry.hash === hash || entry.tx.nonce === tx.nonce)) return false;
+  const added = Date.now();
+  pooled.push({ tx, added, hash });
+  pool.pool.set(address, pooled);
+  pool.handled.set(hash, { address, added });
+  pool.txsInPool++;
+  return true;
+}
