@@ -46,7 +46,7 @@ from fleml_node.chain.contract import (
     SubmissionMode,
     tx_hash,
 )
-from fleml_node.chain.events import ChainEvent, fetch_events, round_events
+from fleml_node.chain.events import ChainEvent, LogWatch, fetch_events, round_events
 from fleml_node.defense import Defense
 from fleml_node.defense.base import tensor_sha256
 from fleml_node.history import base_round, published_state_after
@@ -189,8 +189,12 @@ class AggregatorNode:
         return "opened"
 
     def run(self, poll_interval: float = 1.0, on_step: Callable[[str], None] | None = None,
-            backoff: Backoff | None = None) -> list[RoundSummary]:
+            backoff: Backoff | None = None, use_filter: bool = True) -> list[RoundSummary]:
         """Step until round `until_round` is finalized; never give up on an outage.
+
+        While a round waits for submissions the node steps again when its log filter reports
+        new consortium logs (each submission is then verified at once), and at least every
+        `poll_interval` seconds (see :class:`~fleml_node.chain.events.LogWatch`).
 
         A transient failure (RPC or IPFS down, a receipt that did not come) is retried with
         capped backoff for as long as it lasts; the chain holds the round's state, so a retried
@@ -198,6 +202,7 @@ class AggregatorNode:
         the chain in case it changes (e.g. the operator restores this node's role).
         """
         backoff = backoff or Backoff(base=poll_interval)
+        watch = LogWatch(self.consortium, poll_interval, use_filter)
         last_permanent = ""
         while True:
             try:
@@ -221,9 +226,14 @@ class AggregatorNode:
             if did == "done":
                 return self.summaries
             if did == "waiting":
-                time.sleep(poll_interval)
+                watch.wait()
 
     # -- verifying updates as they arrive -----------------------------------------------
+    @property
+    def collector(self) -> UpdateCollector | None:
+        """The open round's collector (None before a round is seen open, and after it)."""
+        return self._collector
+
     def watch(self, info: RoundInfo | None = None) -> int:
         """Start verifying the open round's updates submitted since the last look.
 
@@ -672,6 +682,10 @@ class UpdateCollector:
                 (e for e in self.entries.values() if not e.verdict), key=lambda e: e.index)):
             entry.row = position
         return self.matrix[:len(rows)]
+
+    def settle(self) -> None:
+        """Wait for the fetches under way (benchmarks and tests; the close waits anyway)."""
+        self._wait()
 
     def _wait(self) -> None:
         for future in list(self._running.values()):

@@ -42,7 +42,7 @@ from fleml_node.chain.contract import (
     new_salt,
     tx_hash,
 )
-from fleml_node.chain.events import ChainEvent, EventFollower
+from fleml_node.chain.events import ChainEvent, EventFollower, LogWatch
 from fleml_node.learning import ParamSpec, get_params, local_train, make_generator
 from fleml_node.retry import Backoff, is_transient
 from fleml_node.round_engine import encode_update
@@ -132,16 +132,21 @@ class ClientNode:
         return handled
 
     def run(self, poll_interval: float = 1.0, max_rounds: int | None = None,
-            backoff: Backoff | None = None) -> None:
+            backoff: Backoff | None = None, use_filter: bool = True) -> None:
         """Follow the chain until stopped (Ctrl-C) or `max_rounds` updates are submitted.
 
+        Polls when the node's log filter reports new consortium logs, and at least every
+        `poll_interval` seconds (only then on a node without log filters, or with
+        `use_filter` False; see :class:`~fleml_node.chain.events.LogWatch`).
         A poll that fails for a transient reason (RPC or IPFS down) is retried with capped
         backoff for as long as the outage lasts; other errors are bugs and propagate.
         """
         log.info("client %s following consortium %s", self.address, self.consortium.address)
         backoff = backoff or Backoff(base=poll_interval)
+        watch = LogWatch(self.consortium, poll_interval, use_filter)
         while True:
             try:
+                watch.wait()
                 self.poll_once()
             except Exception as exc:
                 if not is_transient(exc):
@@ -152,7 +157,6 @@ class ClientNode:
             done = [s for s in self.history if s.status == "submitted"]
             if max_rounds is not None and len(done) >= max_rounds:
                 return
-            time.sleep(poll_interval)
 
     def handle(self, event: ChainEvent) -> bool:
         """React to one contract event; True when it acted (the follower saves its cursor)."""

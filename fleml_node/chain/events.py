@@ -26,6 +26,7 @@ from typing import Any
 from eth_utils import keccak
 from eth_utils.abi import event_abi_to_log_topic
 from web3.contract.contract import ContractEvent
+from web3.exceptions import Web3RPCError
 
 from fleml_node.chain.contract import Consortium, RoundStatus
 
@@ -313,3 +314,94 @@ def _by_block(events: list[ChainEvent]) -> Iterator[tuple[int, list[ChainEvent]]
         current.append(event)
     if current:
         yield current[0].block_number, current
+
+
+FILTER_CHECK_SECONDS = 0.1
+"""How often a node asks its log filter for changes between full polls."""
+
+
+class LogWatch:
+    """When to poll: new consortium logs from a log filter, else a fixed interval.
+
+    A node's follower reads events by block range from its cursor, which is what makes it
+    exact across restarts and reorgs; this only says when reading is worth it. It installs a
+    log filter on the contract (``eth_newFilter``) and asks it for changes
+    (``eth_getFilterChanges``, one cheap call) every `FILTER_CHECK_SECONDS`: a node wakes
+    within a tenth of a second of a new event instead of up to a poll interval later, and
+    still does a full poll every `poll_interval` (confirmations on top of an event, deadlines,
+    reveals). A node without log filters, or one that forgot ours (restarted, or expired it),
+    falls back: no filter means plain polling every `poll_interval`; a lost filter is
+    installed again and counts as news.
+
+    Parameters
+    ----------
+    consortium
+        The contract binding.
+    poll_interval
+        Seconds between full polls whatever the filter says.
+    use_filter
+        False: plain polling, as on a node known to lack filters.
+    """
+
+    def __init__(self, consortium: Consortium, poll_interval: float,
+                 use_filter: bool = True) -> None:
+        self.consortium = consortium
+        self.poll_interval = poll_interval
+        self.supported: bool | None = None if use_filter else False
+        self._filter_id: Any = None
+        self._last_poll = float("-inf")
+
+    @property
+    def mode(self) -> str:
+        """``filter``, ``polling`` (no filters on this node), or ``unknown`` (not tried yet)."""
+        return {True: "filter", False: "polling", None: "unknown"}[self.supported]
+
+    def changes(self) -> bool | None:
+        """Whether logs of the consortium came since the last call; None without a filter."""
+        if self.supported is False:
+            return None
+        w3 = self.consortium.w3
+        try:
+            if self._filter_id is None:
+                self._filter_id = w3.eth.filter({"address": self.consortium.address}).filter_id
+                self.supported = True
+                return True  # what came before the filter is unknown: poll once
+            return bool(w3.eth.get_filter_changes(self._filter_id))
+        except Web3RPCError as exc:
+            if self._filter_id is None and self.supported is None:
+                log.info("the chain node offers no log filters (%s); polling every %.1f s",
+                         exc, self.poll_interval)
+                self.supported = False
+                return None
+            log.info("log filter lost (%s); installing a new one", exc)
+            self._filter_id = None
+            return True
+
+    def wait(self, stop_after: float | None = None) -> str:
+        """Block until a poll is due; returns why: ``logs`` or ``interval``.
+
+        `stop_after` bounds the wait (seconds) for callers that do other timed work.
+        """
+        limit = time.monotonic() + (self.poll_interval if stop_after is None else stop_after)
+        while True:
+            now = time.monotonic()
+            if now - self._last_poll >= self.poll_interval or now >= limit:
+                self._last_poll = now
+                return "interval"
+            try:
+                news = self.changes()
+            except Exception as exc:  # the node is away: the poll's own backoff handles it
+                from fleml_node.retry import is_transient
+
+                if not is_transient(exc):
+                    raise
+                self._last_poll = time.monotonic()
+                return "interval"
+            if news:
+                self._last_poll = time.monotonic()
+                return "logs"
+            if self.supported is False:
+                time.sleep(max(0.0, min(limit, self._last_poll + self.poll_interval)
+                               - time.monotonic()))
+                continue
+            time.sleep(FILTER_CHECK_SECONDS)
