@@ -173,6 +173,7 @@ class ClientNode:
     def take_part(self, round_id: int, model_hash: bytes, model_cid: str,
                   deadline: int) -> ClientRoundStats:
         """Do this member's part of a round, once; safe to call again after a crash."""
+        started = time.perf_counter()
         last_round, _ = self.consortium.latest_commitment(self.address)
         if last_round == round_id:
             log.info("round %d: already submitted, nothing to do", round_id)
@@ -194,6 +195,8 @@ class ClientNode:
             # repeating cannot mend these: skip the round, keep following the chain
             log.warning("round %d: skipped: %s", round_id, exc)
             stats.status, stats.reason = "failed", str(exc)
+        # everything this round cost the member, its reads of the round included
+        stats.seconds["total"] = time.perf_counter() - started
         return stats
 
     def _train(self, stats: ClientRoundStats, model_hash: bytes, model_cid: str) -> bytes:
@@ -207,9 +210,12 @@ class ClientNode:
         update, train_stats = local_train(self.model, payload.tensors, self.x, self.y,
                                           self.task.train, generator, attack=self.attack)
         stats.loss_before, stats.loss_after = train_stats.loss_before, train_stats.loss_after
-        stats.seconds = {"fetch": t1 - t0, "train": time.perf_counter() - t1}
+        t2 = time.perf_counter()
         # refuses NaN/Inf; names this member, so nobody else can submit these bytes as theirs
-        return encode_update(update, stats.round_id, stats.samples, self.address, self.encoder)
+        blob = encode_update(update, stats.round_id, stats.samples, self.address, self.encoder)
+        stats.seconds = {"fetch": t1 - t0, "train": t2 - t1,
+                         "encode": time.perf_counter() - t2}
+        return blob
 
     def _train_and_submit(self, stats: ClientRoundStats, model_hash: bytes, model_cid: str,
                           deadline: int) -> None:
