@@ -12,9 +12,11 @@ members connect to its nodes in turn, so their transactions travel between seale
 * ``clique-T``: three @ethereumjs/client sealers, Clique period T s (fleml_node.devnet.poa).
 
 Per round it records the seconds from one round's finalization to the next (round 1: from its
-opening), the blocks it spanned and the gas of every transaction of the round (open, submit,
-close, finalize) from the receipts. Results: benchmarks/results/chain_rounds.json with config,
-seed and machine. Run it on a quiet machine: the nodes compete for its CPUs.
+opening), the blocks it spanned, the gas of every transaction of the round (open, submit,
+close, finalize) from the receipts and the members whose update is not in it. Results:
+benchmarks/results/chain_rounds.json with config, seed, machine and the load average before
+and after each chain. Run it on a quiet machine (the nodes compete for its CPUs), e.g. under
+``flock /tmp/fleml-timing.lock``; ``--keep DIR`` keeps every node's log and the chain data.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -78,6 +81,7 @@ def chain(kind: str, work: Path, accounts: int) -> Iterator[tuple[list[str], Pat
 
 def run(kind: str, members: int, rounds: int, ipfs_api: str, work: Path) -> dict:
     keys = test_keys(members + 2)
+    load_before = os.getloadavg()
     with chain(kind, work, members + 2) as (urls, log, described):
         w3 = connect(urls[0])
         profile = replace(load_profile("clique"), block_time=described["block_time"]) \
@@ -91,9 +95,11 @@ def run(kind: str, members: int, rounds: int, ipfs_api: str, work: Path) -> dict
             fed.wait_ready(*clients, timeout=600)
             fed.aggregator("--rounds", str(rounds), "--round-seconds", "120")
             fed.wait_status(rounds, RoundStatus.FINALIZED, timeout=ROUND_TIMEOUT * rounds)
-            per_round = [_retrying(lambda r=r: _round(fed, r)) for r in range(1, rounds + 1)]
+            per_round = [_retrying(lambda r=r: _round(fed, r, members))
+                         for r in range(1, rounds + 1)]
         finally:
             fed.stop_all()
+        load_after = os.getloadavg()
     previous = None
     for entry in per_round:
         entry["open_to_finalized"] = entry["finalized_at"] - entry["opened_at"]
@@ -102,6 +108,8 @@ def run(kind: str, members: int, rounds: int, ipfs_api: str, work: Path) -> dict
         previous = entry["finalized_at"]
     steady = [r["seconds"] for r in per_round[1:]] or [per_round[0]["seconds"]]
     return {"chain": kind, "described": described, "rpc_nodes": len(urls),
+            "loadavg_before": load_before, "loadavg_after": load_after,
+            "repooled_transactions": _repooled(work),
             "rounds": per_round, "median_seconds_per_round": statistics.median(steady),
             "median_gas_per_round": int(statistics.median(r["gas"] for r in per_round))}
 
@@ -118,12 +126,24 @@ def _retrying(read, attempts: int = 10):  # noqa: ANN001,ANN202
     raise AssertionError("unreachable")
 
 
-def _round(fed: Federation, round_id: int) -> dict:
+def _repooled(work: Path) -> int:
+    """Transactions the Clique nodes put back into their pools after their block lost a fork
+    (clique-fixes.js fix 10; the nodes' logs count them, one line per node and batch)."""
+    found = 0
+    for log in (work / "poa").glob("node*/node.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if "back in the pool:" in line:
+                found += len(line.split("back in the pool:", 1)[1].split())
+    return found
+
+
+def _round(fed: Federation, round_id: int, members: int) -> dict:
     events = round_events(fed.reader, round_id)
     w3 = fed.reader.w3
     hashes = {e.tx_hash for found in events.values() for e in found}
     gas = sum(w3.eth.get_transaction_receipt(h)["gasUsed"] for h in hashes)
     opened, finalized = events["RoundOpened"][0], events["RoundFinalized"][-1]
+    submitted = {e.args["member"] for e in events.get("UpdateSubmitted", [])}
     return {
         "round": round_id,
         "opened_at": w3.eth.get_block(opened.block_number)["timestamp"],
@@ -131,6 +151,8 @@ def _round(fed: Federation, round_id: int) -> dict:
         "blocks": finalized.block_number - opened.block_number,
         "open_to_finalized": None,
         "submissions": len(events.get("UpdateSubmitted", [])),
+        # members (by index) whose update is not in the round
+        "missed": [i for i in range(members) if fed.member(i) not in submitted],
         "transactions": len(hashes),
         "gas": gas,
     }
@@ -152,6 +174,16 @@ def main() -> None:
         folder = contextlib.nullcontext(str(args.keep))
     else:
         folder = tempfile.TemporaryDirectory(prefix="fleml-chains-")
+    out = {
+        "benchmark": "chain_rounds",
+        "config": {"members": args.members, "rounds": args.rounds, "dataset": "mnist",
+                   "samples_per_member": 60, "seed": 3, "defense": "fleml",
+                   "round_seconds": 120, "chains": args.chains,
+                   "execution": "one process per node, all on this machine"},
+        "machine": machine_info(),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": results,
+    }
     with folder as tmp, LocalIpfsDaemon(Path(tmp) / "ipfs") as ipfs:
         for kind in args.chains.split(","):
             work = Path(tmp) / kind
@@ -161,17 +193,27 @@ def main() -> None:
             result["wall_seconds"] = time.perf_counter() - started
             results.append(result)
             print(f"{kind}: {result['median_seconds_per_round']:.1f} s/round, "
-                  f"{result['median_gas_per_round']:,} gas/round", flush=True)
-    out = {
-        "benchmark": "chain_rounds",
-        "config": {"members": args.members, "rounds": args.rounds, "dataset": "mnist",
-                   "samples_per_member": 60, "seed": 3, "defense": "fleml",
-                   "execution": "one process per node, all on this machine"},
-        "machine": machine_info(),
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "results": results,
-    }
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+                  f"{result['median_gas_per_round']:,} gas/round, missed "
+                  f"{[r['missed'] for r in result['rounds']]}", flush=True)
+            out["growth_with_block_time"] = _fit(results)
+            # written after every chain: a later chain's failure keeps the earlier results
+            args.out.write_text(json.dumps(out, indent=2) + "\n")
+
+
+def _fit(results: list[dict]) -> dict | None:
+    """Least-squares line through the Clique chains' median seconds per round against their
+    block period: seconds = intercept + slope * period (None with fewer than two periods)."""
+    points = [(r["described"]["block_time"], r["median_seconds_per_round"])
+              for r in results if r["chain"].startswith("clique")]
+    if len({x for x, _ in points}) < 2:
+        return None
+    mean_x = statistics.fmean(x for x, _ in points)
+    mean_y = statistics.fmean(y for _, y in points)
+    slope = (sum((x - mean_x) * (y - mean_y) for x, y in points)
+             / sum((x - mean_x) ** 2 for x, _ in points))
+    return {"model": "median_seconds_per_round = intercept + slope * clique_period_s",
+            "slope_rounds_seconds_per_period_second": slope,
+            "intercept_seconds": mean_y - slope * mean_x, "points": points}
 
 
 if __name__ == "__main__":
