@@ -1,0 +1,78 @@
+"""CI slice of the effectiveness suite: the pipeline, the store and the tables, not numbers.
+
+One dataset, two attacks (one colluding, one data poisoning) and the clean reference, two
+defenses, one seed, one tiny round: seconds, not the suite's hours.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def suite():
+    spec = importlib.util.spec_from_file_location("effectiveness",
+                                                  ROOT / "benchmarks/effectiveness.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SLICE = ["--quick", "--datasets", "mnist", "--attacks", "none", "alie", "label_flip",
+         "--seeds", "1", "--defenses", "fedavg", "fleml",
+         "--set", "rounds=1", "num_clients=5", "max_client_samples=20", "validation_size=40",
+         "test_samples=100"]
+
+
+def test_config_builds_every_attack_for_every_defense(suite):
+    spec = suite.load_spec()
+    quick = suite.build_cells(spec, "quick")
+    assert {c.attack_key for c in quick} == set(spec["attacks"])
+    assert all(set(c.defenses) == set(spec["defenses"]) for c in quick)
+    assert len(spec["defenses"]) == 7 and len({c.seed for c in quick}) >= 3
+    assert {c.dataset for c in quick} == {"mnist", "fashion_mnist"}
+    full = suite.build_cells(spec, "full", datasets=["mnist"])
+    assert {c.base["num_clients"] for c in full} == {20, 50}
+    assert {c.base["rounds"] for c in full} == {30}
+    assert {c.base["alpha"] for c in full} == {0.5, 0.1}
+    # clean cells do not depend on the malicious share: one per (clients, alpha, seed)
+    assert sum(c.attack == "none" for c in full) == 2 * 2 * 3
+
+
+def test_unknown_attack_row_is_refused(suite):
+    with pytest.raises(ValueError, match="unknown attack rows"):
+        suite.build_cells(suite.load_spec(), "quick", attacks=["nope"])
+
+
+def test_slice_runs_stores_resumes_and_renders(suite, tmp_path, capsys):
+    stem, store = tmp_path / "eff", tmp_path / "cells"
+    argv = SLICE + ["--out", str(stem), "--results-dir", str(store)]
+    assert suite.main(argv) == 0
+    stored = sorted(store.glob("*.json"))
+    assert len(stored) == 3
+    data = json.loads(stem.with_suffix(".json").read_text())
+    assert {c["attack"] for c in data["cells"]} == {"none", "alie", "label_flip"}
+    assert all(set(c["defenses"]) == {"fedavg", "fleml"} for c in data["cells"])
+    assert data["machine"]["device"] == "cpu"
+    by_attack = {c["attack"]: c for c in data["cells"]}
+    assert by_attack["none"]["malicious_clients"] == []
+    assert len(by_attack["alie"]["malicious_clients"]) == 2  # 30% of 5
+    table = stem.with_suffix(".md").read_text()
+    assert "| attack |" in table and "## Detection targets" in table
+    assert "## Accuracy targets" in table and "The paper's claims" in table
+    # a second run finds every cell stored and runs none of them again
+    mtimes = [p.stat().st_mtime_ns for p in stored]
+    capsys.readouterr()
+    assert suite.main(argv) == 0
+    assert "3 cells (3 already stored)" in capsys.readouterr().out
+    assert [p.stat().st_mtime_ns for p in stored] == mtimes
+    # --table re-renders from the saved data alone
+    stem.with_suffix(".md").unlink()
+    assert suite.main(["--quick", "--table", "--out", str(stem)]) == 0
+    assert stem.with_suffix(".md").read_text() == table
