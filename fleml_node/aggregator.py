@@ -93,6 +93,7 @@ class RoundSummary(DecisionsView):
     bytes_down: int = 0
     bytes_up: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    matrix_bytes: int = 0  # the preallocated update matrix the round was verified into
 
 
 class AggregatorNode:
@@ -376,10 +377,12 @@ class AggregatorNode:
         # the next round builds on this result once it is accepted (its hash says so)
         self._published_base = (published["result_hash"], outcome.result_params)
         outcome.updates = None  # a view of the collector's matrix, released now
+        matrix_bytes = collector.matrix.numel() * collector.matrix.element_size()
         self._drop_collector()
         self._summarize(outcome, received, published, receipt,
                         {"fetch_verify": t1 - t0, "defense": t2 - t1, "publish": t3 - t2,
                          "chain": t4 - t3})
+        self.summaries[-1].matrix_bytes = matrix_bytes
 
     def _base_params(self, info: RoundInfo, cid: str) -> dict[str, Tensor]:
         """The round's base model: the one this process published for it, else from IPFS."""
