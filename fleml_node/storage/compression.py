@@ -313,6 +313,8 @@ def decode_update(data: bytes, codec: Codec, *, expected_round: int | None = Non
     spec = _spec_from_json(document["spec"])
     if not spec:
         raise MalformedPayload("FLEML metadata 'spec' lists no tensors")
+    if len(spec) > limits.max_tensors:
+        raise PayloadTooLarge(f"{len(spec)} tensors, above the cap of {limits.max_tensors}")
     numel = sum(math.prod(shape) for _, shape in spec)
     if 4 * numel > limits.max_bytes:
         raise PayloadTooLarge(f"the spec describes {numel} values; dense they exceed the cap "
