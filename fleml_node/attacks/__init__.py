@@ -20,12 +20,16 @@ name                   module.class                                   poisons
 ``ipm``                ``ipm.IPMAttack``                              coalition
 ``min_max``            ``min_max.MinMaxAttack``                       coalition
 ``min_sum``            ``min_max.MinSumAttack``                       coalition
+``fleml_adaptive``     ``adaptive.FLEMLAdaptiveAttack``               coalition
 =====================  =============================================  ===============
 
 Sources: ``model_replacement`` Bagdasaryan et al., AISTATS 2020 (``gamma * update``,
 ``gamma = n / eta``); ``alie`` Baruch et al., NeurIPS 2019 (``mean - z * std``); ``ipm`` Xie,
 Koyejo and Gupta, UAI 2020 (``-epsilon * mean``); ``min_max`` / ``min_sum`` Shejwalkar and
-Houmansadr, NDSS 2021 (``mean + gamma * p``, largest ``gamma`` inside the benign distances).
+Houmansadr, NDSS 2021 (``mean + gamma * p``, largest ``gamma`` inside the benign distances);
+``fleml_adaptive`` knows FLEML and the validation set and pushes an IPM/ALIE/loss-ascent
+direction only as far as FLEML's own per-client features stay inside the benign quantiles and
+its validation alignment stays positive.
 
 *Coalition* attacks (:class:`~fleml_node.attacks.coalition.CoalitionAttack`) collude: once per
 round, after every member trained, :meth:`~fleml_node.attacks.coalition.CoalitionAttack.craft`
@@ -40,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from fleml_node.attacks.adaptive import FLEMLAdaptiveAttack
 from fleml_node.attacks.alie import ALIEAttack, alie_z
 from fleml_node.attacks.backdoor import BackdoorAttack, Trigger, stamp_trigger
 from fleml_node.attacks.base import Attack
@@ -64,6 +69,7 @@ ATTACKS: dict[str, type[Attack]] = {
         IPMAttack,
         MinMaxAttack,
         MinSumAttack,
+        FLEMLAdaptiveAttack,
     )
 }
 
@@ -100,6 +106,7 @@ __all__ = [
     "BackdoorAttack",
     "CoalitionAttack",
     "CoalitionContext",
+    "FLEMLAdaptiveAttack",
     "GaussianNoiseAttack",
     "IPMAttack",
     "KNOWLEDGE",

@@ -183,6 +183,7 @@ def test_factory_and_describe(data, update):
         "ipm",
         "min_max",
         "min_sum",
+        "fleml_adaptive",
     }
     honest = make_attack("none")
     x, y = data
