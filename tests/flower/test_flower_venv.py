@@ -1,4 +1,5 @@
-"""From the main suite: run tests/flower in the Flower venv, and check that the runtime package
+"""From the main suite: run the Flower and Ray tests in the Flower venv (tests/flower and
+tests/experiments/test_ray.py; soak tests stay deselected), and check that the runtime package
 needs no brownie (which is why Flower can have a venv without it)."""
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ FLOWER_PYTHON = ROOT / ".fleml/flower-venv/bin/python"
 @pytest.mark.skipif(not FLOWER_PYTHON.exists(),
                     reason="no .fleml/flower-venv (tools/setup.sh step 9; FLEML_FLOWER=0 skips "
                            "it): the Flower tests cannot run")
-def test_flower_tests_pass_in_the_flower_venv():
+def test_flower_and_ray_tests_pass_in_the_flower_venv():
     env = {**os.environ, "RAY_local_fs_capacity_threshold": "0.99"}
     proc = subprocess.run(
         [str(FLOWER_PYTHON), "-m", "pytest", "-p", "no:pytest-brownie", "-p", "no:cacheprovider",
          "-q", "--durations=5", str(ROOT / "tests/flower/test_strategy.py"),
-         str(ROOT / "tests/flower/test_simulation.py")],
+         str(ROOT / "tests/flower/test_simulation.py"),
+         str(ROOT / "tests/experiments/test_ray.py")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, tail
