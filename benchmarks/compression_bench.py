@@ -160,7 +160,12 @@ def main() -> None:
     parser.add_argument("--test-samples", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/compression.json")
     parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    parser.add_argument("--render", action="store_true",
+                        help="only write <out>.md (the README's table) from an existing <out>")
     args = parser.parse_args()
+    if args.render:
+        write_table(json.loads(args.out.read_text()), args.out.with_suffix(".md"))
+        return
     configure_threads(1)
     started = time.time()
     # finished cells are kept (one JSON line each) so an interrupted run resumes
@@ -219,8 +224,47 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_table(result, args.out.with_suffix(".md"))
     print(json.dumps({"summary": summary, "ckks": ckks}, indent=2))
     print(f"wrote {args.out}")
+
+
+def write_table(result: dict, path: Path) -> None:
+    """The README's table: bytes and accuracy per encoding, and the CKKS update beside them."""
+    cfg, summary, ckks = result["config"], result["summary"], result["ckks"]
+    attacks = cfg["attacks"]
+    mb = lambda b: f"{b / 1e6:.3f} MB"  # noqa: E731
+    head = ("| update encoding | bytes per update | vs dense | uploads per round | moved per round"
+            + "".join(f" | final acc. {a} (%)" for a in attacks)
+            + " | acc. cost, mean / worst (points) | FLEML precision / recall |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    names = {"none": "dense fp32 (none)", "fp16": "fp16", "int8": "int8 stochastic",
+             "topk": f"top-k {cfg['topk_fraction']:g} + error feedback"}
+    for encoding, s in summary.items():
+        accs = "".join(" | " + " / ".join(f"{100 * a:.2f}" for a in
+                                          s["by_attack"][a]["final_accuracy_per_seed"])
+                       for a in attacks)
+        prec = [p for a in attacks for p in s["by_attack"][a]["precision_per_seed"]]
+        rec = [r for a in attacks for r in s["by_attack"][a]["recall_per_seed"]]
+        fmt = lambda v: "-" if not v or None in v else f"{statistics.mean(v):.2f}"  # noqa: E731
+        cost = "-" if encoding == "none" else \
+            f"{s['accuracy_cost_points_mean']:+.2f} / {s['accuracy_cost_points_worst']:+.2f}"
+        lines.append(f"| {names.get(encoding, encoding)} | {mb(s['update_bytes_per_member'])} | "
+                     f"{s['update_bytes_vs_dense']:.3f}x | {mb(s['upload_bytes_per_round'])} | "
+                     f"{mb(s['bytes_moved_per_round'])}{accs} | {cost} | "
+                     f"{fmt(prec)} / {fmt(rec)} |")
+    if "bytes_per_update" in ckks:
+        lines.append(f"| CKKS ciphertexts (TenSEAL, n={ckks['poly_modulus_degree']}) | "
+                     f"{mb(ckks['bytes_per_update'])} | {ckks['update_bytes_vs_dense']:.1f}x | "
+                     f"{mb(ckks['upload_bytes_per_round'])} | "
+                     f"{mb(ckks['bytes_moved_per_round'])}" + " | not run" * len(attacks)
+                     + " | - | - |")
+    seeds = ", ".join(map(str, cfg["seeds"]))
+    lines.append("")
+    lines.append(f"Accuracy per seed ({seeds}) after {cfg['rounds']} rounds; cost = dense minus "
+                 f"compressed on the same attack and seed, mean and worst over "
+                 f"{len(attacks) * len(cfg['seeds'])} runs.")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def summarize_cells(cells: list[dict], args: argparse.Namespace) -> dict:
