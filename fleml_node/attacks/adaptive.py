@@ -136,7 +136,7 @@ class FLEMLAdaptiveAttack(CoalitionAttack):
         if self.direction == "ipm":
             p = -x.mean(dim=0)
         elif self.direction == "alie":
-            p = -(x.std(dim=0, correction=1) if x.shape[0] > 1 else torch.zeros(x.shape[1]))
+            p = -(x.std(dim=0, correction=1) if x.shape[0] > 1 else torch.zeros_like(x[0]))
         else:
             p = validation_gradient(context).to(torch.float64)
         sampled = None
