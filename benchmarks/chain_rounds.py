@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -99,6 +100,9 @@ def run(kind: str, members: int, rounds: int, ipfs_api: str, work: Path) -> dict
                          for r in range(1, rounds + 1)]
         finally:
             fed.stop_all()
+        phases = aggregator_phases(work / "logs" / "aggregator.log")
+        for entry in per_round:
+            entry["aggregator_wall_seconds"] = phases.get(entry["round"])
         load_after = os.getloadavg()
     previous = None
     for entry in per_round:
@@ -124,6 +128,31 @@ def _retrying(read, attempts: int = 10):  # noqa: ANN001,ANN202
                 raise
             time.sleep(1.0)
     raise AssertionError("unreachable")
+
+
+def aggregator_phases(log: Path) -> dict[int, dict[str, float]]:
+    """Per round, wall seconds from the aggregator's log: ``open_to_close`` (members see the
+    round, train, submit; the close transaction) and ``close_to_finalized`` (fetching and
+    aggregating the updates, the finalize transaction). The aggregator logs each step once its
+    transaction is mined; the log's clock has whole seconds."""
+    phases: dict[int, dict[str, float]] = {}
+    seen: dict[tuple[int, str], float] = {}
+    pattern = re.compile(r"^(\d\d):(\d\d):(\d\d) INFO fleml_node\.aggregator: round (\d+) "
+                         r"(opened|closed|finalized)\b")
+    for line in log.read_text(errors="replace").splitlines():
+        found = pattern.match(line)
+        if found:
+            h, m, sec, round_id, step = found.groups()
+            seen[(int(round_id), step)] = int(h) * 3600 + int(m) * 60 + int(sec)
+    for (round_id, step), at in seen.items():
+        if step != "opened":
+            continue
+        closed = seen.get((round_id, "closed"))
+        final = seen.get((round_id, "finalized"))
+        if closed is not None and final is not None:
+            phases[round_id] = {"open_to_close": (closed - at) % 86400,
+                                "close_to_finalized": (final - closed) % 86400}
+    return phases
 
 
 def _repooled(work: Path) -> int:
