@@ -27,6 +27,7 @@ import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -94,8 +95,10 @@ def run(kind: str, members: int, rounds: int, ipfs_api: str, work: Path) -> dict
         try:
             clients = [fed.client(i) for i in range(members)]
             fed.wait_ready(*clients, timeout=600)
-            fed.aggregator("--rounds", str(rounds), "--round-seconds", "120")
+            aggregator = fed.aggregator("--rounds", str(rounds), "--round-seconds", "120")
             fed.wait_status(rounds, RoundStatus.FINALIZED, timeout=ROUND_TIMEOUT * rounds)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                aggregator.process.wait(timeout=60)  # it logs the last round, then exits
             per_round = [_retrying(lambda r=r: _round(fed, r, members))
                          for r in range(1, rounds + 1)]
         finally:
