@@ -1,7 +1,8 @@
 """Wall time of the 8-cell quick sweep run sequentially, in 2 worker processes and as Ray tasks
 on 2 CPUs, with a check that every mode gives the same numbers.
 
-    flock /tmp/fleml-timing.lock .fleml/flower-venv/bin/python benchmarks/sweep_parallel.py
+    flock /tmp/fleml-timing.lock .fleml/flower-venv/bin/python benchmarks/sweep_parallel.py \
+        [--defenses fedavg,fleml] [--max-client-samples 200]
 
 (the Flower venv has Ray; without Ray the Ray mode is recorded as skipped). Writes
 benchmarks/results/sweep_parallel.json after every mode: config, cells, per-mode wall time and
@@ -38,12 +39,23 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--modes", default="sequential,pool,ray")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--defenses", default=None,
+                        help="comma-separated subset of the config's defenses (a lighter run)")
+    parser.add_argument("--max-client-samples", type=int, default=None,
+                        help="override the config's samples per client (a lighter run)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_local_fs_capacity_threshold", "0.99")
     spec = tomllib.loads(args.config.read_text())
+    overrides = {}
+    if args.defenses:
+        spec["defenses"] = overrides["defenses"] = args.defenses.split(",")
+    if args.max_client_samples:
+        spec["base"]["max_client_samples"] = args.max_client_samples
+        overrides["max_client_samples"] = args.max_client_samples
     cells = sweep_cells(spec, quick=True)
     data = {"benchmark": "sweep_parallel", "config": spec, "quick": True,
-            "cells": [c.key() for c in cells], "workers": args.workers,
+            "overrides": overrides, "cells": [c.key() for c in cells],
+            "workers": args.workers,
             "machine": cell_machine("cpu"), "modes": {}}
     reference = None
     for mode in args.modes.split(","):

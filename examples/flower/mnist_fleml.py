@@ -4,7 +4,7 @@ Flower's own simulation engine (Ray backend) runs the ClientApps; the ServerApp 
 fleml_node.flower's FLEMLStrategy. Each round prints whom FLEML flagged (and why), against the
 known flippers, and the global model's test accuracy.
 
-    .fleml/flower-venv/bin/python examples/flower/mnist_fleml.py [--rounds 3] [--defense fleml]
+    .fleml/flower-venv/bin/python examples/flower/mnist_fleml.py [--rounds 5] [--defense fleml]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from fleml_node.simulate import SimulationConfig  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--defense", default="fleml", choices=sorted(REGISTRY))
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--malicious", type=float, default=0.3)
