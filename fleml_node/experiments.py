@@ -311,20 +311,24 @@ def run_cells(cells: Iterable[Cell | dict[str, Any]], store: ResultStore, *, wor
       ``ray.init(address=...)`` (``"auto"``, ``"ray://head:10001"``); the cluster's workers
       need fleml_node and the datasets installed.
 
-    Each result is stored as soon as its cell finishes, and ``progress(result, done, total)``
+    A stored result counts as done only if it ran on the same ``device`` (CUDA kernels need
+    not round as the CPU's do); otherwise the cell runs again and its result replaces the
+    stored one. Each result is stored as soon as its cell finishes, and
+    ``progress(result, done, total)``
     is called (``done`` counts cells finished in this call, ``total`` those it had to run).
     Cells whose run raises are reported together at the end (:class:`CellsFailed`) after the
     others finished and were stored. Duplicate cells run once.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
-        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    if not isinstance(device, str) or not device:
+        raise ValueError(f"device must be a device name ('cpu', 'cuda', ...), got {device!r}")
     ordered = [_as_cell(c) for c in cells]
     for cell in ordered:  # a bad cell fails here, before hours of work on the others
         cell.config(device)
     unique = {c.key(): c for c in ordered}
-    pending = [c for k, c in unique.items() if not store.has(k)]
+    # a cell's key does not name the device: a result from another device is not reused
+    pending = [c for k, c in unique.items() if not _done(store.get(k), device)]
     failures: dict[str, BaseException] = {}
     done = 0
 
@@ -357,6 +361,10 @@ def run_cells(cells: Iterable[Cell | dict[str, Any]], store: ResultStore, *, wor
             raise RuntimeError(f"cell {key} finished but its result is not in {store.directory}")
         results[key] = result
     return [results[c.key()] for c in ordered]
+
+
+def _done(result: dict[str, Any] | None, device: str) -> bool:
+    return result is not None and result.get("machine", {}).get("device", "cpu") == device
 
 
 def _run_pool(pending: list[Cell], workers: int, device: str,

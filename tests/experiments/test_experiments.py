@@ -112,6 +112,13 @@ def test_resume_skips_finished_cells(tmp_path):
     seen.clear()
     assert run_cells([done, todo], store, progress=lambda *a: seen.append(a)) == results[:2]
     assert seen == []
+    # a result from another device is not reused: the cell runs again and replaces it
+    other_device = {**results[1], "machine": {**results[1]["machine"], "device": "cuda:0"},
+                    "summary": {"fedavg": {"final_accuracy": -2.0}}}
+    store.put(other_device)
+    again = run_cells([todo], store, progress=lambda *a: seen.append(a))
+    assert len(seen) == 1 and comparable(again[0]) == comparable(results[1])
+    assert store.get(todo.key())["machine"]["device"] == "cpu"
 
 
 def test_bad_cell_fails_before_any_cell_runs(tmp_path):
