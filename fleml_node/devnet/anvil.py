@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,13 +79,18 @@ class LocalAnvil:
         Path of the anvil executable; ``None`` searches.
     hardfork
         The EVM anvil runs (``cancun``; ``london`` stands in for a London-era PoA chain).
+    cache_path
+        Where anvil persists the chain states it evicts from memory (``--cache-path``).
+        ``None``: a temporary folder of this instance, deleted by :meth:`stop`. Without it anvil
+        writes them under ``~/.foundry/anvil/tmp`` and never deletes them; long test runs left
+        67 GB there on this machine.
     """
 
     def __init__(self, accounts: int = 20, log_file: Path | None = None,
                  block_time: float | None = None, *, port: int | None = None,
                  state_file: Path | None = None, zero_base_fee: bool = False,
                  detached: bool = False, anvil: str | os.PathLike[str] | None = None,
-                 hardfork: str = "cancun") -> None:
+                 hardfork: str = "cancun", cache_path: Path | None = None) -> None:
         self.accounts = accounts
         self.log_file = log_file
         self.block_time = block_time
@@ -94,6 +101,8 @@ class LocalAnvil:
         self.detached = detached
         self.anvil = anvil
         self.hardfork = hardfork
+        self.cache_path = cache_path
+        self._own_cache: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -130,6 +139,10 @@ class LocalAnvil:
             cmd += ["--block-base-fee-per-gas", "0"]
         if self.state_file is not None:
             cmd += ["--state", str(self.state_file)]
+        cache = self.cache_path
+        if cache is None:
+            cache = self._own_cache = Path(tempfile.mkdtemp(prefix="fleml-anvil-cache-"))
+        cmd += ["--cache-path", str(cache)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
@@ -163,6 +176,9 @@ class LocalAnvil:
                 self._process.kill()
                 self._process.wait()
         self._process = None
+        if self._own_cache is not None:
+            shutil.rmtree(self._own_cache, ignore_errors=True)
+            self._own_cache = None
 
     def __enter__(self) -> LocalAnvil:
         return self.start()

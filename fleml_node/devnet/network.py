@@ -319,7 +319,7 @@ class Devnet:
                              "stop it or choose another port with --rpc-port")
         anvil = LocalAnvil(accounts=ACCOUNTS, log_file=self.state_dir / "anvil.log", port=port,
                            state_file=self.state_dir / "chain-state.json", zero_base_fee=True,
-                           detached=True).start()
+                           detached=True, cache_path=self.state_dir / "anvil-cache").start()
         atomic_write(self.state_dir / "anvil.pid", f"{anvil.pid}\n".encode("ascii"))
         self._save_settings(rpc_port=port)
         return anvil.url
