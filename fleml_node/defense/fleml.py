@@ -9,9 +9,11 @@ weighting function for the aggregation coefficients) but no formulas; this modul
 One round, given updates ``u_i`` (``n x d``) and a :class:`~fleml_node.defense.base.RoundContext`:
 
 1. **Norms and clipping.** ``|u_i|`` (float32 accumulation); with ``clip=True`` every update
-   longer than the round's (lower) median norm is scaled down to it,
-   ``k_i = min(1, med / |u_i|)``: no client, flagged or not, contributes more than a median
-   step in magnitude, which neutralises boosted (scaled) updates.
+   longer than ``clip_ratio`` (2) times the round's (lower) median norm is scaled down to it,
+   ``k_i = min(1, clip_ratio * med / |u_i|)``: no client, flagged or not, contributes more
+   than two median steps in magnitude. (Clipping to the median itself, ``clip_ratio=1``,
+   shrank the benign top half of every round: 60.2% against 66.8% after 4 MNIST rounds
+   without attack, seed 1; boosted updates are flagged by the magnitude test instead.)
 2. **Signals** on ``sample_coords`` coordinates drawn without replacement from a generator
    seeded by ``(ctx.seed, ctx.round_number)`` (all coordinates when ``d`` is smaller), against
    the reference ``R`` = coordinate-wise (lower) median of those coordinates (:mod:`.entropy`
@@ -186,6 +188,8 @@ class FLEMLConfig:
         copies of one crafted vector (benign updates trained on different data never are).
     flag_collusion, flag_magnitude, flag_opposition : bool
         Which flag tests run (all by default; switching one off is the ablation).
+    clip_ratio : float
+        With ``clip``, updates are clipped to ``clip_ratio`` times the round's median norm.
     flag_score : bool
         Also flag by the earlier rule (anomaly-score z above ``flag_threshold`` and
         ``val_align <= 0``); off by default: it flags benign clients whose data covers few
@@ -202,7 +206,7 @@ class FLEMLConfig:
     align_batch: int = 128
     lr: float = 0.05
     hidden: int = 4
-    prior_scale: float = 1.0
+    prior_scale: float = 0.3
     ema: float = 0.3
     seed: int = 0
     sample_prior: bool = True
@@ -213,12 +217,15 @@ class FLEMLConfig:
     flag_magnitude: bool = True
     flag_opposition: bool = True
     flag_score: bool = False
+    clip_ratio: float = 2.0
 
     def __post_init__(self) -> None:
         # Values from TOML, JSON or the command line may be ints where floats are meant
         # (flag_threshold=4); coercing keeps reports and saved states comparable by value.
         for f in fields(self):
             object.__setattr__(self, f.name, _FIELD_TYPES[f.type](getattr(self, f.name)))
+        if not self.clip_ratio > 0:
+            raise ValueError("clip_ratio must be > 0")
         if self.sample_coords < 2 or self.bins < 2 or self.meta_steps < 0 \
                 or min(self.meta_batch, self.align_batch) < 1:
             raise ValueError(
@@ -352,7 +359,8 @@ class FLEMLDefense(Defense):
         norms = row_norms(updates)
         median_norm = float(norms.median())
         if self.config.clip:
-            clip = torch.where(norms > median_norm, median_norm / norms.clamp(min=_TINY), 1.0)
+            bound = self.config.clip_ratio * median_norm
+            clip = torch.where(norms > bound, bound / norms.clamp(min=_TINY), 1.0)
         else:
             clip = torch.ones(n, dtype=torch.float64)
 
@@ -388,7 +396,7 @@ class FLEMLDefense(Defense):
         used = list(z)
         smoothed = self.weighter.smoothed_scores(client_ids, score)
         smoothed_z = robust_z(smoothed, self.config.score_floor)
-        tests = self._flag_tests(f)
+        tests = self._flag_tests(f, smoothed_z)
         flagged = torch.zeros(n, dtype=torch.bool)
         for fired in tests.values():
             flagged |= fired
@@ -501,7 +509,7 @@ class FLEMLDefense(Defense):
             signals.update(cond_entropy=cond_entropy, mutual_info=mutual_info)
         return signals, float(von_neumann_entropy(gram))
 
-    def _flag_tests(self, f: RoundFeatures) -> dict[str, Tensor]:
+    def _flag_tests(self, f: RoundFeatures, smoothed_z: Tensor | None = None) -> dict[str, Tensor]:
         """The flag tests of a round, each a bool ``[n]`` (see the module docstring).
 
         * ``collusion``: the closest other update is a near-copy (``peer_cos >=
@@ -513,8 +521,9 @@ class FLEMLDefense(Defense):
         * ``opposition``: the update points against the round's consensus (``cos_ref < 0``,
           ``z_cos > flag_threshold``) and, with a validation set, ascends the clean loss
           (``val_align < 0``): sign flipping, reversed means.
-        * ``score`` (only with ``flag_score``): the earlier rule, anomaly-score z above
-          ``flag_threshold`` and ``val_align <= 0``.
+        * ``score`` (only with ``flag_score``): the earlier rule, anomaly-score z (or, given
+          ``smoothed_z``, the z of its EMA over the client's rounds) above ``flag_threshold``
+          and ``val_align <= 0``.
         """
         c, t = self.config, self.config.flag_threshold
         sig, z = f.signals, f.z
@@ -530,6 +539,8 @@ class FLEMLDefense(Defense):
             tests["opposition"] = opposed
         if c.flag_score:
             scored = f.score_z > t
+            if smoothed_z is not None:
+                scored = scored | (smoothed_z > t)
             if "val_align" in sig:
                 scored &= sig["val_align"] <= 0.0
             tests["score"] = scored

@@ -165,7 +165,7 @@ def test_fallback_without_validation() -> None:
 def test_clip_factor_is_folded_into_the_coefficient(model, global_params, validation) -> None:
     updates = _round(global_params, 0, 0)
     updates[4] *= 1.5
-    result = FLEMLDefense().aggregate(updates, _ctx(model, global_params, validation))
+    result = FLEMLDefense(clip_ratio=1.0).aggregate(updates, _ctx(model, global_params, validation))
     norms = torch.linalg.vector_norm(updates, dim=1).to(torch.float64)
     client = result.clients[4]
     assert client.features["clip_factor"] == pytest.approx(float(norms.median() / norms[4]))
@@ -221,7 +221,7 @@ def test_config_round_trip() -> None:
     config = FLEMLConfig(flag_threshold=4, bins=8, clip=False, meta_steps=3)
     assert config.flag_threshold == 4.0 and isinstance(config.flag_threshold, float)
     as_dict = config.to_dict()
-    assert list(as_dict) == FLEMLConfig.names() and len(as_dict) == 21
+    assert list(as_dict) == FLEMLConfig.names() and len(as_dict) == 22
     assert FLEMLConfig.from_dict(as_dict) == config
     assert json.loads(json.dumps(as_dict)) == as_dict
     by_keywords = make_defense("fleml", **as_dict)
