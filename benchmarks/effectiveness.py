@@ -84,11 +84,34 @@ def suite_name(mode: str) -> str:
     return "effectiveness" if mode == "full" else f"effectiveness-{mode}"
 
 
+def scenarios(section: dict[str, Any], rows: list[str]) -> list[tuple[dict[str, Any], list[str]]]:
+    """``(scenario fields, attack rows)`` pairs of a section.
+
+    Either explicit ``[[<mode>.scenarios]]`` tables (``num_clients``, ``alpha``,
+    ``malicious_fraction`` and optionally ``attacks``, a subset of the rows), or the product
+    of the section's ``num_clients``, ``alpha`` and ``malicious_fraction`` lists with every row.
+    """
+    if "scenarios" in section:
+        out = []
+        for sc in section["scenarios"]:
+            fields = {k: sc[k] for k in ("num_clients", "alpha", "malicious_fraction")}
+            subset = sc.get("attacks")
+            out.append((fields, [r for r in rows if subset is None or r in subset]))
+        return out
+    return [({"num_clients": n, "alpha": a, "malicious_fraction": f}, rows)
+            for n in section["num_clients"] for a in section["alpha"]
+            for f in section["malicious_fraction"]]
+
+
 def build_cells(spec: dict[str, Any], mode: str, *, datasets: list[str] | None = None,
                 attacks: list[str] | None = None, seeds: list[int] | None = None,
                 defenses: list[str] | None = None,
                 base_overrides: dict[str, Any] | None = None) -> list[Cell]:
-    """The cells of ``spec[mode]`` (``full`` or ``quick``), optionally restricted."""
+    """The cells of ``spec[mode]`` (``full`` or ``quick``), optionally restricted.
+
+    Order: dataset, then seed, then scenario and attack: a run stopped part-way has every
+    row of the first dataset for some seeds, not a few rows of everything.
+    """
     section = spec[mode]
     names = datasets or [d for d in section["datasets"]
                          if d != "cifar10" or dataset_available("cifar10")]
@@ -100,17 +123,14 @@ def build_cells(spec: dict[str, Any], mode: str, *, datasets: list[str] | None =
     base = dict(section["base"])
     cells = []
     for dataset in names:
-        for n in section["num_clients"]:
-            for alpha in section["alpha"]:
-                for fraction in section["malicious_fraction"]:
-                    for row in rows:
-                        attack = spec["attacks"][row]
-                        for seed in seeds or section["seeds"]:
-                            cells.append(Cell(
-                                suite_name(mode), dataset, row, attack.get("name", "none"),
-                                dict(attack.get("params", {})), int(seed), defs,
-                                {**base, "num_clients": n, "alpha": alpha,
-                                 "malicious_fraction": fraction, **(base_overrides or {})}))
+        for seed in seeds or section["seeds"]:
+            for fields, scenario_rows in scenarios(section, rows):
+                for row in scenario_rows:
+                    attack = spec["attacks"][row]
+                    cells.append(Cell(
+                        suite_name(mode), dataset, row, attack.get("name", "none"),
+                        dict(attack.get("params", {})), int(seed), defs,
+                        {**base, **fields, **(base_overrides or {})}))
     unique = {c.key(): c for c in cells}  # clean cells do not depend on the fraction
     return list(unique.values())
 
@@ -246,9 +266,13 @@ def tables(data: dict[str, Any]) -> str:
     paper_deltas, paper_precision = _paper_claims()
     devices = sorted({f"{c['device']}@{c['host']}" for c in cells})
     seeds = sorted({c["seed"] for c in cells})
+    missing = data.get("missing_cells") or []
     lines = [
         f"# Effectiveness suite ({data['suite']})",
         "",
+        *([f"**Partial: {len(cells)} of {data.get('planned_cells')} planned cells finished; "
+           f"{len(missing)} did not run** (rows below cover only the finished ones).", ""]
+          if missing else []),
         f"{len(cells)} cells, seeds {seeds}, ran on {', '.join(devices)}; "
         f"regenerate: `python benchmarks/effectiveness.py{' --quick' if data['mode'] == 'quick' else ''}`"
         " (finished cells are reused; `--table` only re-renders). Accuracy: final-round test "
@@ -395,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--defenses", nargs="*", help="restrict to these defenses")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override base fields (JSON values), e.g. rounds=2")
+    parser.add_argument("--partial", action="store_true",
+                        help="run nothing: tables from the cells already in the store "
+                             "(the missing ones are counted in the header)")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
     spec = load_spec(args.config)
@@ -421,12 +448,17 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"{len(cells)} cells ({sum(store.has(c.key()) for c in cells)} already stored)",
               flush=True)
-        results = run_cells(cells, store, workers=args.workers, ray_address=args.ray,
-                            device=args.device, progress=progress)
+        if args.partial:
+            results = [r for r in (store.get(c.key()) for c in cells) if r is not None]
+        else:
+            results = run_cells(cells, store, workers=args.workers, ray_address=args.ray,
+                                device=args.device, progress=progress)
         data = collect(spec, results, mode, started, {
             "workers": args.workers, "ray": args.ray, "device": args.device,
             "datasets": args.datasets, "attacks": args.attacks, "seeds": args.seeds,
             "set": overrides})
+        data["planned_cells"] = len(cells)
+        data["missing_cells"] = sorted(c.key() for c in cells if not store.has(c.key()))
         stem.parent.mkdir(parents=True, exist_ok=True)
         stem.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     text = tables(data)
