@@ -25,7 +25,7 @@ def suite():
 
 
 SLICE = ["--quick", "--datasets", "mnist", "--attacks", "none", "alie", "label_flip",
-         "--seeds", "1", "--defenses", "fedavg", "fleml",
+         "--seeds", "2", "--defenses", "fedavg", "fleml",
          "--set", "rounds=1", "num_clients=5", "max_client_samples=20", "validation_size=40",
          "test_samples=100"]
 
