@@ -21,6 +21,11 @@ run python benchmarks/explorer_bench.py
 run python benchmarks/chain_rounds.py
 run fleml-node simulate --out benchmarks/results/simulate
 run python benchmarks/sweep.py
+# issue 14: every attack against all seven defenses (quick tables; the full suite is
+# `python benchmarks/effectiveness.py --device cuda --workers N` on a GPU machine) and
+# FLEML's flag tests ablated on recorded rounds
+run python benchmarks/effectiveness.py --quick --workers 2
+run python benchmarks/detection_ablation.py --seeds 0
 # update compression (fp16/int8/top-k) against dense fp32 and a CKKS update (needs tenseal)
 run python benchmarks/compression_bench.py --jobs 2
 # network namespaces need root: the fault table (tests/hosts) is skipped otherwise
