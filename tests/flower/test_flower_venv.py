@@ -22,11 +22,13 @@ FLOWER_PYTHON = ROOT / ".fleml/flower-venv/bin/python"
 @pytest.mark.skipif(not FLOWER_PYTHON.exists(),
                     reason="no .fleml/flower-venv (tools/setup.sh step 9; FLEML_FLOWER=0 skips "
                            "it): the Flower tests cannot run")
-def test_flower_and_ray_tests_pass_in_the_flower_venv():
+def test_flower_and_ray_tests_pass_in_the_flower_venv(tmp_path):
     env = {**os.environ, "RAY_local_fs_capacity_threshold": "0.99"}
     proc = subprocess.run(
         [str(FLOWER_PYTHON), "-m", "pytest", "-p", "no:pytest-brownie", "-p", "no:cacheprovider",
-         "-q", "--durations=5", str(ROOT / "tests/flower/test_strategy.py"),
+         # its own basetemp: pytest prunes old numbered ones, another session's included
+         "-q", "--durations=5", f"--basetemp={tmp_path / 'flower'}",
+         str(ROOT / "tests/flower/test_strategy.py"),
          str(ROOT / "tests/flower/test_simulation.py"),
          str(ROOT / "tests/experiments/test_ray.py")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
