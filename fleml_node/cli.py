@@ -865,6 +865,9 @@ def account_new(keystore: str) -> None:
                                       "for large sweeps.")
 @click.option("--ipfs-api", envvar="FLEML_IPFS_API",
               help="Use this IPFS daemon instead of starting a local one.")
+@click.option("--device", default="cpu", show_default=True,
+              help="Train and evaluate here in memory mode: cpu, cuda[:N], mps or auto "
+                   "(CUDA when present); recorded in results.json.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Results folder [default: results/sim-<time>].")
 @_fail_cleanly
@@ -900,7 +903,8 @@ def simulate(**opts: Any) -> None:
         max_client_samples=opts["max_client_samples"],
         validation_size=opts["validation_size"], test_samples=opts["test_samples"],
         mode=opts["mode"], ipfs_api=opts["ipfs_api"],
-        compression=opts["compression"], topk_fraction=opts["topk_fraction"])
+        compression=opts["compression"], topk_fraction=opts["topk_fraction"],
+        device=opts["device"])
     out = Path(opts["out_dir"] or f"results/sim-{_time.strftime('%Y%m%d-%H%M%S')}")
     malicious = config.malicious_clients()
     click.echo(f"FLEML simulation: {config.dataset}, {config.num_clients} clients "
