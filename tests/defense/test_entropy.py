@@ -117,3 +117,15 @@ def test_shared_edges_merge_ties() -> None:
     edges = shared_edges(values, 10)
     assert edges.tolist() == [0.0, 1.0]
     assert shared_edges(torch.arange(100.0), 4).tolist() == [25.0, 50.0, 75.0]
+
+
+def test_closest_peer_cosine_finds_copies_and_ignores_self() -> None:
+    from fleml_node.defense.entropy import closest_peer_cosine
+
+    gen = torch.Generator().manual_seed(3)
+    rows = torch.randn(5, 300, generator=gen)
+    rows[4] = 2.0 * rows[1]  # same direction, other length: a copy for the cosine
+    peer = closest_peer_cosine(cosine_gram(rows))
+    assert peer[1] == pytest.approx(1.0) and peer[4] == pytest.approx(1.0)
+    assert float(peer[[0, 2, 3]].max()) < 0.3  # independent random directions
+    assert closest_peer_cosine(cosine_gram(rows[:1])).tolist() == [-1.0]
