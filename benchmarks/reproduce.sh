@@ -10,6 +10,9 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 run() { echo; echo "== $*"; "$@"; }
 
+# benchmark-only packages (TenSEAL for the CKKS comparison); pip skips what is installed
+run python -m pip install -q -r requirements-bench.txt
+
 run python benchmarks/gas_report.py
 run python benchmarks/storage_bench.py
 run python benchmarks/learning_bench.py
@@ -26,7 +29,7 @@ run python benchmarks/sweep.py
 # FLEML's flag tests ablated on recorded rounds
 run python benchmarks/effectiveness.py --quick --workers 2
 run python benchmarks/detection_ablation.py --seeds 0
-# update compression (fp16/int8/top-k) against dense fp32 and a CKKS update (needs tenseal)
+# update compression (fp16/int8/top-k) against dense fp32 and a CKKS update (TenSEAL)
 run python benchmarks/compression_bench.py --jobs 2
 # network namespaces need root: the fault table (tests/hosts) is skipped otherwise
 if [ "$(id -u)" = 0 ]; then run python benchmarks/faults.py; else echo "== faults: skipped (needs root)"; fi
