@@ -65,7 +65,6 @@ VARIANTS = {
     "without collusion": {"flag_collusion": False},
     "without magnitude": {"flag_magnitude": False},
     "without opposition": {"flag_opposition": False},
-    "default + earlier score rule": {"flag_score": True},
     "earlier rule alone (t=3.5)": {**OFF, "flag_score": True, "flag_threshold": 3.5},
 }
 # Flags do not depend on the meta-learned weights (only on the round's signals and, for the
@@ -150,12 +149,16 @@ def replay(data: dict[str, Any], malicious: list[int], kind: str | None,
     return counts
 
 
-def run(datasets: list[str], seeds: list[int], cache: Path) -> dict[str, Any]:
+def run(datasets: list[str], seeds: list[int], cache: Path,
+        cached_only: bool = False) -> dict[str, Any]:
     configure_threads(1)
     rows = []
     for dataset in datasets:
         for seed in seeds:
             for key in RECORDED:
+                if cached_only and not (cache / f"{dataset}-{key}-s{seed}.pt").exists():
+                    print(f"{dataset} seed {seed} {key}: not recorded, skipped", flush=True)
+                    continue
                 data = record(cache, dataset, seed, key)
                 attack, alpha = key.split("-a")
                 scenarios = [(attack, None, data["malicious"])]
@@ -170,6 +173,8 @@ def run(datasets: list[str], seeds: list[int], cache: Path) -> dict[str, Any]:
                                      **replay(data, malicious, kind, params)})
                 print(f"{dataset} seed {seed} {key}: replayed", flush=True)
     return {"datasets": datasets, "seeds": seeds, "base": BASE, "variants": VARIANTS,
+            "replayed": sorted({f"{r['dataset']}-{r['attack']}-a{r['alpha']:g}-s{r['seed']}"
+                                for r in rows}),
             "machine": machine_info(), "rows": rows}
 
 
@@ -221,13 +226,15 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
     parser.add_argument("--cache", type=Path, default=ROOT / ".fleml/detection-recordings")
     parser.add_argument("--table", action="store_true", help="only re-render the table")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="replay only the runs already recorded in --cache")
     args = parser.parse_args()
     out = RESULTS / "detection_ablation.json"
     if args.table:
         data = json.loads(out.read_text())
     else:
         started = time.time()
-        data = run(args.datasets, args.seeds, args.cache)
+        data = run(args.datasets, args.seeds, args.cache, args.cached_only)
         data["seconds"] = time.time() - started
         out.write_text(json.dumps(data, indent=1) + "\n")
     text = table(data)

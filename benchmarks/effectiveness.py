@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fleml_node.experiments import Cell, ResultStore, run_cells  # noqa: E402
+from fleml_node.experiments import Cell, CellsFailed, ResultStore, run_cells  # noqa: E402
 from fleml_node.learning.runtime import device_info  # noqa: E402
 from fleml_node.simulate import machine_info  # noqa: E402
 
@@ -273,6 +273,8 @@ def tables(data: dict[str, Any]) -> str:
         *([f"**Partial: {len(cells)} of {data.get('planned_cells')} planned cells finished; "
            f"{len(missing)} did not run** (rows below cover only the finished ones).", ""]
           if missing else []),
+        *([f"Failed cells: {', '.join(sorted(data['failed_cells']))}.", ""]
+          if data.get("failed_cells") else []),
         f"{len(cells)} cells, seeds {seeds}, ran on {', '.join(devices)}; "
         f"regenerate: `python benchmarks/effectiveness.py{' --quick' if data['mode'] == 'quick' else ''}`"
         " (finished cells are reused; `--table` only re-renders). Accuracy: final-round test "
@@ -448,23 +450,28 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"{len(cells)} cells ({sum(store.has(c.key()) for c in cells)} already stored)",
               flush=True)
-        if args.partial:
-            results = [r for r in (store.get(c.key()) for c in cells) if r is not None]
-        else:
-            results = run_cells(cells, store, workers=args.workers, ray_address=args.ray,
-                                device=args.device, progress=progress)
+        failed: dict[str, str] = {}
+        if not args.partial:
+            try:
+                run_cells(cells, store, workers=args.workers, ray_address=args.ray,
+                          device=args.device, progress=progress)
+            except CellsFailed as exc:  # the others are stored: report them, name these
+                failed = {k: f"{type(e).__name__}: {e}" for k, e in exc.failures.items()}
+                print(exc, file=sys.stderr, flush=True)
+        results = [r for r in (store.get(c.key()) for c in cells) if r is not None]
         data = collect(spec, results, mode, started, {
             "workers": args.workers, "ray": args.ray, "device": args.device,
             "datasets": args.datasets, "attacks": args.attacks, "seeds": args.seeds,
             "set": overrides})
         data["planned_cells"] = len(cells)
         data["missing_cells"] = sorted(c.key() for c in cells if not store.has(c.key()))
+        data["failed_cells"] = failed
         stem.parent.mkdir(parents=True, exist_ok=True)
         stem.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     text = tables(data)
     stem.with_suffix(".md").write_text(text)
     print(text)
-    return 0
+    return 1 if data.get("failed_cells") else 0
 
 
 if __name__ == "__main__":
