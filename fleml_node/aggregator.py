@@ -155,6 +155,7 @@ class AggregatorNode:
         self._collector: UpdateCollector | None = None
         self._indices: dict[str, int] = {}  # members' permanent indices, read once each
         self._published_base: tuple[bytes, dict[str, Tensor]] | None = None
+        self._state_after_round = 0  # the round whose published state the engine now holds
         self._submitted_topic = "0x" + event_abi_to_log_topic(
             consortium.contract.events.UpdateSubmitted().abi).hex()
 
@@ -363,7 +364,8 @@ class AggregatorNode:
         received, screened = collector.finish(submitted, self._indices.__getitem__)
         self._restore_base_state(r)
         t1 = time.perf_counter()
-        outcome = self.engine.decide_screened(r, base, screened)
+        self._state_after_round = 0  # deciding changes the engine's state; only a finalized
+        outcome = self.engine.decide_screened(r, base, screened)  # round makes it r's again
         for member, reason in outcome.rejected.items():
             log.warning("round %d: update of %s rejected: %s", r, member, reason)
         t2 = time.perf_counter()
@@ -376,6 +378,7 @@ class AggregatorNode:
         self.model.load_state_dict(outcome.result_params)
         # the next round builds on this result once it is accepted (its hash says so)
         self._published_base = (published["result_hash"], outcome.result_params)
+        self._state_after_round = r
         outcome.updates = None  # a view of the collector's matrix, released now
         matrix_bytes = collector.matrix.numel() * collector.matrix.element_size()
         self._drop_collector()
@@ -396,6 +399,7 @@ class AggregatorNode:
         """Put the new global model and the round report on IPFS."""
         result_hash, result_cid, result_blob = self._publish_model(outcome.result_params,
                                                                    info.round_id)
+        inputs = self._publish_inputs(outcome)
         report = outcome.report(
             self.task, base_model={"hash": "0x" + info.model_hash.hex(),
                                    "cid": opened.args["modelCid"]},
@@ -403,7 +407,7 @@ class AggregatorNode:
             submissions=submissions,
             chain={"consortium": self.consortium.address,
                    "chain_id": self.consortium.deployment.chain_id},
-            inputs=self._publish_inputs(outcome))
+            inputs=inputs)
         report_blob = encode_report(report)
         return {"result_hash": result_hash, "result_cid": result_cid,
                 "report_hash": content_hash(report_blob),
@@ -470,6 +474,11 @@ class AggregatorNode:
         if self._fresh_state is None:
             return  # a stateless defense
         base = base_round(self.consortium, round_id)
+        if base and base == self._state_after_round:
+            # this process finalized the base round: the engine holds the very state that
+            # round's report published (nothing from an earlier process is trusted)
+            log.info("round %d: the defense continues from round %d", round_id, base)
+            return
         found = published_state_after(self.consortium, self.store, base) if base else None
         self.engine.restore_defense(found[1] if found else self._fresh_state)
         log.info("round %d: the defense continues from %s", round_id,

@@ -174,12 +174,10 @@ class ClientNode:
                   deadline: int) -> ClientRoundStats:
         """Do this member's part of a round, once; safe to call again after a crash."""
         started = time.perf_counter()
-        last_round, _ = self.consortium.latest_commitment(self.address)
+        last_round, info, now = self.consortium.member_round_view(self.address, round_id)
         if last_round == round_id:
             log.info("round %d: already submitted, nothing to do", round_id)
             return ClientRoundStats(round_id, "skipped-done")
-        info = self.consortium.get_round(round_id)
-        now = self.consortium.now()
         if info.status is not RoundStatus.OPEN or now + self.margin_seconds > deadline:
             log.info("round %d: skipped, %s", round_id,
                      "closed" if info.status is not RoundStatus.OPEN else "deadline passed")

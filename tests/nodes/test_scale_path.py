@@ -127,8 +127,8 @@ def test_the_update_matrix_holds_exactly_what_stacking_gives(federation):
     members = [f"0x{i:040x}" for i in range(1, 6)]
     submissions, events = [], []
     for index, member in enumerate(members):
-        update = {n: torch.randn(s, generator=gen) * 0.01 for n, s in zip(spec.names,
-                                                                          spec.shapes)}
+        update = {n: torch.randn(s, generator=gen) * 0.01
+                  for n, s in zip(spec.names, spec.shapes, strict=True)}
         blob = encode_update(update, 1, 50 + index, member)
         committed = bytes(32) if index == 2 else content_hash(blob)  # member 2 tampers
         cid = store.put(blob)
@@ -192,3 +192,18 @@ def test_the_log_watch_wakes_on_new_logs_and_falls_back_to_polling_without_filte
     assert fallback.wait() == "interval"
     assert fallback.changes() is None and fallback.mode == "polling"
     assert fallback.wait() == "interval"  # and then polls on the interval
+
+
+def test_a_members_batched_round_view_is_what_its_single_reads_say(federation, tmp_path):
+    aggregator = aggregator_node(federation)
+    clients = make_clients(federation, tmp_path)
+    assert aggregator.step() == "opened"
+    clients[0].poll_once()  # member 0 submits in round 1, member 1 not yet
+    for member in (clients[0].consortium, clients[1].consortium):
+        address = member.account.address
+        latest, info, now = member.member_round_view(address, 1)
+        assert latest == member.latest_commitment(address)[0]
+        assert info == member.get_round(1)
+        assert member.now() - 5 <= now <= member.now()
+    assert clients[0].consortium.member_round_view(clients[0].address, 1)[0] == 1
+    assert clients[1].consortium.member_round_view(clients[1].address, 1)[0] == 0
