@@ -123,6 +123,7 @@ class ClientNode:
         self.encoder = UpdateEncoder.for_task(
             task, client_index, follower.state_file.with_suffix(".residual.safetensors"))
         self.history: list[ClientRoundStats] = []
+        follower.only({"RoundOpened", "RoundFinalized"})  # what `handle` acts on
         consortium.check_version()  # a node speaks one protocol: refuse another contract
 
     def poll_once(self) -> int:

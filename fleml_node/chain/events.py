@@ -81,6 +81,7 @@ class EventFollower:
         default = consortium.deployment.block_number if start_block is None else start_block
         self._first = default - 1
         self._unindexed: dict[int, float] = {}
+        self._wanted: set[bytes] | None = None
         self.last_block, self._last_hash = self._load_cursor(default - 1)
 
     def _load_cursor(self, default: int) -> tuple[int, str | None]:
@@ -132,9 +133,22 @@ class EventFollower:
                     current, self.confirmations, rewind + 1)
         self.last_block, self._last_hash = rewind, None
 
-    def fetch(self, from_block: int, to_block: int) -> list[ChainEvent]:
-        """All decoded events of the contract in a block range, in chain order."""
-        return fetch_events(self.consortium, from_block, to_block, events=self._events)
+    def only(self, names: set[str]) -> None:
+        """Decode and hand over only events of these names (the rest are still read, so the
+        cursor and the logs-bloom check see every block with consortium logs). A member's
+        node acts on two kinds of event; decoding every member's submission in every
+        member's node cost each round work growing with the square of the members."""
+        unknown = names - {e.event_name for e in self._events.values()}
+        if unknown:
+            raise ValueError(f"the contract has no events {sorted(unknown)}")
+        self._wanted = {topic for topic, e in self._events.items() if e.event_name in names}
+
+    def fetch(self, from_block: int, to_block: int,
+              blocks: set[int] | None = None) -> list[ChainEvent]:
+        """The decoded events of the contract in a block range, in chain order (only those
+        named in :meth:`only`, when called); `blocks` collects the blocks of every log."""
+        return fetch_events(self.consortium, from_block, to_block, events=self._events,
+                            wanted=self._wanted, blocks=blocks)
 
     def poll(self, handler: Callable[[ChainEvent], bool | None]) -> int:
         """Handle every new confirmed event once; returns how many were handled.
@@ -148,8 +162,9 @@ class EventFollower:
         head = self.consortium.w3.eth.block_number - self.confirmations
         if head <= self.last_block:
             return 0
-        found = self.fetch(self.last_block + 1, head)
-        unindexed = self._first_unindexed(head, {event.block_number for event in found})
+        with_logs: set[int] = set()
+        found = self.fetch(self.last_block + 1, head, blocks=with_logs)
+        unindexed = self._first_unindexed(head, with_logs)
         if unindexed is not None:
             head = unindexed - 1
             found = [event for event in found if event.block_number <= head]
@@ -273,11 +288,14 @@ def _add_late_attestations(consortium: Consortium, round_id: int, info: Any, fol
 
 def fetch_events(consortium: Consortium, from_block: int, to_block: int,
                  topics: list[str | None] | None = None,
-                 events: dict[bytes, ContractEvent] | None = None) -> list[ChainEvent]:
+                 events: dict[bytes, ContractEvent] | None = None,
+                 wanted: set[bytes] | None = None,
+                 blocks: set[int] | None = None) -> list[ChainEvent]:
     """Decoded events of the contract in a block range (optionally topic-filtered), in order.
 
     Each log is decoded by the contract's own event object (`ContractEvent.process_log`); logs
-    of events the ABI does not know are skipped.
+    of events the ABI does not know are skipped, and so are those whose topic 0 is not in
+    `wanted` (when given). `blocks`, when given, collects the block number of every log read.
     """
     events = events or _events_by_topic(consortium)
     decoded = []
@@ -288,8 +306,11 @@ def fetch_events(consortium: Consortium, from_block: int, to_block: int,
         if topics:
             query["topics"] = topics
         for entry in consortium.w3.eth.get_logs(query):
-            event = events.get(bytes(entry["topics"][0])) if entry["topics"] else None
-            if event is None:
+            if blocks is not None:
+                blocks.add(int(entry["blockNumber"]))
+            topic = bytes(entry["topics"][0]) if entry["topics"] else b""
+            event = events.get(topic)
+            if event is None or (wanted is not None and topic not in wanted):
                 continue
             data = event.process_log(entry)
             decoded.append(ChainEvent(data["event"], dict(data["args"]), data["blockNumber"],
