@@ -228,8 +228,9 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="only re-render the table")
     parser.add_argument("--cached-only", action="store_true",
                         help="replay only the runs already recorded in --cache")
+    parser.add_argument("--out", type=Path, default=RESULTS / "detection_ablation.json")
     args = parser.parse_args()
-    out = RESULTS / "detection_ablation.json"
+    out = args.out
     if args.table:
         data = json.loads(out.read_text())
     else:
