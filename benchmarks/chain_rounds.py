@@ -136,8 +136,10 @@ def _retrying(read, attempts: int = 10):  # noqa: ANN001,ANN202
 def aggregator_phases(log: Path) -> dict[int, dict[str, float]]:
     """Per round, wall seconds from the aggregator's log: ``open_to_close`` (members see the
     round, train, submit; the close transaction) and ``close_to_finalized`` (fetching and
-    aggregating the updates, the finalize transaction). The aggregator logs each step once its
-    transaction is mined; the log's clock has whole seconds."""
+    aggregating the updates, the finalize transaction, and then the aggregator's summary of the
+    round, a test-set evaluation, which it logs the round "finalized" after). The log's clock
+    has whole seconds. The chain's own ``open_to_finalized`` (block timestamps) ends at the
+    finalize transaction."""
     phases: dict[int, dict[str, float]] = {}
     seen: dict[tuple[int, str], float] = {}
     pattern = re.compile(r"^(\d\d):(\d\d):(\d\d) INFO fleml_node\.aggregator: round (\d+) "
