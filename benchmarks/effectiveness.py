@@ -284,8 +284,8 @@ def tables(data: dict[str, Any]) -> str:
         "Scenario: dataset, clients, Dirichlet alpha, malicious share, rounds, samples per "
         "client.",
         "",
-        "| scenario | attack | " + " | ".join(defenses) + " | FLEML P / R |",
-        "|---|---|" + "---|" * len(defenses) + "---|",
+        "| scenario | attack | seeds | " + " | ".join(defenses) + " | FLEML P / R |",
+        "|---|---|---|" + "---|" * len(defenses) + "---|",
     ]
     for (scenario, attack), group_cells in sorted(group(cells).items()):
         row = []
@@ -302,7 +302,8 @@ def tables(data: dict[str, Any]) -> str:
              f"{_pct(_ratio(det['tp'], det['tp'] + det['fn']), 0)}"
         if group_cells[0]["class"] == "none":
             pr = f"{det['fp']} of {det['fp'] + det['tn']} flagged"
-        lines.append(f"| {scenario} | {attack} | " + " | ".join(row) + f" | {pr} |")
+        lines.append(f"| {scenario} | {attack} | {len(group_cells)} | " + " | ".join(row)
+                     + f" | {pr} |")
 
     dv = detection_verdicts(data)
     lines += ["", "## Detection targets (FLEML, pooled over every cell and seed)", "",
@@ -361,22 +362,20 @@ def tables(data: dict[str, Any]) -> str:
     adaptive = [c for c in cells if c["class"] == "adaptive"]
     if adaptive:
         lines += ["", "## Adaptive attack on FLEML: cost per defense (points of accuracy "
-                  "against the same scenario without attack)", "",
-                  "| scenario | " + " | ".join(defenses) + " |",
-                  "|---|" + "---|" * len(defenses)]
-        clean = {s: g for (s, a), g in group(cells).items() if g[0]["class"] == "none"}
+                  "against the clean cell of the same scenario and seed)", "",
+                  "| scenario | seeds | " + " | ".join(defenses) + " |",
+                  "|---|---|" + "---|" * len(defenses)]
+        clean = {(c["scenario"].split(" mal=")[0], c["seed"]): c for c in cells
+                 if c["class"] == "none"}
         for (scenario, attack), g in sorted(group(adaptive).items()):
-            ref_scenario = next((s for s in clean if s.split(" mal=")[0] ==
-                                 scenario.split(" mal=")[0]), None)
-            row = []
+            pairs = [(c, clean.get((scenario.split(" mal=")[0], c["seed"]))) for c in g]
+            pairs = [(c, ref) for c, ref in pairs if ref is not None]  # same seed only
+            row = [str(len(pairs))]
             for d in defenses:
-                acc = statistics.fmean(100 * c["defenses"][d]["final_accuracy"] for c in g)
-                if ref_scenario is None:
-                    row.append(f"{acc:.1f}")
-                else:
-                    ref = statistics.fmean(100 * c["defenses"][d]["final_accuracy"]
-                                           for c in clean[ref_scenario])
-                    row.append(f"{acc - ref:+.1f}")
+                if not pairs:
+                    row.append("-")
+                    continue
+                row.append(f"{statistics.fmean(100 * (c['defenses'][d]['final_accuracy'] - ref['defenses'][d]['final_accuracy']) for c, ref in pairs):+.1f}")
             lines.append(f"| {scenario} | " + " | ".join(row) + " |")
 
     lines += ["", "## The paper's claims beside ours", "",

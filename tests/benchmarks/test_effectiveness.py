@@ -55,9 +55,10 @@ def test_slice_runs_stores_resumes_and_renders(suite, tmp_path, capsys):
     argv = SLICE + ["--out", str(stem), "--results-dir", str(store)]
     assert suite.main(argv) == 0
     stored = sorted(store.glob("*.json"))
-    assert len(stored) == 3
+    assert len(stored) == 6  # three rows in each of the two quick scenarios (alpha 0.5, 0.1)
     data = json.loads(stem.with_suffix(".json").read_text())
     assert {c["attack"] for c in data["cells"]} == {"none", "alie", "label_flip"}
+    assert {c["base"]["alpha"] for c in data["cells"]} == {0.5, 0.1}
     assert all(set(c["defenses"]) == {"fedavg", "fleml"} for c in data["cells"])
     assert data["machine"]["device"] == "cpu"
     by_attack = {c["attack"]: c for c in data["cells"]}
@@ -70,7 +71,7 @@ def test_slice_runs_stores_resumes_and_renders(suite, tmp_path, capsys):
     mtimes = [p.stat().st_mtime_ns for p in stored]
     capsys.readouterr()
     assert suite.main(argv) == 0
-    assert "3 cells (3 already stored)" in capsys.readouterr().out
+    assert "6 cells (6 already stored)" in capsys.readouterr().out
     assert [p.stat().st_mtime_ns for p in stored] == mtimes
     # --table re-renders from the saved data alone
     stem.with_suffix(".md").unlink()
