@@ -57,6 +57,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from peak_memory import reset_peak, rss_bytes  # noqa: E402  (benchmarks/peak_memory.py)
+
 from fleml_node.attacks import make_attack  # noqa: E402
 from fleml_node.defense import RoundContext, make_defense  # noqa: E402
 from fleml_node.defense.metrics import DetectionTracker  # noqa: E402
@@ -95,24 +97,6 @@ CHILD_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
 # ----------------------------------------------------------------------------- cost
-def _rss_bytes(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 def _synthetic_clean_set(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.randn(VAL_SIZE, 1, 28, 28, generator=gen)
     return x, torch.randint(0, 10, (VAL_SIZE,), generator=gen)
@@ -154,10 +138,10 @@ def cost_case(method: str, n: int, repeats: int) -> dict[str, Any]:
         aggregator.aggregate(updates, ctx_r)
         times.append(time.perf_counter() - start)
     del epoch
-    before = _rss_bytes("VmRSS")
-    if _reset_peak() and before is not None:
+    before = rss_bytes("VmRSS")
+    if reset_peak() and before is not None:
         aggregator.aggregate(updates, ctx)
-        peak = _rss_bytes("VmHWM")
+        peak = rss_bytes("VmHWM")
         extra = max(0, (peak or before) - before)
         how = "VmHWM after clear_refs reset minus VmRSS before the call"
     else:

@@ -49,6 +49,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from peak_memory import reset_peak, rss_bytes  # noqa: E402  (benchmarks/peak_memory.py)
+
 from fleml_node.devnet.ipfs import LocalIpfsDaemon  # noqa: E402
 from fleml_node.learning import configure_threads  # noqa: E402
 from fleml_node.simulate import (  # noqa: E402
@@ -61,24 +63,6 @@ from fleml_node.simulate import (  # noqa: E402
 TARGET_CLOSE_MARGIN = 1.5
 TARGET_MEMBER_MS = 150.0
 TARGET_RATIO_50 = 1.5
-
-
-def _rss(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 def _median(values: list[float]) -> float | None:
@@ -117,9 +101,9 @@ def one_process(args: argparse.Namespace, members: int, ipfs_api: str, work: Pat
         update_bytes = members * fed.aggregator.engine.spec.numel * 4
         started, block_before = time.perf_counter(), fed.w3.eth.block_number
         while True:
-            before = _rss("VmRSS") if _reset_peak() else None
+            before = rss_bytes("VmRSS") if reset_peak() else None
             did = fed.aggregator.step()
-            peak = _rss("VmHWM")
+            peak = rss_bytes("VmHWM")
             for client in fed.clients:
                 client.poll_once()
                 fed.aggregator.watch()
@@ -248,9 +232,9 @@ def multi_process(args: argparse.Namespace, members: int, ipfs_api: str, work: P
             watch = LogWatch(agg.consortium, poll_interval=1.0)
             deadline = time.monotonic() + 60 * args.rounds * max(1, members // 10)
             while time.monotonic() < deadline:
-                before = _rss("VmRSS") if _reset_peak() else None
+                before = rss_bytes("VmRSS") if reset_peak() else None
                 did = agg.step()
-                peak = _rss("VmHWM")
+                peak = rss_bytes("VmHWM")
                 if did == "finalized":
                     s = agg.summaries[-1]
                     wall = time.perf_counter() - started
