@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleml_node.storage.local import atomic_write
+
 # what run_cell sets for the duration of a cell (fleml_node.learning.runtime reads it)
 THREADS_ENV = "FLEML_TORCH_THREADS"
 # SimulationConfig fields a cell sets itself; `base` may not repeat them
@@ -262,18 +264,7 @@ class ResultStore:
         if key != _as_cell(result["cell"]).key():
             raise ValueError(f"result key {key!r} is not its cell's key")
         target = self.path(key)
-        text = json.dumps(result, indent=1, allow_nan=True) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        atomic_write(target, (json.dumps(result, indent=1, allow_nan=True) + "\n").encode())
         return target
 
     def results(self) -> list[dict[str, Any]]:
