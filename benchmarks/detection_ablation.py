@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import statistics
 import sys
 import time
@@ -206,7 +205,7 @@ def accuracy_verdicts(data: dict[str, Any]) -> dict[str, Any]:
     defenses = data["config"]["defenses"]
     baselines = [d for d in defenses if d != "fleml"]
     clean_ref: dict[str, float] = {}
-    for (scenario, attack), cells in group(data["cells"]).items():
+    for (scenario, _attack), cells in group(data["cells"]).items():
         if cells[0]["class"] == "none":
             clean_ref[scenario] = statistics.fmean(
                 c["defenses"]["fedavg"]["final_accuracy"] for c in cells)
@@ -267,6 +266,7 @@ def tables(data: dict[str, Any]) -> str:
     devices = sorted({f"{c['device']}@{c['host']}" for c in cells})
     seeds = sorted({c["seed"] for c in cells})
     missing = data.get("missing_cells") or []
+    quick_flag = " --quick" if data["mode"] == "quick" else ""
     lines = [
         f"# Effectiveness suite ({data['suite']})",
         "",
@@ -276,7 +276,7 @@ def tables(data: dict[str, Any]) -> str:
         *([f"Failed cells: {', '.join(sorted(data['failed_cells']))}.", ""]
           if data.get("failed_cells") else []),
         f"{len(cells)} cells, seeds {seeds}, ran on {', '.join(devices)}; "
-        f"regenerate: `python benchmarks/effectiveness.py{' --quick' if data['mode'] == 'quick' else ''}`"
+        f"regenerate: `python benchmarks/effectiveness.py{quick_flag}`"
         " (finished cells are reused; `--table` only re-renders). Accuracy: final-round test "
         "accuracy (%), mean +- sample standard deviation over seeds; ASR: backdoor attack "
         "success rate (%) of the final model; FLEML P/R: precision / recall of FLEML's flags "
@@ -337,13 +337,14 @@ def tables(data: dict[str, Any]) -> str:
         for a, d in dv["by_attack"].items()) + " (precision/recall %)."]
 
     av = accuracy_verdicts(data)
+    fltrust_met = 2 * av["fltrust_lead"] >= av["attacked"] if "fltrust" in defenses else None
     lines += ["", "## Accuracy targets (means over seeds, points)", "",
               f"- FLEML >= best baseline - {BEST_MARGIN} on every attacked cell: "
               f"{av['best_ok']} of {av['attacked']} "
               f"({_verdict(av['best_ok'] == av['attacked'])})",
               f"- FLEML >= FLTrust + {FLTRUST_LEAD} on at least half of them: "
               f"{av['fltrust_lead']} of {av['attacked']} "
-              f"({_verdict(2 * av['fltrust_lead'] >= av['attacked'] if 'fltrust' in defenses else None)})",
+              f"({_verdict(fltrust_met)})",
               f"- without attack, FLEML within {CLEAN_MARGIN} of FedAvg: "
               f"{av['clean_ok']} of {av['clean']} ({_verdict(av['clean_ok'] == av['clean'])})",
               "", "| scenario | attack | FLEML | best baseline | FLEML - best | FLEML - FLTrust |"
@@ -367,7 +368,7 @@ def tables(data: dict[str, Any]) -> str:
                   "|---|---|" + "---|" * len(defenses)]
         clean = {(c["scenario"].split(" mal=")[0], c["seed"]): c for c in cells
                  if c["class"] == "none"}
-        for (scenario, attack), g in sorted(group(adaptive).items()):
+        for (scenario, _attack), g in sorted(group(adaptive).items()):
             pairs = [(c, clean.get((scenario.split(" mal=")[0], c["seed"]))) for c in g]
             pairs = [(c, ref) for c, ref in pairs if ref is not None]  # same seed only
             row = [str(len(pairs))]
@@ -375,7 +376,10 @@ def tables(data: dict[str, Any]) -> str:
                 if not pairs:
                     row.append("-")
                     continue
-                row.append(f"{statistics.fmean(100 * (c['defenses'][d]['final_accuracy'] - ref['defenses'][d]['final_accuracy']) for c, ref in pairs):+.1f}")
+                cost = statistics.fmean(100 * (c["defenses"][d]["final_accuracy"]
+                                               - ref["defenses"][d]["final_accuracy"])
+                                        for c, ref in pairs)
+                row.append(f"{cost:+.1f}")
             lines.append(f"| {scenario} | " + " | ".join(row) + " |")
 
     lines += ["", "## The paper's claims beside ours", "",

@@ -560,7 +560,8 @@ class FLEMLDefense(Defense):
                 parts.append(f"magnitude: norm {float(f.norms[i]) / max(f.median_norm, _TINY):.2f}"
                              f" x median (z_norm={float(z['z_norm'][i]):.1f})")
             elif name == "opposition":
-                detail = f"cos_ref={float(sig['cos_ref'][i]):.3f} (z_cos={float(z['z_cos'][i]):.1f})"
+                detail = (f"cos_ref={float(sig['cos_ref'][i]):.3f} "
+                          f"(z_cos={float(z['z_cos'][i]):.1f})")
                 if "val_align" in sig:
                     detail += f", val_align={float(sig['val_align'][i]):.3f}"
                 parts.append(f"opposition: {detail}")
