@@ -10,7 +10,7 @@ every recorded round through FLEML variants (the default configuration, each fla
 switched off, the earlier score rule on, the earlier rule alone) with the aggregator's state
 carried over rounds, and counts flags against the known malicious set. The clean recordings
 are also replayed with the colluding attacks substituted for 30% of the clients, crafted from
-the round's benign updates as H2's attack modules do (ALIE ``mean - z_max std``, IPM
+the round's benign updates as the attack modules do (ALIE ``mean - z_max std``, IPM
 ``-0.5 mean``, Min-Max / Min-Sum ``mean - gamma std`` with the largest admissible gamma) and
 with scaling (the attackers' honest updates times ``n / m``). The replay holds the training
 trajectory fixed (each round's global model is the one recorded), so it measures detection
