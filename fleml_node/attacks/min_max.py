@@ -100,7 +100,19 @@ def squared_distances(x: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class _OptimizedAttack(CoalitionAttack):
-    """Shared search of Min-Max and Min-Sum; subclasses give :meth:`_constraint`."""
+    """Shared search of Min-Max and Min-Sum; subclasses give :meth:`_constraint`.
+
+    Parameters
+    ----------
+    knowledge : {"omniscient", "own"}, default "omniscient"
+        Whose updates form the benign set.
+    perturbation : {"unit_vec", "std", "sign"}, default "std"
+        The perturbation vector (see the module docstring).
+    gamma_init : float, default 10.0
+        Starting point of the search (the paper's value).
+    tolerance : float, default 1e-5
+        Relative width at which the search stops.
+    """
 
     name: ClassVar[str] = "optimized"
     perturbation: str = "std"
@@ -153,16 +165,7 @@ class _OptimizedAttack(CoalitionAttack):
 class MinMaxAttack(_OptimizedAttack):
     """Min-Max: largest ``gamma`` with ``max_i |u_mal - u_i| <= max_ij |u_i - u_j|``.
 
-    Parameters
-    ----------
-    knowledge : {"omniscient", "own"}, default "omniscient"
-        Whose updates form the benign set.
-    perturbation : {"unit_vec", "std", "sign"}, default "std"
-        The perturbation vector (see the module docstring).
-    gamma_init : float, default 10.0
-        Starting point of the search (the paper's value).
-    tolerance : float, default 1e-5
-        Relative width at which the search stops.
+    Parameters: those of :class:`_OptimizedAttack`.
     """
 
     name: ClassVar[str] = "min_max"
@@ -176,16 +179,7 @@ class MinMaxAttack(_OptimizedAttack):
 class MinSumAttack(_OptimizedAttack):
     """Min-Sum: largest ``gamma`` with ``sum_i |u_mal - u_i|^2 <= max_i sum_j |u_i - u_j|^2``.
 
-    Parameters
-    ----------
-    knowledge : {"omniscient", "own"}, default "omniscient"
-        Whose updates form the benign set.
-    perturbation : {"unit_vec", "std", "sign"}, default "std"
-        The perturbation vector (see the module docstring).
-    gamma_init : float, default 10.0
-        Starting point of the search (the paper's value).
-    tolerance : float, default 1e-5
-        Relative width at which the search stops.
+    Parameters: those of :class:`_OptimizedAttack`.
     """
 
     name: ClassVar[str] = "min_sum"
