@@ -357,7 +357,8 @@ def send_signed(w3: Web3, account: LocalAccount, tx: dict[str, Any], fee_mode: s
     """
     if not {"gasPrice", "maxFeePerGas"} & set(tx):
         tx = {**tx, **fee_fields(w3, fee_mode)}
-    tx.setdefault("nonce", w3.eth.get_transaction_count(account.address, "pending"))
+    if "nonce" not in tx:  # not setdefault: that would read the nonce even when it is set
+        tx = {**tx, "nonce": w3.eth.get_transaction_count(account.address, "pending")}
     signed = account.sign_transaction(tx)
     sent = "0x" + bytes(signed.hash).hex()
     try:
@@ -713,10 +714,9 @@ class Consortium:
             gas = fn.estimate_gas({"from": sender}, block_identifier="pending")
             tx = fn.build_transaction({
                 "from": sender,
-                "nonce": self.w3.eth.get_transaction_count(sender, "pending"),
                 "gas": int(gas * 1.2) + 10_000,
                 "chainId": self.deployment.chain_id,
-                **fee_fields(self.w3, self.profile.fee_mode),
+                **self._nonce_and_fees(sender),
             })
         except (ContractCustomError, ContractLogicError) as exc:
             raise ContractReverted(f"{name} reverted: {self.decode_error(exc)}") from None
@@ -732,6 +732,33 @@ class Consortium:
         log.info("%s sent: %s (block %d, gas %d)%s", name, sent, receipt["blockNumber"],
                  receipt["gasUsed"], f" {link}" if link else "")
         return receipt
+
+    def _nonce_and_fees(self, sender: str) -> dict[str, int]:
+        """The nonce and fee fields of the next transaction, read in one JSON-RPC batch.
+
+        EIP-1559 fees are filled as web3 fills them (tip from ``eth_maxPriorityFeePerGas``,
+        fee cap = tip + 2 x the latest base fee); legacy ones from ``eth_gasPrice``. One call
+        each where the node refuses batches.
+        """
+        legacy = self.profile.fee_mode == "legacy"
+        try:
+            with self.w3.batch_requests() as batch:
+                batch.add(self.w3.eth.get_transaction_count(sender, "pending"))
+                if legacy:
+                    batch.add(self.w3.eth.gas_price)
+                else:
+                    batch.add(self.w3.eth.max_priority_fee)
+                    batch.add(self.w3.eth.get_block("latest"))
+                answers = batch.execute()
+            if legacy:
+                return {"nonce": int(answers[0]), "gasPrice": int(answers[1])}
+            tip, block = int(answers[1]), answers[2]
+            return {"nonce": int(answers[0]), "maxPriorityFeePerGas": tip,
+                    "maxFeePerGas": tip + 2 * int(block["baseFeePerGas"])}
+        except (Web3Exception, ValueError, TypeError, KeyError, IndexError) as exc:
+            log.debug("batched nonce and fee reads refused (%s); one call each", exc)
+        return {"nonce": self.w3.eth.get_transaction_count(sender, "pending"),
+                **fee_fields(self.w3, self.profile.fee_mode)}
 
     def decode_error(self, exc: Exception) -> str:
         """Turn a revert into ``ErrorName(arg=value, ...)`` using the contract's ABI."""

@@ -50,6 +50,7 @@ class ChainEvent:
     block_number: int
     log_index: int
     tx_hash: str
+    block_hash: str = ""  # 0x hex; empty where the event was not read from a log
 
 
 class EventFollower:
@@ -97,8 +98,8 @@ class EventFollower:
         except (ValueError, KeyError) as exc:
             raise ValueError(f"corrupt event state file {self.state_file}: {exc}") from exc
 
-    def _save_cursor(self, block: int) -> None:
-        block_hash = self._hash_of(block)
+    def _save_cursor(self, block: int, block_hash: str | None = None) -> None:
+        block_hash = block_hash or self._hash_of(block)
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"contract": self.consortium.address, "last_block": block,
@@ -112,19 +113,19 @@ class EventFollower:
         found = self.consortium.w3.eth.get_block(block)
         return "0x" + bytes(found["hash"]).hex()
 
-    def _check_reorg(self) -> None:
+    def _check_reorg(self, head: int, head_hash: str) -> None:
         """Rewind if the cursor's block is no longer on the chain (a reorg deeper than the
         confirmations), or if the chain is now shorter than the cursor (a chain node restored
-        from an older state, as anvil is from its state file after a crash)."""
+        from an older state, as anvil is from its state file after a crash). `head` and
+        `head_hash` are the chain's latest block, read once per poll."""
         if self.last_block <= self._first:
             return
-        head = self.consortium.w3.eth.block_number
         if self.last_block > head:
             current = None
         elif self._last_hash is None:
             return
         else:
-            current = self._hash_of(self.last_block)
+            current = head_hash if self.last_block == head else self._hash_of(self.last_block)
             if current == self._last_hash:
                 return
         rewind = max(self._first, min(self.last_block, head) - REORG_REWIND)
@@ -158,8 +159,12 @@ class EventFollower:
         A crash inside `handler` therefore repeats on restart only events it had not acted
         on yet, or had ignored; handlers are written to be idempotent for that case.
         """
-        self._check_reorg()
-        head = self.consortium.w3.eth.block_number - self.confirmations
+        # one read of the latest block serves the reorg check, the confirmed head and (with
+        # no confirmations) the cursor's hash: an idle poll costs one request
+        latest = self.consortium.w3.eth.get_block("latest")
+        latest_number, latest_hash = int(latest["number"]), "0x" + bytes(latest["hash"]).hex()
+        self._check_reorg(latest_number, latest_hash)
+        head = latest_number - self.confirmations
         if head <= self.last_block:
             return 0
         with_logs: set[int] = set()
@@ -175,9 +180,9 @@ class EventFollower:
                 acted = bool(handler(event)) or acted
                 handled += 1
             if acted:
-                self._save_cursor(block)
+                self._save_cursor(block, events[0].block_hash or None)
         if head > self.last_block:
-            self._save_cursor(head)
+            self._save_cursor(head, latest_hash if head == latest_number else None)
         return handled
 
     def _first_unindexed(self, head: int, with_events: set[int]) -> int | None:
@@ -315,7 +320,8 @@ def fetch_events(consortium: Consortium, from_block: int, to_block: int,
             data = event.process_log(entry)
             decoded.append(ChainEvent(data["event"], dict(data["args"]), data["blockNumber"],
                                       data["logIndex"],
-                                      "0x" + bytes(data["transactionHash"]).hex()))
+                                      "0x" + bytes(data["transactionHash"]).hex(),
+                                      "0x" + bytes(data["blockHash"]).hex()))
     decoded.sort(key=lambda e: (e.block_number, e.log_index))
     return decoded
 
