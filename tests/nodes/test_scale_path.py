@@ -14,6 +14,7 @@ from fleml_node.defense import make_defense
 from fleml_node.learning import ParamSpec, get_params
 from fleml_node.round_engine import RoundEngine, Submission, encode_update, update_size_cap
 from fleml_node.storage import IpfsStore, content_hash
+from fleml_node.storage.ipfs import ADD_OPTIONS
 from fleml_node.task import validation_data
 
 from .conftest import NUM_MEMBERS, TASK
@@ -78,9 +79,7 @@ def test_a_failed_early_fetch_is_retried_and_the_rule_applies_only_at_the_close(
 
     def unpublished(client):
         def publish(round_id, blob):
-            cid = str(store._client.add_bytes(blob, opts={
-                "only-hash": "true", "cid-version": "1", "raw-leaves": "true",
-                "cid-base": "base32"}))
+            cid = str(store._client.add_bytes(blob, opts={**ADD_OPTIONS, "only-hash": "true"}))
             withheld[client.address] = blob
             return content_hash(blob), cid
         return publish

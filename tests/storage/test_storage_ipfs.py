@@ -28,6 +28,7 @@ from fleml_node.storage import (
     decode_tensors,
     encode_tensors,
 )
+from fleml_node.storage.ipfs import CHUNK_BYTES
 
 CIDV1_BASE32 = re.compile(r"b[a-z2-7]{58,}")
 
@@ -66,8 +67,12 @@ def test_put_is_deterministic_and_uses_raw_sha256_cids(
     assert cid == make_raw_cid(data)
 
 
-def test_chunked_object_round_trip(store: IpfsStore) -> None:
-    data = os.urandom(700_000)  # above the 256 KiB chunk size: a dag-pb root over raw leaves
+def test_an_update_sized_object_is_one_block_and_a_larger_one_is_chunked(
+        store: IpfsStore, make_raw_cid: Callable[[bytes], str]) -> None:
+    update = os.urandom(827_688)  # the MNIST CNN's fp32 update: below the 1 MiB chunk size
+    cid = store.put(update)
+    assert cid == make_raw_cid(update) and store.is_pinned(cid)
+    data = os.urandom(CHUNK_BYTES + 300_000)  # above it: a dag-pb root over raw leaves
     cid = store.put(data)
     assert cid.startswith("bafybei") and store.is_pinned(cid)
     assert store.get(cid, expected_hash=content_hash(data)) == data

@@ -204,9 +204,10 @@ def test_kubo_style_add_cat_and_pin_answers(
     assert store.is_pinned(cid)
 
     add, cat, ls, pin, _ = fake.seen
-    assert {k: add.query[k] for k in ("cid-version", "raw-leaves", "pin", "cid-base")} == {
-        "cid-version": "1", "raw-leaves": "true", "pin": "true", "cid-base": "base32"
-    }
+    assert {k: add.query[k] for k in ("cid-version", "raw-leaves", "pin", "cid-base",
+                                      "chunker")} == {
+        "cid-version": "1", "raw-leaves": "true", "pin": "true", "cid-base": "base32",
+        "chunker": "size-1048576"}
     assert data in add.body and b"Content-Type: application/octet-stream" in add.body
     assert cat.query["arg"] == cid and cat.query["length"] == str(store.max_bytes + 1)
     assert ls.query["type"] == "recursive" and ls.query["cid-base"] == "base32"
