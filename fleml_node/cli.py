@@ -868,6 +868,9 @@ def account_new(keystore: str) -> None:
 @click.option("--device", default="cpu", show_default=True,
               help="Train and evaluate here in memory mode: cpu, cuda[:N], mps or auto "
                    "(CUDA when present); recorded in results.json.")
+@click.option("--member-threads", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Chain mode: members' IPFS and chain work overlaps on this many threads "
+                   "(training stays one member at a time); 1 steps them one after another.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Results folder [default: results/sim-<time>].")
 @_fail_cleanly
@@ -904,7 +907,7 @@ def simulate(**opts: Any) -> None:
         validation_size=opts["validation_size"], test_samples=opts["test_samples"],
         mode=opts["mode"], ipfs_api=opts["ipfs_api"],
         compression=opts["compression"], topk_fraction=opts["topk_fraction"],
-        device=opts["device"])
+        device=opts["device"], member_threads=opts["member_threads"])
     out = Path(opts["out_dir"] or f"results/sim-{_time.strftime('%Y%m%d-%H%M%S')}")
     malicious = config.malicious_clients()
     click.echo(f"FLEML simulation: {config.dataset}, {config.num_clients} clients "

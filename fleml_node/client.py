@@ -23,6 +23,7 @@ A simulated malicious member is the same node with an attack configured; nothing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -99,12 +100,17 @@ class ClientNode:
         Do not start training when fewer seconds than this remain before the deadline.
     audit_rounds
         Audit every finalized round and attest the verdict on chain (``client --audit``).
+    train_lock
+        Held around local training. A simulation stepping many members in one process on
+        threads passes one lock to all of them: their training runs one at a time, as in the
+        simulator's memory mode, while their IPFS and chain work overlaps.
     """
 
     def __init__(self, consortium: Consortium, store: IpfsStore, follower: EventFollower,
                  task: TaskConfig, x: Tensor, y: Tensor, client_index: int,
                  attack: Attack | None = None, margin_seconds: float = 0.0,
-                 audit_rounds: bool = False) -> None:
+                 audit_rounds: bool = False,
+                 train_lock: contextlib.AbstractContextManager[Any] | None = None) -> None:
         if consortium.account is None:
             raise ValueError("a client needs a signing account")
         self.consortium = consortium
@@ -116,6 +122,7 @@ class ClientNode:
         self.attack = attack
         self.margin_seconds = margin_seconds
         self.audit_rounds = audit_rounds
+        self.train_lock = train_lock if train_lock is not None else contextlib.nullcontext()
         self.address = consortium.account.address
         self.model = task.initial_model()
         self.spec = ParamSpec.from_named(get_params(self.model))
@@ -204,16 +211,20 @@ class ClientNode:
         data = self.store.get(model_cid, expected_hash=model_hash)
         stats.bytes_down = len(data)
         payload = decode_tensors(data, expected_kind="model", expected_spec=self.spec)
-        t1 = time.perf_counter()
+        t_fetched = time.perf_counter()
         generator = make_generator(self.task.seed, stats.round_id, self.client_index)
-        update, train_stats = local_train(self.model, payload.tensors, self.x, self.y,
-                                          self.task.train, generator, attack=self.attack)
+        with self.train_lock:
+            t1 = time.perf_counter()  # time spent waiting for the lock is nobody's cost
+            update, train_stats = local_train(self.model, payload.tensors, self.x, self.y,
+                                              self.task.train, generator, attack=self.attack)
+            t2 = time.perf_counter()
         stats.loss_before, stats.loss_after = train_stats.loss_before, train_stats.loss_after
-        t2 = time.perf_counter()
         # refuses NaN/Inf; names this member, so nobody else can submit these bytes as theirs
         blob = encode_update(update, stats.round_id, stats.samples, self.address, self.encoder)
-        stats.seconds = {"fetch": t1 - t0, "train": t2 - t1,
+        stats.seconds = {"fetch": t_fetched - t0, "train": t2 - t1,
                          "encode": time.perf_counter() - t2}
+        if t1 - t_fetched > 0.001:  # waited for the simulation's shared training lock
+            stats.seconds["train_queue"] = t1 - t_fetched
         return blob
 
     def _train_and_submit(self, stats: ClientRoundStats, model_hash: bytes, model_cid: str,

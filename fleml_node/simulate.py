@@ -26,8 +26,10 @@ import logging
 import os
 import platform
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,9 @@ class SimulationConfig:
     compression: str = "none"  # members' update encoding (fleml_node.storage.compression)
     topk_fraction: float = 0.1
     device: str = "cpu"  # training and evaluation in memory mode: cpu | cuda[:i] | mps | auto
+    # chain mode: members step on this many threads, their training one at a time (as in
+    # memory mode) and their IPFS and chain work overlapping, as separate members' would
+    member_threads: int = 4
 
     def __post_init__(self) -> None:
         if not 0 <= self.malicious_fraction < 1:
@@ -123,6 +128,8 @@ class SimulationConfig:
             raise ValueError("mode must be 'chain' or 'memory'")
         if self.rounds < 1 or self.num_clients < 2:
             raise ValueError("rounds must be >= 1 and num_clients >= 2")
+        if self.member_threads < 1:
+            raise ValueError("member_threads must be >= 1")
         self.defenses = tuple(self.defenses)
         resolve_device(self.device)  # a clear error now rather than in round 1
 
@@ -237,22 +244,43 @@ def _ipfs(config: SimulationConfig, work: Path) -> Iterator[str]:
 
 @dataclass
 class ChainFederation:
-    """A federation on a fresh local chain: the aggregator, the clients and the chain."""
+    """A federation on a fresh local chain: the aggregator, the clients and the chain.
+
+    With a `pool`, the clients handle their events on its threads: in a consortium each member
+    is its own machine, so one member's IPFS put, transaction and receipt wait overlap with
+    the next one's training. The clients share one training lock, so training itself runs one
+    member at a time, exactly as in memory mode, and the comparison of the two modes measures
+    the real path's cost rather than extra cores.
+    """
 
     aggregator: Any
     clients: list[Any]
     w3: Any
     malicious: list[int]
+    pool: ThreadPoolExecutor | None = None
 
     def step(self) -> str:
-        """One aggregator step, then every client handles what is new on chain; between
-        clients the aggregator starts verifying the updates submitted so far, as its own
-        process would while the other members train."""
+        """One aggregator step, then every client handles what is new on chain; meanwhile
+        the aggregator starts verifying the updates submitted so far, as its own process
+        would while the other members train."""
         did = self.aggregator.step()
-        for client in self.clients:
-            client.poll_once()
-            self.aggregator.watch()
+        self.poll_members()
         return did
+
+    def poll_members(self) -> None:
+        """Every client handles what is new on chain (on the pool's threads when there is
+        one); the aggregator watches for submitted updates in between."""
+        if self.pool is None:
+            for client in self.clients:
+                client.poll_once()
+                self.aggregator.watch()
+            return
+        pending = {self.pool.submit(client.poll_once) for client in self.clients}
+        while pending:
+            done, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()  # a member's error is the simulation's error
+            self.aggregator.watch()
 
 
 @contextlib.contextmanager
@@ -281,12 +309,14 @@ def chain_federation(config: SimulationConfig, defense_name: str, run_dir: Path,
         record = deploy_local_consortium(w3, keys, n, run_dir / "deployment.json", "client",
                                          validation=(content_hash(blob), store.put(blob)))
         clients = []
+        train_lock = threading.Lock()
         for i in range(n):
             consortium = Consortium(w3, record, Account.from_key(keys[2 + i]))
             x, y = client_data(task, i)
             follower = EventFollower(consortium, run_dir / f"client{i}.events.json")
             client = ClientNode(consortium, store, follower, task, x, y, i,
-                                attack=attack if i in malicious else None)
+                                attack=attack if i in malicious else None,
+                                train_lock=train_lock)
             if corrupt is not None:
                 client.publish_update = _corrupted_publish(client, i, corrupt)
             clients.append(client)
@@ -295,7 +325,12 @@ def chain_federation(config: SimulationConfig, defense_name: str, run_dir: Path,
             Consortium(w3, record, Account.from_key(keys[1])), store, defense, task,
             until_round=config.rounds, round_seconds=config.round_seconds,
             validation=validation, evaluate=evaluate)
-        yield ChainFederation(aggregator, clients, w3, malicious)
+        if config.member_threads == 1:
+            yield ChainFederation(aggregator, clients, w3, malicious)
+            return
+        with ThreadPoolExecutor(max_workers=config.member_threads,
+                                thread_name_prefix="member") as pool:
+            yield ChainFederation(aggregator, clients, w3, malicious, pool)
 
 
 def _corrupted_publish(client: Any, index: int,

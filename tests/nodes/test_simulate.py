@@ -24,6 +24,41 @@ def test_chain_and_memory_modes_give_the_same_rounds(tmp_path, ipfs_api):
     assert all(r["bytes_moved"] > 0 for r in chain["rounds"])
 
 
+def test_members_on_threads_train_one_at_a_time_and_decide_as_one_after_another(
+        tmp_path, ipfs_api, monkeypatch):
+    """Chain mode overlaps the members' IPFS and chain work on threads, never their training
+    (memory mode's cost), and the rounds come out as with the members stepped in turn."""
+    import threading
+
+    from fleml_node import client as client_module
+
+    real_train, lock = client_module.local_train, threading.Lock()
+    training, most, threads = [0], [0], set()
+
+    def counted(*args, **kwargs):
+        with lock:
+            training[0] += 1
+            most[0] = max(most[0], training[0])
+            threads.add(threading.current_thread().name)
+        try:
+            return real_train(*args, **kwargs)
+        finally:
+            with lock:
+                training[0] -= 1
+
+    monkeypatch.setattr(client_module, "local_train", counted)
+    small = {**SMALL, "defenses": ("fedavg",), "rounds": 1, "mode": "chain",
+             "ipfs_api": ipfs_api}
+    on_threads = simulate(SimulationConfig(**small, member_threads=4), tmp_path / "threads")
+    assert most[0] == 1 and len(threads) > 1 and all(t.startswith("member") for t in threads)
+    threads.clear()
+    in_turn = simulate(SimulationConfig(**small, member_threads=1), tmp_path / "serial")
+    assert threads == {threading.main_thread().name}
+    a, b = on_threads["rounds"][0], in_turn["rounds"][0]
+    assert a["aggregate_sha256"] == b["aggregate_sha256"] and a["members"] == b["members"]
+    assert a["accuracy"] == b["accuracy"]
+
+
 def test_results_are_written_with_config_and_plots(tmp_path):
     out = tmp_path / "sim"
     result = CliRunner().invoke(main, [
