@@ -33,6 +33,7 @@ no-attack control for FedAvg and FLEML (false flags, accuracy cost).
 Usage::
 
     .venv/bin/python benchmarks/defense_bench.py [--quick] [--threads N] [--out PATH]
+    .venv/bin/python benchmarks/defense_bench.py --cost-only   # part 1 alone: defense_cost.json
 """
 
 from __future__ import annotations
@@ -288,6 +289,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cost-case", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--cost-only", action="store_true",
+                        help="part 1 only (time and peak memory), written to defense_cost.json")
     parser.add_argument("--out", type=Path, default=None, help="result JSON path")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -315,14 +318,16 @@ def main() -> None:
         "fleml_peak_below_2x": all(by[("fleml", n)]["peak_over_updates"] < 2.0
                                    for n in CLIENT_COUNTS),
     }
-    e2e_methods = ("fedavg", "fleml") if args.quick else METHODS
-    e2e = {"label_flip": run_e2e(e2e_methods, attack_on=True)}
-    if not args.quick:
-        e2e["no_attack"] = run_e2e(("fedavg", "fleml"), attack_on=False)
-    flip = e2e["label_flip"]["methods"]
-    targets["fleml_beats_fedavg"] = (
-        flip["fleml"]["final_accuracy"] > flip["fedavg"]["final_accuracy"]
-    )
+    e2e: dict[str, Any] = {}
+    if not args.cost_only:
+        e2e_methods = ("fedavg", "fleml") if args.quick else METHODS
+        e2e["label_flip"] = run_e2e(e2e_methods, attack_on=True)
+        if not args.quick:
+            e2e["no_attack"] = run_e2e(("fedavg", "fleml"), attack_on=False)
+        flip = e2e["label_flip"]["methods"]
+        targets["fleml_beats_fedavg"] = (
+            flip["fleml"]["final_accuracy"] > flip["fedavg"]["final_accuracy"]
+        )
     result = {
         "benchmark": "defense",
         "quick": args.quick,
@@ -354,7 +359,8 @@ def main() -> None:
         "e2e": e2e,
     }
     out = args.out or REPO / "benchmarks" / "results" / (
-        "defense_quick.json" if args.quick else "defense.json"
+        "defense_cost.json" if args.cost_only
+        else "defense_quick.json" if args.quick else "defense.json"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
