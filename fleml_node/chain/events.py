@@ -25,6 +25,7 @@ from typing import Any
 
 from eth_utils import keccak
 from eth_utils.abi import event_abi_to_log_topic
+from web3._utils.method_formatters import log_entry_formatter
 from web3.contract.contract import ContractEvent
 from web3.exceptions import Web3RPCError
 
@@ -306,18 +307,24 @@ def fetch_events(consortium: Consortium, from_block: int, to_block: int,
     decoded = []
     for start in range(from_block, to_block + 1, MAX_BLOCK_RANGE):
         end = min(to_block, start + MAX_BLOCK_RANGE - 1)
-        query: dict[str, Any] = {"address": consortium.address, "fromBlock": start,
-                                 "toBlock": end}
+        # the address as a list: web3's name-resolving middleware reads eth_getLogs'
+        # "address" as address[] and would take a bare string's characters for names
+        query: dict[str, Any] = {"address": [consortium.address], "fromBlock": hex(start),
+                                 "toBlock": hex(end)}
         if topics:
             query["topics"] = topics
-        for entry in consortium.w3.eth.get_logs(query):
+        # The logs as the node sent them (through the middleware, without web3's result
+        # formatters): a member's follower reads every member's submissions, and formatting
+        # each one (checksummed addresses, bytes) only to skip it cost each round work
+        # growing with the square of the members. Only logs decoded below are formatted.
+        for entry in consortium.w3.manager.request_blocking("eth_getLogs", [query]):
             if blocks is not None:
-                blocks.add(int(entry["blockNumber"]))
-            topic = bytes(entry["topics"][0]) if entry["topics"] else b""
+                blocks.add(int(entry["blockNumber"], 16))
+            topic = bytes.fromhex(entry["topics"][0][2:]) if entry["topics"] else b""
             event = events.get(topic)
             if event is None or (wanted is not None and topic not in wanted):
                 continue
-            data = event.process_log(entry)
+            data = event.process_log(log_entry_formatter(entry))
             decoded.append(ChainEvent(data["event"], dict(data["args"]), data["blockNumber"],
                                       data["logIndex"],
                                       "0x" + bytes(data["transactionHash"]).hex(),
