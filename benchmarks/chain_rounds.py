@@ -5,7 +5,9 @@
 Each chain gets a fresh consortium and a real federation of processes: one `fleml-node
 aggregator` and `--members` `fleml-node client` processes (60 MNIST samples each, the
 integration tests' task), all on this machine, sharing one js-ipfs daemon. On a PoA network the
-members connect to its nodes in turn, so their transactions travel between sealers. Chains:
+members connect to its nodes in turn, so their transactions travel between sealers, and
+each lists the other nodes after its own (``--rpc A,B,C``: it moves on when its node fails).
+Chains:
 
 * ``anvil``: a block per transaction (the development chain);
 * ``anvil-T``: anvil sealing a block every T seconds (``--block-time``), the block time alone;
@@ -59,7 +61,10 @@ class SpreadFederation(Federation):
         self.rpc_urls = rpc_urls
 
     def rpc_for(self, key_index: int | None) -> str:
-        return self.rpc_urls[(key_index or 0) % len(self.rpc_urls)]
+        """The node's chain nodes, its own first (nodes take turns being first); it moves to
+        the next when its node fails (`FailoverHTTPProvider`)."""
+        first = (key_index or 0) % len(self.rpc_urls)
+        return ",".join(self.rpc_urls[first:] + self.rpc_urls[:first])
 
 
 @contextlib.contextmanager

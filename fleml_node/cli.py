@@ -237,7 +237,9 @@ def chain_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         config_option,
         click.option("--rpc", default="http://127.0.0.1:8545", show_default=True,
-                     envvar="FLEML_RPC", help="JSON-RPC URL of the chain [env FLEML_RPC]."),
+                     envvar="FLEML_RPC",
+                     help="JSON-RPC URL of the chain; several nodes of one chain, comma-"
+                          "separated, are tried in turn when one fails [env FLEML_RPC]."),
         click.option("--deployment", type=click.Path(dir_okay=False), envvar="FLEML_DEPLOYMENT",
                      help="Deployment record from `brownie run deploy` "
                           "[default: deployments/<chain id>.json; env FLEML_DEPLOYMENT]."),

@@ -17,8 +17,9 @@ import json
 import logging
 import os
 import secrets
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 from web3.middleware import Web3Middleware
+from web3.types import RPCEndpoint, RPCResponse
 
 from fleml_node.chain.deployment import Deployment
 from fleml_node.chain.profile import (
@@ -319,6 +321,93 @@ class ChainIdOnce(Web3Middleware):
         return request
 
 
+BROKEN_NODE_ERRORS = ("does not contain state root",)
+"""Substrings of JSON-RPC errors that say the node itself is broken, not the request:
+@ethereumjs/client 0.9.0 answers every state read so once its synchronizer stopped after a
+failed block execution (docs/poa-ethereumjs.md, section 6). `FailoverHTTPProvider` moves on."""
+
+
+class FailoverHTTPProvider(Web3.HTTPProvider):
+    """JSON-RPC over HTTP to one of several nodes of the same chain, moving on when one fails.
+
+    A consortium runs several nodes; a member that can reach more than one lists them all
+    (``--rpc URL1,URL2``). Requests go to the current node; one that cannot be reached, times
+    out, answers with an HTTP error, or answers with an error in `BROKEN_NODE_ERRORS` is sent
+    to the next node, and the provider stays there. Each node's chain id is checked before the
+    provider moves to it, so a misconfigured list cannot switch chains under a node. Nodes may
+    be at different heights: the event follower treats a lower head as a rollback and handles
+    events again, and a transaction the old node never relayed is resent by `send_signed`.
+    """
+
+    def __init__(self, urls: Sequence[str], **kwargs: Any) -> None:
+        if not urls:
+            raise ValueError("FailoverHTTPProvider needs at least one URL")
+        self.urls = list(urls)
+        self._index = 0
+        self._chain_id: str | None = None
+        self._switch_lock = threading.Lock()
+        super().__init__(self.urls[0], **kwargs)
+
+    def _broken(self, response: Any) -> bool:
+        if not isinstance(response, dict):
+            return False
+        message = str((response.get("error") or {}).get("message", ""))
+        return any(marker in message for marker in BROKEN_NODE_ERRORS)
+
+    def _move_on(self, failed: str, reason: object) -> bool:
+        """Switch to the next node of the same chain; False when none answers."""
+        with self._switch_lock:
+            if self.endpoint_uri != failed:
+                return True  # another thread already moved on
+            for step in range(1, len(self.urls)):
+                index = (self._index + step) % len(self.urls)
+                url = self.urls[index]
+                try:
+                    answer = self._request_session_manager.json_make_post_request(
+                        url, self.encode_rpc_request("eth_chainId", []),
+                        **self.get_request_kwargs())
+                except requests.RequestException:
+                    continue
+                chain_id = answer.get("result")
+                if self._chain_id is not None and chain_id != self._chain_id:
+                    raise ChainError(f"{url} serves chain {chain_id}, not {self._chain_id}: "
+                                     "every --rpc URL must be a node of the same chain")
+                log.warning("chain node %s failed (%s); using %s", failed, reason, url)
+                self._index, self.endpoint_uri = index, url
+                return True
+            return False
+
+    def _with_failover(self, send: Callable[[], Any]) -> Any:
+        for _ in range(len(self.urls)):
+            current = self.endpoint_uri
+            try:
+                response = send()
+            except requests.RequestException as exc:
+                if len(self.urls) == 1 or not self._move_on(current, exc):
+                    raise
+                continue
+            if self._broken(response) and len(self.urls) > 1 \
+                    and self._move_on(current, response["error"].get("message")):
+                continue
+            return response
+        return send()  # every node failed once: the last answer or error stands
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        response = self._with_failover(lambda: super(FailoverHTTPProvider, self)
+                                       .make_request(method, params))
+        if method == "eth_chainId" and self._chain_id is None and "result" in response:
+            self._chain_id = response["result"]
+        return response
+
+    def make_batch_request(self, batch_requests: list[tuple[RPCEndpoint, Any]]) -> Any:
+        def send() -> Any:
+            answers = super(FailoverHTTPProvider, self).make_batch_request(batch_requests)
+            broken = next((a for a in answers if self._broken(a)), None) \
+                if isinstance(answers, list) else None
+            return broken or answers
+        return self._with_failover(send)
+
+
 def connect(rpc_url: str, timeout: float = 30.0, poa: bool | None = None) -> Web3:
     """A connected Web3 over HTTP, or a `ChainError` naming the URL.
 
@@ -327,8 +416,15 @@ def connect(rpc_url: str, timeout: float = 30.0, poa: bool | None = None) -> Web
     On a proof-of-authority chain (``poa`` True, or None and the genesis block says so) web3's
     PoA middleware is installed, without which it cannot read a single block there.
     """
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout},
-                                exception_retry_configuration=None))
+    # One session, its proxies read from the environment once: requests otherwise scans the
+    # whole environment (and ~/.netrc) again on every call, half a millisecond a request here.
+    # Credentials go in the URL (https://user:pass@host), not in ~/.netrc.
+    urls = [url.strip() for url in rpc_url.split(",") if url.strip()]
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies = requests.utils.get_environ_proxies(urls[0] if urls else rpc_url)
+    w3 = Web3(FailoverHTTPProvider(urls or [rpc_url], request_kwargs={"timeout": timeout},
+                                   session=session, exception_retry_configuration=None))
     w3.middleware_onion.add(ChainIdOnce, "fleml_chain_id_once")
     try:
         w3.eth.chain_id  # noqa: B018 - the call is the connectivity check

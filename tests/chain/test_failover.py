@@ -1,0 +1,90 @@
+"""`--rpc URL1,URL2`: a node's requests move to the next node of the same chain when one fails."""
+
+import contextlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from fleml_node.chain.contract import BROKEN_NODE_ERRORS, ChainError, Consortium, connect
+from fleml_node.devnet.anvil import LocalAnvil, free_port
+
+
+@contextlib.contextmanager
+def broken_node(chain_id: str):
+    """A JSON-RPC endpoint that knows its chain id and answers everything else as
+    @ethereumjs/client 0.9.0 does once its synchronizer has stopped."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            calls = body if isinstance(body, list) else [body]
+            answers = []
+            for call in calls:
+                seen.append(call["method"])
+                if call["method"] == "eth_chainId":
+                    answers.append({"jsonrpc": "2.0", "id": call["id"], "result": chain_id})
+                else:
+                    answers.append({"jsonrpc": "2.0", "id": call["id"], "error": {
+                        "code": -32603,
+                        "message": f"Internal error: State trie {BROKEN_NODE_ERRORS[0]}"}})
+            data = json.dumps(answers if isinstance(body, list) else answers[0]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_unreachable_first_node_is_skipped(anvil):
+    w3 = connect(f"http://127.0.0.1:{free_port()},{anvil.url}")
+    assert w3.eth.block_number >= 0
+    assert w3.provider.endpoint_uri == anvil.url
+
+
+def test_a_node_that_lost_its_state_is_left_for_the_next(anvil, deployed):
+    _, record = deployed
+    chain_id = hex(connect(anvil.url).eth.chain_id)
+    with broken_node(chain_id) as (broken, seen):
+        w3 = connect(f"{broken},{anvil.url}")  # its read of the genesis block moves on
+        assert w3.provider.endpoint_uri == anvil.url and "eth_getBlockByNumber" in seen
+    with broken_node(chain_id) as (broken, seen):
+        w3 = connect(f"{broken},{anvil.url}", poa=False)  # no block read: still the first
+        assert w3.provider.endpoint_uri == broken
+        reader = Consortium(w3, record)  # its code check fails there and goes to anvil
+        assert reader.current_round() == 0
+        assert w3.provider.endpoint_uri == anvil.url and "eth_getCode" in seen
+    with broken_node(chain_id) as (broken, seen):
+        w3 = connect(f"{broken},{anvil.url}", poa=False)
+        seen.clear()
+        with w3.batch_requests() as batch:  # as a member's view of a round is read
+            batch.add(w3.eth.get_block("latest"))
+            batch.add(w3.eth.get_block(0))
+            latest, genesis = batch.execute()
+        assert seen == ["eth_getBlockByNumber", "eth_getBlockByNumber"]  # then anvil
+        assert w3.provider.endpoint_uri == anvil.url  # the batch moved on as a whole
+        assert latest["number"] >= 0 and genesis["hash"] == w3.eth.get_block(0)["hash"]
+
+
+def test_a_node_of_another_chain_is_refused(tmp_path):
+    with LocalAnvil(accounts=2, log_file=tmp_path / "anvil.log") as node:
+        with broken_node("0x1") as (other, _):
+            w3 = connect(f"{node.url},{other}")
+            assert w3.eth.block_number >= 0
+            node.stop()
+            with pytest.raises(ChainError, match="every --rpc URL must be a node of the same"):
+                w3.eth.block_number  # noqa: B018 - the request is the test
