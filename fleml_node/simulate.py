@@ -277,7 +277,9 @@ class ChainFederation:
             return
         pending = {self.pool.submit(client.poll_once) for client in self.clients}
         while pending:
-            done, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
+            # the aggregator's look for new updates costs a request or two: a few per second
+            # keep its verification going without taking the members' CPU
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
             for future in done:
                 future.result()  # a member's error is the simulation's error
             self.aggregator.watch()

@@ -9,6 +9,7 @@ flagged set and the aggregate's hash must be the same. Fields that exist only on
 
 import random
 import struct
+import threading
 
 from fleml_node.simulate import SimulationConfig, run_chain, run_memory
 from fleml_node.storage import content_hash
@@ -39,9 +40,30 @@ def decisions(records):
     return [(r.round, r.members, r.flagged, r.aggregate_sha256) for r in records]
 
 
-def test_chain_path_and_memory_mode_decide_identically(tmp_path, ipfs_api):
+def test_chain_path_and_memory_mode_decide_identically(tmp_path, ipfs_api, monkeypatch):
+    """The chain run steps its members on threads (CONFIG.member_threads): their training
+    must still run one member at a time, as in memory mode, and on several threads."""
+    from fleml_node import client as client_module
+
+    real_train, lock = client_module.local_train, threading.Lock()
+    training, most, threads = [0], [0], set()
+
+    def counted(*args, **kwargs):
+        with lock:
+            training[0] += 1
+            most[0] = max(most[0], training[0])
+            threads.add(threading.current_thread().name)
+        try:
+            return real_train(*args, **kwargs)
+        finally:
+            with lock:
+                training[0] -= 1
+
+    monkeypatch.setattr(client_module, "local_train", counted)
     memory = run_memory(CONFIG, "fleml", lambda r: None, corrupt=corrupt)
     chain = run_chain(CONFIG, "fleml", tmp_path, ipfs_api, lambda r: None, corrupt=corrupt)
+    assert CONFIG.member_threads > 1 and most[0] == 1
+    assert len(threads) > 1 and all(name.startswith("member") for name in threads)
     assert decisions(chain) == decisions(memory)
     assert [r.accuracy for r in chain] == [r.accuracy for r in memory]
 

@@ -13,8 +13,10 @@ SMALL = dict(dataset="mnist", num_clients=4, malicious_fraction=0.25, attack="la
 
 
 def test_chain_and_memory_modes_give_the_same_rounds(tmp_path, ipfs_api):
-    chain = simulate(SimulationConfig(**SMALL, mode="chain", ipfs_api=ipfs_api),
-                     tmp_path / "chain")
+    # members one after another here; tests/nodes/test_policy_equivalence.py runs them on
+    # threads (the default)
+    chain = simulate(SimulationConfig(**SMALL, mode="chain", ipfs_api=ipfs_api,
+                                      member_threads=1), tmp_path / "chain")
     memory = simulate(SimulationConfig(**SMALL, mode="memory"), tmp_path / "memory")
     for a, b in zip(chain["rounds"], memory["rounds"], strict=True):
         assert (a["defense"], a["round"]) == (b["defense"], b["round"])
@@ -22,41 +24,6 @@ def test_chain_and_memory_modes_give_the_same_rounds(tmp_path, ipfs_api):
         assert a["flagged"] == b["flagged"]
     assert all(r["gas_used"] > 0 for r in chain["rounds"])
     assert all(r["bytes_moved"] > 0 for r in chain["rounds"])
-
-
-def test_members_on_threads_train_one_at_a_time_and_decide_as_one_after_another(
-        tmp_path, ipfs_api, monkeypatch):
-    """Chain mode overlaps the members' IPFS and chain work on threads, never their training
-    (memory mode's cost), and the rounds come out as with the members stepped in turn."""
-    import threading
-
-    from fleml_node import client as client_module
-
-    real_train, lock = client_module.local_train, threading.Lock()
-    training, most, threads = [0], [0], set()
-
-    def counted(*args, **kwargs):
-        with lock:
-            training[0] += 1
-            most[0] = max(most[0], training[0])
-            threads.add(threading.current_thread().name)
-        try:
-            return real_train(*args, **kwargs)
-        finally:
-            with lock:
-                training[0] -= 1
-
-    monkeypatch.setattr(client_module, "local_train", counted)
-    small = {**SMALL, "defenses": ("fedavg",), "rounds": 1, "mode": "chain",
-             "ipfs_api": ipfs_api}
-    on_threads = simulate(SimulationConfig(**small, member_threads=4), tmp_path / "threads")
-    assert most[0] == 1 and len(threads) > 1 and all(t.startswith("member") for t in threads)
-    threads.clear()
-    in_turn = simulate(SimulationConfig(**small, member_threads=1), tmp_path / "serial")
-    assert threads == {threading.main_thread().name}
-    a, b = on_threads["rounds"][0], in_turn["rounds"][0]
-    assert a["aggregate_sha256"] == b["aggregate_sha256"] and a["members"] == b["members"]
-    assert a["accuracy"] == b["accuracy"]
 
 
 def test_results_are_written_with_config_and_plots(tmp_path):
