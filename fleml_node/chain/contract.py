@@ -53,6 +53,35 @@ from fleml_node.chain.profile import (
 
 log = logging.getLogger(__name__)
 
+
+def _validate_each_abi_once() -> None:
+    """Make web3 validate an ABI once rather than on every call it encodes.
+
+    web3 7.16 checks the whole ABI (every function's selector: a keccak each, about a hundred
+    for the consortium's) before it encodes any call or transaction; that was a fifth of a
+    member's Python time per round. An ABI object that passed is remembered (by identity, with
+    a reference, so the id cannot be reused); one that fails is checked again every time.
+    Deployment ABIs are loaded once and never modified.
+    """
+    import web3.utils.abi as web3_abi
+
+    checked: dict[int, Any] = {}
+    validate = web3_abi.validate_abi
+    if getattr(validate, "fleml_once", False):
+        return
+
+    def validate_once(abi: Any) -> None:
+        if checked.get(id(abi)) is abi:
+            return
+        validate(abi)
+        checked[id(abi)] = abi
+
+    validate_once.fleml_once = True  # type: ignore[attr-defined]
+    web3_abi.validate_abi = validate_once
+
+
+_validate_each_abi_once()
+
 PROTOCOL_VERSION = 2
 """The contract protocol version these bindings speak (`FlemlConsortium.version()`)."""
 PRIVATE_KEY_ENV = "FLEML_PRIVATE_KEY"
