@@ -415,8 +415,10 @@ class FailoverHTTPProvider(Web3.HTTPProvider):
                 if len(self.urls) == 1 or not self._move_on(current, exc):
                     raise
                 continue
-            if self._broken(response) and len(self.urls) > 1 \
-                    and self._move_on(current, response["error"].get("message")):
+            answers = response if isinstance(response, list) else [response]  # a batch's
+            broken = next((a for a in answers if self._broken(a)), None)
+            if broken is not None and len(self.urls) > 1 \
+                    and self._move_on(current, broken["error"].get("message")):
                 continue
             return response
         return send()  # every node failed once: the last answer or error stands
@@ -429,12 +431,8 @@ class FailoverHTTPProvider(Web3.HTTPProvider):
         return response
 
     def make_batch_request(self, batch_requests: list[tuple[RPCEndpoint, Any]]) -> Any:
-        def send() -> Any:
-            answers = super(FailoverHTTPProvider, self).make_batch_request(batch_requests)
-            broken = next((a for a in answers if self._broken(a)), None) \
-                if isinstance(answers, list) else None
-            return broken or answers
-        return self._with_failover(send)
+        return self._with_failover(lambda: super(FailoverHTTPProvider, self)
+                                   .make_batch_request(batch_requests))
 
 
 def connect(rpc_url: str, timeout: float = 30.0, poa: bool | None = None) -> Web3:
