@@ -327,11 +327,10 @@ def chain_federation(config: SimulationConfig, defense_name: str, run_dir: Path,
             Consortium(w3, record, Account.from_key(keys[1])), store, defense, task,
             until_round=config.rounds, round_seconds=config.round_seconds,
             validation=validation, evaluate=evaluate)
-        if config.member_threads == 1:
-            yield ChainFederation(aggregator, clients, w3, malicious)
-            return
-        with ThreadPoolExecutor(max_workers=config.member_threads,
-                                thread_name_prefix="member") as pool:
+        pool = (ThreadPoolExecutor(max_workers=config.member_threads,
+                                   thread_name_prefix="member")
+                if config.member_threads > 1 else None)
+        with pool or contextlib.nullcontext():
             yield ChainFederation(aggregator, clients, w3, malicious, pool)
 
 
