@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import platform
@@ -40,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from fleml_node.storage.local import atomic_write
+
+logger = logging.getLogger(__name__)
 
 # what run_cell sets for the duration of a cell (fleml_node.learning.runtime reads it)
 THREADS_ENV = "FLEML_TORCH_THREADS"
@@ -187,6 +190,21 @@ def cell_machine(device: str) -> dict[str, Any]:
     return info
 
 
+def defense_params(cell: Cell | dict[str, Any]) -> dict[str, Any]:
+    """Every defense's effective parameters in ``cell`` (its defaults with the cell's
+    ``defense_params`` applied), as its reports record them.
+
+    A cell's key names only what the cell sets, so a result stored before a defense's default
+    changed would otherwise be reused as if it were current; :func:`run_cells` compares these.
+    """
+    from fleml_node.defense import make_defense
+
+    cell = _as_cell(cell)
+    given = cell.base.get("defense_params", {})
+    return json.loads(_canonical({name: make_defense(name, **given.get(name, {})).params()
+                                  for name in cell.defenses}))
+
+
 def run_cell(cell_dict: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
     """Run one cell (``simulate()`` in memory mode, in a scratch directory) on one torch
     thread and return a JSON-ready result:
@@ -206,7 +224,7 @@ def run_cell(cell_dict: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
         machine = cell_machine(device)
     out = {"cell": cell.to_dict(), "key": cell.key(), "summary": result["summary"],
            "rounds": result["rounds"], "malicious_clients": result["malicious_clients"],
-           "seconds": seconds, "machine": machine}
+           "defense_params": defense_params(cell), "seconds": seconds, "machine": machine}
     return json.loads(json.dumps(out))  # JSON-ready for certain (and a deep copy)
 
 
@@ -303,8 +321,10 @@ def run_cells(cells: Iterable[Cell | dict[str, Any]], store: ResultStore, *, wor
       need fleml_node and the datasets installed.
 
     A stored result counts as done only if it ran on the same ``device`` (CUDA kernels need
-    not round as the CPU's do); otherwise the cell runs again and its result replaces the
-    stored one. Each result is stored as soon as its cell finishes, and
+    not round as the CPU's do) and with the parameters its defenses have now
+    (:func:`defense_params`: a changed default makes it stale); otherwise the cell runs again
+    and its result replaces the stored one. Results stored before parameters were recorded
+    are reused, and counted in a warning. Each result is stored as soon as its cell finishes, and
     ``progress(result, done, total)``
     is called (``done`` counts cells finished in this call, ``total`` those it had to run).
     Cells whose run raises are reported together at the end (:class:`CellsFailed`) after the
@@ -319,7 +339,17 @@ def run_cells(cells: Iterable[Cell | dict[str, Any]], store: ResultStore, *, wor
         cell.config(device)
     unique = {c.key(): c for c in ordered}
     # a cell's key does not name the device: a result from another device is not reused
-    pending = [c for k, c in unique.items() if not _done(store.get(k), device)]
+    pending, unrecorded = [], 0
+    for key, cell in unique.items():
+        stored = store.get(key)
+        if not _done(stored, device, cell):
+            pending.append(cell)
+        elif "defense_params" not in stored:
+            unrecorded += 1
+    if unrecorded:
+        logger.warning("%d stored result(s) in %s predate parameter records: reused, but "
+                       "whether their defenses ran with today's parameters cannot be checked",
+                       unrecorded, store.directory)
     failures: dict[str, BaseException] = {}
     done = 0
 
@@ -354,8 +384,15 @@ def run_cells(cells: Iterable[Cell | dict[str, Any]], store: ResultStore, *, wor
     return [results[c.key()] for c in ordered]
 
 
-def _done(result: dict[str, Any] | None, device: str) -> bool:
-    return result is not None and result.get("machine", {}).get("device", "cpu") == device
+def _done(result: dict[str, Any] | None, device: str, cell: Cell) -> bool:
+    if result is None or result.get("machine", {}).get("device", "cpu") != device:
+        return False
+    recorded = result.get("defense_params")
+    if recorded is not None and recorded != defense_params(cell):
+        logger.info("stored result %s is stale: its defenses ran with other parameters",
+                    result.get("key"))
+        return False
+    return True
 
 
 def _run_pool(pending: list[Cell], workers: int, device: str,

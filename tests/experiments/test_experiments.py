@@ -12,6 +12,7 @@ from fleml_node.experiments import (
     CellsFailed,
     ResultStore,
     comparable,
+    defense_params,
     run_cell,
     run_cells,
 )
@@ -119,6 +120,35 @@ def test_resume_skips_finished_cells(tmp_path):
     again = run_cells([todo], store, progress=lambda *a: seen.append(a))
     assert len(seen) == 1 and comparable(again[0]) == comparable(results[1])
     assert store.get(todo.key())["machine"]["device"] == "cpu"
+
+
+def test_a_result_from_other_defense_parameters_is_stale(tmp_path, caplog):
+    store = ResultStore(tmp_path)
+    cell = tiny(0, defenses=("fleml",))
+    fresh = run_cells([cell], store)[0]
+    assert fresh["defense_params"] == defense_params(cell)
+    assert fresh["defense_params"]["fleml"]["prior_scale"] == 0.3  # the default, recorded
+    # as if stored before FLEML's default prior_scale changed: the cell runs again
+    old = json.loads(json.dumps(fresh))
+    old["defense_params"]["fleml"]["prior_scale"] = 1.0
+    old["summary"]["fleml"]["final_accuracy"] = -1.0
+    store.put(old)
+    seen = []
+    again = run_cells([cell], store, progress=lambda *a: seen.append(a))
+    assert len(seen) == 1 and comparable(again[0]) == comparable(fresh)
+    # a cell that sets the parameter itself has another key and records what it set
+    varied = tiny(0, defenses=("fleml",), defense_params={"fleml": {"prior_scale": 0.0}})
+    assert varied.key() != cell.key()
+    assert defense_params(varied)["fleml"]["prior_scale"] == 0.0
+    # a result stored before parameters were recorded is reused, with a warning
+    legacy = {k: v for k, v in fresh.items() if k != "defense_params"}
+    legacy["summary"] = {"fleml": {**fresh["summary"]["fleml"], "final_accuracy": -3.0}}
+    store.put(legacy)
+    seen.clear()
+    with caplog.at_level("WARNING", logger="fleml_node.experiments"):
+        reused = run_cells([cell], store, progress=lambda *a: seen.append(a))
+    assert seen == [] and reused[0]["summary"]["fleml"]["final_accuracy"] == -3.0
+    assert "predate parameter records" in caplog.text
 
 
 def test_bad_cell_fails_before_any_cell_runs(tmp_path):
