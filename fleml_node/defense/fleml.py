@@ -62,7 +62,8 @@ One round, given updates ``u_i`` (``n x d``) and a :class:`~fleml_node.defense.b
    validation classes it lacks. If the tests would flag everybody (two identical clients), only
    the magnitude test is kept, and none when it too takes everyone.
 4. **Meta-learned weights.** :class:`~fleml_node.defense.meta.MetaWeighter` maps each
-   client's features (oriented z-scores, score, history, reported sample share) to a logit;
+   client's features (oriented z-scores, score, history; the claimed sample share only with
+   ``sample_prior``) to a logit;
    coefficients are the softmax over non-flagged clients, flagged clients get exactly 0. With a
    validation set its parameters take ``meta_steps`` Adam steps on the one-step look-ahead loss
    ``CE(model(global + sum_i c_i(theta) k_i u_i), validation batch)`` (evaluated with
@@ -176,9 +177,13 @@ class FLEMLConfig:
     seed : int
         Seed of the MLP's initial weights.
     sample_prior : bool
-        Add the log of the reported sample share (clipped to ``[-2, 2]`` around the round's
-        median, so an inflated count gains at most ``e^2`` times the median client's weight)
-        to the prior logits, as FedAvg weights by samples.
+        Use the members' *claimed* sample counts: the log of each one's share (clipped to
+        ``[-2, 2]`` around the round's median, so an inflated count gains at most ``e^2``
+        times the median client's weight) becomes the ``log_sample_share`` feature and is
+        added to the prior logits, as FedAvg weights by samples. Off by default: a count is a
+        statistic the client reports about itself, which nobody can check, and FLEML's
+        inputs are only the updates, the committed validation set and its published state
+        (the feature is then 0 for everyone). Turn it on only where counts are attested.
     kl_weight : float
         Weight of ``KL(c || c_prior)`` in the look-ahead objective.
     norm_ratio : float
@@ -209,7 +214,7 @@ class FLEMLConfig:
     prior_scale: float = 0.3
     ema: float = 0.3
     seed: int = 0
-    sample_prior: bool = True
+    sample_prior: bool = False
     kl_weight: float = 1.0
     norm_ratio: float = 2.0
     collusion_cos: float = 0.98
@@ -414,7 +419,8 @@ class FLEMLDefense(Defense):
             "score": score,
             "ema_score": smoothed,
             "log_ema_share": log_shares,
-            "log_sample_share": _log_sample_share(ctx, n),
+            "log_sample_share": (_log_sample_share(ctx, n) if self.config.sample_prior
+                                 else torch.zeros(n, dtype=torch.float64)),
         }
         features = torch.stack([columns[k] for k in FEATURES], dim=1)
         features = features.clamp(-FEATURE_CLIP, FEATURE_CLIP)

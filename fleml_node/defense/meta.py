@@ -51,7 +51,8 @@ FEATURES: tuple[str, ...] = (
 ``ema_score`` / ``log_ema_share`` are the client's history (EMA of its anomaly score including
 this round; log of its past coefficient times the number of clients, 0 = an even share);
 ``log_sample_share`` is the log of its reported sample count over the round's median, clipped
-to [-2, 2] (0 without counts)."""
+to [-2, 2] (0 without counts, and always 0 unless FLEML's ``sample_prior`` is on: a claimed
+count is not something an auditor can check)."""
 
 FEATURE_CLIP = 10.0
 _MIN_SHARE = 1e-2

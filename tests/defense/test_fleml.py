@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -240,3 +242,19 @@ def test_unknown_parameters_are_named() -> None:
         FLEMLDefense(FLEMLConfig(), bins=8)
     with pytest.raises(ValueError, match="batches >= 1"):
         FLEMLConfig.from_dict({"meta_batch": 0})
+
+
+def test_claimed_sample_counts_are_ignored_unless_sample_prior(
+        model, global_params, validation) -> None:
+    """A member's sample count is its own claim: by default FLEML's weights do not move when
+    one member claims ten times more; with ``sample_prior`` it gains weight, but at most e^2."""
+    updates = _round(global_params, 0, 0)
+    honest = _ctx(model, global_params, validation)
+    inflated = dataclasses.replace(honest, sample_counts=[400] + [40] * (N_CLIENTS - 1))
+    default = [FLEMLDefense().aggregate(updates, c) for c in (honest, inflated)]
+    assert torch.equal(default[0].update, default[1].update)
+    assert [c.coefficient for c in default[0].clients] == \
+        [c.coefficient for c in default[1].clients]
+    trusting = [FLEMLDefense(sample_prior=True).aggregate(updates, c) for c in (honest, inflated)]
+    gain = trusting[1].clients[0].coefficient / trusting[0].clients[0].coefficient
+    assert 1.5 < gain <= math.exp(2) + 1e-9
