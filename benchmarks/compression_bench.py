@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from fleml_node.defense import make_defense  # noqa: E402
 from fleml_node.learning import (  # noqa: E402
     configure_threads,
     flatten,
@@ -218,6 +219,7 @@ def main() -> None:
         "summary": summary,
         "ckks": ckks,
         "cells": cells,
+        "fleml_params": make_defense("fleml").params(),  # which FLEML these numbers are of
         "machine": {**machine_info(), "loadavg": os.getloadavg()},
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": time.time() - started,
