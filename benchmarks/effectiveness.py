@@ -157,6 +157,7 @@ def compact(result: dict[str, Any], attack_class: str) -> dict[str, Any]:
             "final_backdoor_asr": s["final_backdoor_asr"],
             "detection": {k: s["detection"][k] for k in ("tp", "fp", "fn", "tn")},
             "accuracy_per_round": [r["accuracy"] for r in rows],
+            "bytes_per_round": s.get("bytes_per_round"),
         }
     return out
 
@@ -244,11 +245,15 @@ def detection_verdicts(data: dict[str, Any]) -> dict[str, Any]:
     by_attack = {}
     for attack in dict.fromkeys(c["attack"] for c in data["cells"]):
         by_attack[attack] = detection([c for c in data["cells"] if c["attack"] == attack])
+    # benign flag rate without attack: per alpha over the datasets, then per alpha and dataset
     benign_by_alpha = {}
-    for alpha in sorted({c["base"]["alpha"] for c in data["cells"]}):
-        cells = [c for c in data["cells"] if c["class"] == "none" and c["base"]["alpha"] == alpha]
-        if cells:
-            benign_by_alpha[alpha] = detection(cells)
+    clean = [c for c in data["cells"] if c["class"] == "none"]
+    for alpha in sorted({c["base"]["alpha"] for c in clean}):
+        at = [c for c in clean if c["base"]["alpha"] == alpha]
+        benign_by_alpha[f"alpha {alpha:g}"] = detection(at)
+        for dataset in sorted({c["dataset"] for c in at}):
+            benign_by_alpha[f"alpha {alpha:g}, {dataset}"] = detection(
+                [c for c in at if c["dataset"] == dataset])
     return {"by_class": by_class, "by_attack": by_attack, "benign_by_alpha": benign_by_alpha}
 
 
@@ -282,10 +287,12 @@ def tables(data: dict[str, Any]) -> str:
         "success rate (%) of the final model; FLEML P/R: precision / recall of FLEML's flags "
         "over every client-round of the cell's seeds (a flagged client is a positive). "
         "Scenario: dataset, clients, Dirichlet alpha, malicious share, rounds, samples per "
-        "client.",
+        "client. MB / round: what FLEML's federation moved per round, mean over seeds (in "
+        "memory mode: the global model to every member and every update back, dense fp32; "
+        "the chain path adds the aggregator's fetches and publications).",
         "",
-        "| scenario | attack | seeds | " + " | ".join(defenses) + " | FLEML P / R |",
-        "|---|---|---|" + "---|" * len(defenses) + "---|",
+        "| scenario | attack | seeds | " + " | ".join(defenses) + " | FLEML P / R | MB / round |",
+        "|---|---|---|" + "---|" * len(defenses) + "---|---|",
     ]
     for (scenario, attack), group_cells in sorted(group(cells).items()):
         row = []
@@ -302,8 +309,11 @@ def tables(data: dict[str, Any]) -> str:
              f"{_pct(_ratio(det['tp'], det['tp'] + det['fn']), 0)}"
         if group_cells[0]["class"] == "none":
             pr = f"{det['fp']} of {det['fp'] + det['tn']} flagged"
+        moved = [c["defenses"]["fleml"].get("bytes_per_round") for c in group_cells
+                 if "fleml" in c["defenses"]]
+        mb = (f"{statistics.fmean(moved) / 1e6:.2f}" if moved and None not in moved else "-")
         lines.append(f"| {scenario} | {attack} | {len(group_cells)} | " + " | ".join(row)
-                     + f" | {pr} |")
+                     + f" | {pr} | {mb} |")
 
     dv = detection_verdicts(data)
     lines += ["", "## Detection targets (FLEML, pooled over every cell and seed)", "",
@@ -327,9 +337,9 @@ def tables(data: dict[str, Any]) -> str:
             target, ok = "none (reported: accuracy/ASR cost)", None
         lines.append(f"| {cls} | {det['tp']} | {det['fp']} | {det['fn']} | {_pct(p, 0)} | "
                      f"{_pct(r, 0)} | {target} | {_verdict(ok)} |")
-    for alpha, det in dv["benign_by_alpha"].items():
+    for label, det in dv["benign_by_alpha"].items():
         rate = _ratio(det["fp"], det["fp"] + det["tn"]) or 0.0
-        lines.append(f"| none, alpha {alpha:g} | - | {det['fp']} | - | - | - | "
+        lines.append(f"| none, {label} | - | {det['fp']} | - | - | - | "
                      f"{100 * rate:.1f}% flagged | {_verdict(rate <= BENIGN_FLAG_RATE)} |")
     lines += ["", "Per attack: " + "; ".join(
         f"{a} {_pct(_ratio(d['tp'], d['tp'] + d['fp']), 0)}/"
