@@ -36,6 +36,7 @@ from fleml_node.simulate import machine_info  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results"
 CONFIG = ROOT / "benchmarks/configs/effectiveness.toml"
+README = ROOT / "README.md"
 CLASSES = ("none", "model", "data", "adaptive")
 # issue 14's targets
 MODEL_PRECISION, MODEL_RECALL, DATA_PRECISION, BENIGN_FLAG_RATE = 0.90, 0.80, 0.90, 0.01
@@ -483,8 +484,31 @@ def main(argv: list[str] | None = None) -> int:
         stem.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     text = tables(data)
     stem.with_suffix(".md").write_text(text)
+    whole = not any((args.datasets, args.attacks, args.seeds, args.defenses, args.set,
+                     args.out, args.results_dir))
+    if whole and update_readme(README, data["suite"], text):
+        print(f"updated the {data['suite']} tables in {README}", file=sys.stderr)
     print(text)
     return 1 if data.get("failed_cells") else 0
+
+
+def update_readme(readme: Path, suite: str, text: str) -> bool:
+    """Put ``text`` (the suite's tables) into ``readme`` between ``<!-- suite:start -->`` and
+    ``<!-- suite:end -->``, its headings moved three levels down; False where the README has
+    no such markers (the full suite's tables get theirs once a full run exists)."""
+    start, end = f"<!-- {suite}:start -->", f"<!-- {suite}:end -->"
+    if not readme.is_file():
+        return False
+    content = readme.read_text()
+    if start not in content or end not in content:
+        return False
+    body = text.split("\n", 1)[1].strip("\n")  # without the file's own title
+    body = "\n".join("###" + line if line.startswith("#") else line
+                      for line in body.split("\n"))
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{body}\n{end}{tail}")
+    return True
 
 
 if __name__ == "__main__":

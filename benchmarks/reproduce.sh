@@ -28,7 +28,11 @@ run python benchmarks/sweep.py
 # `python benchmarks/effectiveness.py --device cuda --workers N` on a GPU machine) and
 # FLEML's flag tests ablated on recorded rounds
 run python benchmarks/effectiveness.py --quick --workers 2
-run python benchmarks/detection_ablation.py --seeds 0
+run python benchmarks/detection_ablation.py --seeds 0 --datasets mnist
+run python benchmarks/detection_ablation.py --seeds 0 --datasets fashion_mnist \
+    --out benchmarks/results/detection_ablation_fashion_mnist.json
+# FLEML's weighting taken apart on the quick suite's cells (the clean-gap analysis)
+run python benchmarks/weighting_ablation.py --workers 2
 # update compression (fp16/int8/top-k) against dense fp32 and a CKKS update (TenSEAL)
 run python benchmarks/compression_bench.py --jobs 2
 # network namespaces need root: the fault table (tests/hosts) is skipped otherwise

@@ -77,3 +77,16 @@ def test_slice_runs_stores_resumes_and_renders(suite, tmp_path, capsys):
     stem.with_suffix(".md").unlink()
     assert suite.main(["--quick", "--table", "--out", str(stem)]) == 0
     assert stem.with_suffix(".md").read_text() == table
+
+
+def test_readme_block_is_replaced_between_its_markers_only(suite, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- s:start -->\nold table\n<!-- s:end -->\nafter\n")
+    tables = "# Effectiveness suite (s)\n\nrows\n\n## Detection targets\n\nmore\n"
+    assert suite.update_readme(readme, "s", tables)
+    assert readme.read_text() == ("intro\n<!-- s:start -->\nrows\n\n##### Detection targets\n\n"
+                                  "more\n<!-- s:end -->\nafter\n")
+    # no markers for this suite: nothing is written
+    before = readme.read_text()
+    assert not suite.update_readme(readme, "other", tables)
+    assert readme.read_text() == before
