@@ -52,10 +52,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fedavg_weights": {"prior_scale": 0.0, "meta_steps": 0},
     "no_clip": {"clip": False},
     "kl_10": {"kl_weight": 10.0},
+    "no_entropy": {"entropy_signals": False},
 }
 ATTACKS = ["alie", "label_flip", "backdoor", "sign_flip", "min_max", "fleml_adaptive"]
 TUNING_SEEDS, REPORTED_SEEDS = [0, 1], [2, 3, 4]
-ATTACK_VARIANTS = ["default", "no_prior", "fedavg_weights"]
+ATTACK_VARIANTS = ["default", "no_prior", "fedavg_weights", "no_entropy"]
 
 
 def _cells(spec: dict[str, Any], seeds: list[int], attacks: list[str], datasets: list[str] | None,

@@ -137,6 +137,8 @@ _ORIENTED = {
 }
 
 
+_ENTROPY_FEATURES = ("z_vne", "z_ce", "z_mi")
+
 _FIELD_TYPES = {"float": float, "int": int, "bool": bool}
 
 
@@ -199,6 +201,10 @@ class FLEMLConfig:
         Also flag by the earlier rule (anomaly-score z above ``flag_threshold`` and
         ``val_align <= 0``); off by default: it flags benign clients whose data covers few
         classes (measured: 5% of benign client-rounds at Dirichlet 0.1). Kept for the ablation.
+    entropy_signals : bool
+        Let the von Neumann entropy, conditional entropy and mutual information z-scores
+        (``z_vne``, ``z_ce``, ``z_mi``) into the anomaly score and the weights' features. They
+        enter no flag test; off is their ablation (benchmarks/weighting_ablation.py).
     """
 
     flag_threshold: float = 3.0
@@ -223,6 +229,7 @@ class FLEMLConfig:
     flag_opposition: bool = True
     flag_score: bool = False
     clip_ratio: float = 2.0
+    entropy_signals: bool = True
 
     def __post_init__(self) -> None:
         # Values from TOML, JSON or the command line may be ints where floats are meant
@@ -380,6 +387,9 @@ class FLEMLDefense(Defense):
             for key, (name, sign) in _ORIENTED.items()
             if name in signals
         }
+        if not self.config.entropy_signals:
+            for key in _ENTROPY_FEATURES:
+                z.pop(key, None)
         score = torch.stack([v.clamp(min=0.0) for k, v in z.items() if k != "z_val"]).mean(dim=0)
         # redundancy: log(1 - closest peer cosine), low = a near-copy of another update
         z["z_peer"] = -robust_z(

@@ -223,7 +223,7 @@ def test_config_round_trip() -> None:
     config = FLEMLConfig(flag_threshold=4, bins=8, clip=False, meta_steps=3)
     assert config.flag_threshold == 4.0 and isinstance(config.flag_threshold, float)
     as_dict = config.to_dict()
-    assert list(as_dict) == FLEMLConfig.names() and len(as_dict) == 22
+    assert list(as_dict) == FLEMLConfig.names() and len(as_dict) == 23
     assert FLEMLConfig.from_dict(as_dict) == config
     assert json.loads(json.dumps(as_dict)) == as_dict
     by_keywords = make_defense("fleml", **as_dict)
@@ -258,3 +258,16 @@ def test_claimed_sample_counts_are_ignored_unless_sample_prior(
     trusting = [FLEMLDefense(sample_prior=True).aggregate(updates, c) for c in (honest, inflated)]
     gain = trusting[1].clients[0].coefficient / trusting[0].clients[0].coefficient
     assert 1.5 < gain <= math.exp(2) + 1e-9
+
+
+def test_entropy_signals_can_be_left_out_of_score_and_weights(
+        model, global_params, validation) -> None:
+    updates = _round(global_params, 2, 0)
+    ctx = _ctx(model, global_params, validation)
+    full = FLEMLDefense().client_features(updates, ctx)
+    without = FLEMLDefense(entropy_signals=False).client_features(updates, ctx)
+    assert "z_vne" in full.z  # (the tiny model has too few coordinates for z_ce and z_mi)
+    assert not {"z_vne", "z_ce", "z_mi"} & set(without.z)
+    # the other signals are the same; the score is the mean over fewer of them
+    assert torch.equal(full.z["z_cos"], without.z["z_cos"])
+    assert not torch.equal(full.score, without.score)
