@@ -2,22 +2,26 @@
 until the close, restarts, the update matrix, batched reads and the log filter."""
 
 import threading
+import time
 
 import torch
 from web3.middleware import Web3Middleware
 
 from fleml_node import aggregator as aggregator_module
 from fleml_node.aggregator import AggregatorNode, UpdateCollector
-from fleml_node.chain.contract import RoundStatus
+from fleml_node.chain.contract import Policy, RoundStatus, SubmissionMode, connect
 from fleml_node.chain.events import ChainEvent, LogWatch
 from fleml_node.defense import make_defense
+from fleml_node.devnet.anvil import LocalAnvil
+from fleml_node.devnet.anvil import test_keys as anvil_keys
+from fleml_node.devnet.consortium import deploy_local_consortium
 from fleml_node.learning import ParamSpec, get_params
 from fleml_node.round_engine import RoundEngine, Submission, encode_update, update_size_cap
 from fleml_node.storage import IpfsStore, content_hash
 from fleml_node.storage.ipfs import ADD_OPTIONS
 from fleml_node.task import validation_data
 
-from .conftest import NUM_MEMBERS, TASK
+from .conftest import NUM_MEMBERS, TASK, Federation
 from .test_rounds_in_process import drive, make_clients
 
 
@@ -206,3 +210,43 @@ def test_a_members_batched_round_view_is_what_its_single_reads_say(federation, t
         assert member.now() - 5 <= now <= member.now()
     assert clients[0].consortium.member_round_view(clients[0].address, 1)[0] == 1
     assert clients[1].consortium.member_round_view(clients[1].address, 1)[0] == 0
+
+
+def test_in_commit_reveal_mode_reveals_are_verified_as_they_arrive(
+        tmp_path, ipfs_api, monkeypatch):
+    """A commitment carries no update: the collector starts on each reveal (`revealUpdate`
+    emits `UpdateSubmitted`), before the round is closed, and the close fetches nothing."""
+    policy = Policy(mode=SubmissionMode.COMMIT_REVEAL, reveal_seconds=300, grace_seconds=30)
+    with LocalAnvil(accounts=8, log_file=tmp_path / "anvil.log") as anvil:
+        keys = anvil_keys(8)
+        record = deploy_local_consortium(connect(anvil.url), keys, NUM_MEMBERS,
+                                         tmp_path / "deployment.json", policy=policy)
+        fed = Federation(anvil.url, record.path, keys, ipfs_api)
+        fetches = CountedFetches(monkeypatch)
+        aggregator = aggregator_node(fed)
+        clients = make_clients(fed, tmp_path)
+        assert aggregator.step() == "opened"
+        for client in clients:
+            client.poll_once()  # commits only
+        aggregator.watch()
+        aggregator.collector.settle()
+        assert all(aggregator.consortium.latest_commit(c.address)[0] == 1 for c in clients)
+        assert not aggregator.collector.entries and not fetches.cids
+        # past the commit deadline: members reveal (and only now publish)
+        w3 = connect(anvil.url)
+        start = max(w3.eth.get_block("latest")["timestamp"], int(time.time()))
+        w3.provider.make_request("evm_setNextBlockTimestamp", [start + 601])
+        w3.provider.make_request("evm_mine", [])
+        for client in clients:
+            client.poll_once()
+        aggregator.watch()
+        aggregator.collector.settle()
+        assert aggregator.consortium.get_round(1).status is RoundStatus.OPEN
+        entries = aggregator.collector.entries
+        assert sorted(entries) == sorted(c.address for c in clients)
+        assert all(e.verdict == "" and e.row >= 0 for e in entries.values())
+        assert len(fetches.cids) == NUM_MEMBERS
+        drive(aggregator, clients, 1)
+        summary = aggregator.summaries[0]
+        assert len(summary.accepted) == NUM_MEMBERS and not summary.rejected
+        assert len(fetches.cids) == NUM_MEMBERS
