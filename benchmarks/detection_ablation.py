@@ -94,6 +94,8 @@ def record(cache: Path, dataset: str, seed: int, key: str) -> dict[str, Any]:
     data = {"config": {k: v for k, v in vars(config).items()}, "rounds": rounds,
             "malicious": config.malicious_clients()}
     cache.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():  # a link whose target is gone (exists() was False): replace it
+        path.unlink()
     torch.save(data, path)
     return data
 
