@@ -6,22 +6,16 @@ defenses, one seed, one tiny round: seconds, not the suite's hours.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from .conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def suite():
-    spec = importlib.util.spec_from_file_location("effectiveness",
-                                                  ROOT / "benchmarks/effectiveness.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("effectiveness")
 
 
 SLICE = ["--quick", "--datasets", "mnist", "--attacks", "none", "alie", "label_flip",

@@ -3,21 +3,14 @@ grouped (the numbers themselves come from the suite's cell runner, tested elsewh
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from .conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def ablation():
-    spec = importlib.util.spec_from_file_location("weighting_ablation",
-                                                  ROOT / "benchmarks/weighting_ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("weighting_ablation")
 
 
 def test_variants_change_only_fleml_and_fedavg_runs_alone(ablation):

@@ -54,13 +54,9 @@ def submit_all(aggregator, clients):
     aggregator.collector.settle()
 
 
-def test_updates_are_verified_as_they_arrive_and_not_fetched_again_at_the_close(
-        federation, tmp_path, monkeypatch):
-    fetches = CountedFetches(monkeypatch)
-    aggregator = aggregator_node(federation)
-    clients = make_clients(federation, tmp_path)
-    submit_all(aggregator, clients)
-    # the round is still open, and every update is already fetched, checked and decoded
+def assert_verified_while_open_and_not_fetched_again(aggregator, clients, fetches):
+    """Round 1 is still open and every member's update is already fetched, checked and decoded;
+    the close then accepts them all without fetching anything again."""
     assert aggregator.consortium.get_round(1).status is RoundStatus.OPEN
     entries = aggregator.collector.entries
     assert sorted(entries) == sorted(c.address for c in clients)
@@ -70,6 +66,15 @@ def test_updates_are_verified_as_they_arrive_and_not_fetched_again_at_the_close(
     summary = aggregator.summaries[0]
     assert len(summary.accepted) == NUM_MEMBERS and not summary.rejected
     assert len(fetches.cids) == NUM_MEMBERS  # the close used what was verified before
+
+
+def test_updates_are_verified_as_they_arrive_and_not_fetched_again_at_the_close(
+        federation, tmp_path, monkeypatch):
+    fetches = CountedFetches(monkeypatch)
+    aggregator = aggregator_node(federation)
+    clients = make_clients(federation, tmp_path)
+    submit_all(aggregator, clients)
+    assert_verified_while_open_and_not_fetched_again(aggregator, clients, fetches)
 
 
 def test_a_failed_early_fetch_is_retried_and_the_rule_applies_only_at_the_close(
@@ -241,12 +246,4 @@ def test_in_commit_reveal_mode_reveals_are_verified_as_they_arrive(
             client.poll_once()
         aggregator.watch()
         aggregator.collector.settle()
-        assert aggregator.consortium.get_round(1).status is RoundStatus.OPEN
-        entries = aggregator.collector.entries
-        assert sorted(entries) == sorted(c.address for c in clients)
-        assert all(e.verdict == "" and e.row >= 0 for e in entries.values())
-        assert len(fetches.cids) == NUM_MEMBERS
-        drive(aggregator, clients, 1)
-        summary = aggregator.summaries[0]
-        assert len(summary.accepted) == NUM_MEMBERS and not summary.rejected
-        assert len(fetches.cids) == NUM_MEMBERS
+        assert_verified_while_open_and_not_fetched_again(aggregator, clients, fetches)
