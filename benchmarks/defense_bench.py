@@ -103,7 +103,8 @@ def _synthetic_clean_set(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tens
     return x, torch.randint(0, 10, (VAL_SIZE,), generator=gen)
 
 
-def cost_case(method: str, n: int, repeats: int) -> dict[str, Any]:
+def cost_case(method: str, n: int, repeats: int,
+              params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Time and peak memory of one aggregation case (run in a child process)."""
     gen = torch.Generator().manual_seed(SEED)
     model = build_model("mnist", seed=SEED)
@@ -128,7 +129,7 @@ def cost_case(method: str, n: int, repeats: int) -> dict[str, Any]:
         root_update=root_update,
         seed=SEED,
     )
-    aggregator = make_defense(method)
+    aggregator = make_defense(method, **(params or {}))
     aggregator.aggregate(updates, ctx)  # warm-up: lazy initialisation, allocator pools
     epoch = _LocalEpoch(gen)
     times, epochs = [], []
@@ -185,14 +186,18 @@ class _LocalEpoch:
         return time.perf_counter() - start
 
 
-def run_cost(repeats: int, threads: int) -> list[dict[str, Any]]:
+def run_cost(repeats: int, threads: int, methods: tuple[str, ...] = METHODS,
+             fleml_params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     results = []
     for n in CLIENT_COUNTS:
-        for method in METHODS:
+        for method in methods:
             cmd = [
                 sys.executable, __file__, "--cost-case", method, str(n),
                 "--repeats", str(repeats), "--threads", str(threads),
             ]
+            if method == "fleml" and fleml_params:
+                cmd += ["--fleml-param", *(f"{k}={json.dumps(v)}"
+                                           for k, v in fleml_params.items())]
             out = subprocess.run(
                 cmd, check=True, capture_output=True, text=True, cwd=REPO, env=CHILD_ENV
             )
@@ -292,20 +297,32 @@ def main() -> None:
     parser.add_argument("--cost-only", action="store_true",
                         help="part 1 only (time and peak memory), written to defense_cost.json")
     parser.add_argument("--out", type=Path, default=None, help="result JSON path")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                        help="cost part: these methods only (with --cost-only)")
+    parser.add_argument("--fleml-param", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="FLEML parameters other than the defaults (JSON values), e.g. "
+                             "val_micro_batch=16")
     args = parser.parse_args()
+    fleml_params = {k: json.loads(v) for k, _, v in (p.partition("=") for p in args.fleml_param)}
+    if set(args.methods) != set(METHODS) and not args.cost_only:
+        parser.error("--methods needs --cost-only (the end-to-end part runs its own methods)")
+    if "fleml" not in args.methods:
+        parser.error("--methods must include fleml (the targets are FLEML's)")
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 5)
     if args.cost_case:
-        print(json.dumps(cost_case(args.cost_case[0], int(args.cost_case[1]), repeats)))
+        method = args.cost_case[0]
+        print(json.dumps(cost_case(method, int(args.cost_case[1]), repeats,
+                                   fleml_params if method == "fleml" else None)))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     started = dt.datetime.now(dt.UTC)
     machine_at_start = machine_info()
-    cost = run_cost(repeats, args.threads)
+    cost = run_cost(repeats, args.threads, tuple(args.methods), fleml_params)
     by = {(c["method"], c["clients"]): c for c in cost}
     overhead = {
         str(n): by[("fleml", n)]["seconds_median"] / by[("fedavg", n)]["seconds_median"]
-        for n in CLIENT_COUNTS
+        for n in CLIENT_COUNTS if ("fedavg", n) in by and ("fleml", n) in by
     }
     fleml50 = by[("fleml", 50)]
     targets = {
@@ -337,7 +354,7 @@ def main() -> None:
         "machine": machine_at_start,
         "machine_at_end": machine_info(),
         "config": {
-            "methods": METHODS,
+            "methods": list(args.methods),
             "client_counts": CLIENT_COUNTS,
             "repeats": repeats,
             "validation_and_root_samples": VAL_SIZE,
@@ -351,7 +368,8 @@ def main() -> None:
                 "malicious_fraction": MALICIOUS_FRACTION,
                 "attack": make_attack("label_flip").describe(),
             },
-            "aggregator_params": {m: make_defense(m).params() for m in METHODS},
+            "aggregator_params": {m: make_defense(m, **(fleml_params if m == "fleml" else {}))
+                                  .params() for m in args.methods},
         },
         "cost": cost,
         "fleml_over_fedavg_time": overhead,

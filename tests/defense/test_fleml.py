@@ -223,7 +223,7 @@ def test_config_round_trip() -> None:
     config = FLEMLConfig(flag_threshold=4, bins=8, clip=False, meta_steps=3)
     assert config.flag_threshold == 4.0 and isinstance(config.flag_threshold, float)
     as_dict = config.to_dict()
-    assert list(as_dict) == FLEMLConfig.names() and len(as_dict) == 23
+    assert list(as_dict) == FLEMLConfig.names() and len(as_dict) == 24
     assert FLEMLConfig.from_dict(as_dict) == config
     assert json.loads(json.dumps(as_dict)) == as_dict
     by_keywords = make_defense("fleml", **as_dict)
@@ -271,3 +271,20 @@ def test_entropy_signals_can_be_left_out_of_score_and_weights(
     # the other signals are the same; the score is the mean over fewer of them
     assert torch.equal(full.z["z_cos"], without.z["z_cos"])
     assert not torch.equal(full.score, without.score)
+
+
+def test_validation_passes_in_micro_batches_give_the_same_round(
+        model, global_params, validation) -> None:
+    """Smaller validation passes bound the activation memory; the gradients they accumulate
+    are the same up to float rounding, so flags agree and coefficients match closely."""
+    updates = _round(global_params, 2, 0)
+    ctx = _ctx(model, global_params, validation)
+    whole = FLEMLDefense(align_batch=64, meta_batch=64).aggregate(updates, ctx)
+    passes = FLEMLDefense(align_batch=64, meta_batch=64, val_micro_batch=8).aggregate(
+        updates, ctx)
+    assert passes.flagged_ids == whole.flagged_ids
+    for a, b in zip(whole.clients, passes.clients, strict=True):
+        assert b.coefficient == pytest.approx(a.coefficient, rel=1e-4, abs=1e-7)
+    assert torch.allclose(passes.update, whole.update, rtol=1e-4, atol=1e-7)
+    # and they are really split: not the same floats as one pass
+    assert [c.coefficient for c in passes.clients] != [c.coefficient for c in whole.clients]
