@@ -28,7 +28,6 @@ from fleml_node import __version__
 
 log = logging.getLogger("fleml_node")
 
-BIND_RETRY_SECONDS = 60.0  # how long a starting node retries a chain read that failed
 DEFAULT_ROUNDS = 5  # `aggregator` without --rounds or --until-round
 
 
@@ -381,12 +380,7 @@ def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 
 def _bind_chain(opts: dict[str, Any], with_key: bool):
     """Connect to the chain and load the key when the command signs."""
-    import time
-
-    import requests
-    from web3.exceptions import Web3RPCError
-
-    from fleml_node.chain.contract import Consortium, connect, load_account
+    from fleml_node.chain.contract import bind_consortium, connect, load_account
     from fleml_node.chain.deployment import default_record_path, load_record
     from fleml_node.chain.profile import load_profile
 
@@ -394,18 +388,8 @@ def _bind_chain(opts: dict[str, Any], with_key: bool):
     w3 = connect(opts["rpc"], poa=profile.poa if profile else None)
     record = load_record(opts["deployment"] or default_record_path(w3.eth.chain_id))
     account = load_account(opts.get("keystore")) if with_key else None
-    # a chain node may fail a read for a moment (@ethereumjs/client answers "State trie does
-    # not contain state root" while it executes a block it imported): retry at start-up too,
-    # for a bounded time, as the running node does (a wrong contract address is not retried)
-    deadline = time.monotonic() + BIND_RETRY_SECONDS
-    while True:
-        try:
-            return Consortium(w3, record, account, profile=profile)
-        except (Web3RPCError, requests.RequestException) as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.warning("binding to the consortium failed, retrying: %s", exc)
-            time.sleep(2.0)
+    # retried at start-up for a bounded time, as the running node retries its reads
+    return bind_consortium(w3, record, account, profile=profile)
 
 
 def _bind(opts: dict[str, Any], with_key: bool):

@@ -905,3 +905,28 @@ def _show(value: Any) -> str:
     if isinstance(value, bytes):
         return "0x" + value.hex()
     return str(value)
+
+
+BIND_RETRY_SECONDS = 60.0  # how long binding retries a chain read that failed
+
+
+def bind_consortium(w3: Web3, deployment: Deployment, account: LocalAccount | None = None,
+                    *, profile: ChainProfile | None = None,
+                    retry_seconds: float = BIND_RETRY_SECONDS,
+                    interval: float = 2.0) -> Consortium:
+    """:class:`Consortium`, retrying for ``retry_seconds`` when a chain read fails.
+
+    A chain node may fail a read for a moment: @ethereumjs/client answers "State trie does not
+    contain state root" while it executes a block it has imported (after a restart, or just
+    behind the node that sealed it), and an endpoint may be briefly unreachable. Those are
+    retried; a wrong chain or a missing contract (:class:`ChainError`) is not.
+    """
+    deadline = time.monotonic() + retry_seconds
+    while True:
+        try:
+            return Consortium(w3, deployment, account, profile=profile)
+        except (Web3RPCError, requests.RequestException) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("binding to the consortium failed, retrying: %s", exc)
+            time.sleep(interval)

@@ -1,13 +1,22 @@
 """`--rpc URL1,URL2`: a node's requests move to the next node of the same chain when one fails."""
 
 import contextlib
+import dataclasses
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
+from web3.exceptions import Web3RPCError
 
-from fleml_node.chain.contract import BROKEN_NODE_ERRORS, ChainError, Consortium, connect
+from fleml_node.chain.contract import (
+    BROKEN_NODE_ERRORS,
+    ChainError,
+    Consortium,
+    bind_consortium,
+    connect,
+)
 from fleml_node.devnet.anvil import LocalAnvil, free_port
 
 
@@ -88,3 +97,56 @@ def test_a_node_of_another_chain_is_refused(tmp_path):
             node.stop()
             with pytest.raises(ChainError, match="every --rpc URL must be a node of the same"):
                 w3.eth.block_number  # noqa: B018 - the request is the test
+
+
+@contextlib.contextmanager
+def lagging_node(upstream: str, failures: int):
+    """A node just behind the one that sealed the newest block: its first `failures` state
+    reads answer "State trie does not contain state root"; everything else is `upstream`'s."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            call = json.loads(raw)
+            seen.append(call["method"])
+            if call["method"] == "eth_getCode" and seen.count("eth_getCode") <= failures:
+                data = json.dumps({"jsonrpc": "2.0", "id": call["id"], "error": {
+                    "code": -32603, "message": "State trie does not contain state root"}})
+                data = data.encode()
+            else:
+                data = requests.post(upstream, data=raw, timeout=10,
+                                     headers={"Content-Type": "application/json"}).content
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_binding_waits_out_a_node_that_has_not_executed_its_newest_block(anvil, deployed):
+    _, record = deployed
+    with lagging_node(anvil.url, failures=2) as (url, seen):
+        reader = bind_consortium(connect(url, poa=False), record, interval=0.05)
+        assert reader.current_round() == 0 and seen.count("eth_getCode") == 3
+    with lagging_node(anvil.url, failures=100) as (url, seen), \
+            pytest.raises(Web3RPCError, match="does not contain state root"):
+        bind_consortium(connect(url, poa=False), record, retry_seconds=0.2, interval=0.05)
+    # a record for another contract is a mistake, not a moment: no retry
+    wrong = dataclasses.replace(record, address="0x" + "11" * 20)
+    with lagging_node(anvil.url, failures=0) as (url, seen), \
+            pytest.raises(ChainError, match="no contract"):
+        bind_consortium(connect(url, poa=False), wrong, retry_seconds=30, interval=0.05)
+    assert seen.count("eth_getCode") == 1

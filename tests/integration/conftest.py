@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from fleml_node.chain.contract import Consortium, Policy, RoundStatus, connect
+from fleml_node.chain.contract import Policy, RoundStatus, bind_consortium, connect
 from fleml_node.chain.deployment import load_record
 from fleml_node.chain.events import round_events
 from fleml_node.devnet.anvil import LocalAnvil, test_keys
@@ -97,7 +97,7 @@ class Federation:
         # seconds each IPFS call may take: what a member's missing object costs a round
         self.ipfs_timeout = 30
         self.task_args = TASK_ARGS
-        self.reader = Consortium(connect(url), load_record(record_path))
+        self.reader = bind_consortium(connect(url), load_record(record_path))
         self.node_cmd = _fleml_node()
 
     # -- accounts and chain reads --------------------------------------------------------

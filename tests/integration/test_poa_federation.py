@@ -56,6 +56,7 @@ def poa_federation(tmp_path: Path, ipfs_api: str) -> Iterator[PoaFederation]:
         record = deploy_local_consortium(connect(net.rpc_urls[1]), keys, MEMBERS,
                                          tmp_path / "deployment.json",
                                          profile=load_profile("clique"))
+        net.wait_advancing()  # every node has imported the deployment before anyone binds
         fed = PoaFederation(tmp_path, net.rpc_urls[0], record.path, keys, ipfs_api,
                             net.log_path(0), net=net)
         fed.task_args = small_task(MEMBERS)
