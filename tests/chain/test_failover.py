@@ -21,25 +21,13 @@ from fleml_node.devnet.anvil import LocalAnvil, free_port
 
 
 @contextlib.contextmanager
-def broken_node(chain_id: str):
-    """A JSON-RPC endpoint that knows its chain id and answers everything else as
-    @ethereumjs/client 0.9.0 does once its synchronizer has stopped."""
-    seen: list[str] = []
+def json_rpc_endpoint(answer):
+    """A local HTTP JSON-RPC endpoint whose reply to each request body is ``answer(body)``
+    (bytes); yields its URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 - http.server's name
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            calls = body if isinstance(body, list) else [body]
-            answers = []
-            for call in calls:
-                seen.append(call["method"])
-                if call["method"] == "eth_chainId":
-                    answers.append({"jsonrpc": "2.0", "id": call["id"], "result": chain_id})
-                else:
-                    answers.append({"jsonrpc": "2.0", "id": call["id"], "error": {
-                        "code": -32603,
-                        "message": f"Internal error: State trie {BROKEN_NODE_ERRORS[0]}"}})
-            data = json.dumps(answers if isinstance(body, list) else answers[0]).encode()
+            data = answer(self.rfile.read(int(self.headers["Content-Length"])))
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -53,10 +41,37 @@ def broken_node(chain_id: str):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _state_root_error(call_id) -> dict:
+    return {"jsonrpc": "2.0", "id": call_id, "error": {
+        "code": -32603, "message": f"Internal error: State trie {BROKEN_NODE_ERRORS[0]}"}}
+
+
+@contextlib.contextmanager
+def broken_node(chain_id: str):
+    """A JSON-RPC endpoint that knows its chain id and answers everything else as
+    @ethereumjs/client 0.9.0 does once its synchronizer has stopped."""
+    seen: list[str] = []
+
+    def answer(raw: bytes) -> bytes:
+        body = json.loads(raw)
+        calls = body if isinstance(body, list) else [body]
+        answers = []
+        for call in calls:
+            seen.append(call["method"])
+            if call["method"] == "eth_chainId":
+                answers.append({"jsonrpc": "2.0", "id": call["id"], "result": chain_id})
+            else:
+                answers.append(_state_root_error(call["id"]))
+        return json.dumps(answers if isinstance(body, list) else answers[0]).encode()
+
+    with json_rpc_endpoint(answer) as url:
+        yield url, seen
 
 
 def test_an_unreachable_first_node_is_skipped(anvil):
@@ -105,35 +120,16 @@ def lagging_node(upstream: str, failures: int):
     reads answer "State trie does not contain state root"; everything else is `upstream`'s."""
     seen: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
-            raw = self.rfile.read(int(self.headers["Content-Length"]))
-            call = json.loads(raw)
-            seen.append(call["method"])
-            if call["method"] == "eth_getCode" and seen.count("eth_getCode") <= failures:
-                data = json.dumps({"jsonrpc": "2.0", "id": call["id"], "error": {
-                    "code": -32603, "message": "State trie does not contain state root"}})
-                data = data.encode()
-            else:
-                data = requests.post(upstream, data=raw, timeout=10,
-                                     headers={"Content-Type": "application/json"}).content
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(raw: bytes) -> bytes:
+        call = json.loads(raw)
+        seen.append(call["method"])
+        if call["method"] == "eth_getCode" and seen.count("eth_getCode") <= failures:
+            return json.dumps(_state_root_error(call["id"])).encode()
+        return requests.post(upstream, data=raw, timeout=10,
+                             headers={"Content-Type": "application/json"}).content
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with json_rpc_endpoint(answer) as url:
+        yield url, seen
 
 
 def test_binding_waits_out_a_node_that_has_not_executed_its_newest_block(anvil, deployed):
