@@ -25,9 +25,13 @@ CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 OTHER_CID = "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"
 
 
-def mine(w3, blocks):
-    """Empty blocks, standing in for the rest of a busy chain."""
-    w3.provider.make_request("anvil_mine", [hex(blocks)])
+def mine(w3, blocks, chunk=500):
+    """Empty blocks, standing in for the rest of a busy chain. Mined `chunk` at a time: anvil
+    slows down as the module's chain grows, and one request for 3,000 blocks ran past the
+    30 s request timeout on a loaded CI machine."""
+    while blocks > 0:
+        w3.provider.make_request("anvil_mine", [hex(min(chunk, blocks))])
+        blocks -= chunk
 
 
 def run_round(agg, members, model):
