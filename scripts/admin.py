@@ -2,7 +2,7 @@
 
     brownie run admin set_aggregator 0xAGGREGATOR [--network NAME]
     brownie run admin admit 0xMEMBER hospital-a
-    brownie run admin remove 0xMEMBER
+    brownie run admin remove 0xMEMBER [force]   (refused if rounds could no longer open)
     brownie run admin transfer_operator 0xNEW     (the new operator then runs accept_operator)
     brownie run admin accept_operator
     brownie run admin schedule_policy min_submissions=3,grace_seconds=600
@@ -22,7 +22,7 @@ import os
 
 from brownie import Contract, accounts, chain, network
 
-from fleml_node.chain.contract import Policy, SubmissionMode
+from fleml_node.chain.contract import PROTOCOL_VERSION, Policy, SubmissionMode
 from fleml_node.chain.deployment import CONTRACT_NAME, default_record_path, load_record
 
 
@@ -39,8 +39,18 @@ def deployer_account():
 
 
 def consortium_contract():
+    """The recorded consortium, refused unless it speaks this code's protocol version."""
     record = load_record(os.environ.get("FLEML_DEPLOYMENT") or default_record_path(chain.id))
-    return Contract.from_abi(CONTRACT_NAME, record.address, record.abi)
+    contract = Contract.from_abi(CONTRACT_NAME, record.address, record.abi)
+    try:
+        found = contract.version()
+    except (ValueError, AttributeError) as exc:  # a revert or no return data: no version()
+        raise SystemExit(f"the contract at {record.address} has no version(): a protocol "
+                         f"older than {PROTOCOL_VERSION}? ({exc})") from None
+    if found != PROTOCOL_VERSION:
+        raise SystemExit(f"the contract at {record.address} speaks protocol {found}, these "
+                         f"scripts protocol {PROTOCOL_VERSION}")
+    return contract
 
 
 def admit_members(consortium, operator, spec: str) -> None:
@@ -96,8 +106,29 @@ def admit(address, label):
     admit_members(consortium_contract(), deployer_account(), f"{address}:{label}")
 
 
-def remove(address):
-    consortium_contract().removeMember(address, {"from": deployer_account()})
+def remove(address, force=""):
+    """Remove a member, unless that leaves fewer active members than an absolute minimum.
+
+    A round opens only when the active members can reach the policy's minimum; below an
+    absolute one no round opens, so no scheduled change can take effect either (it waits for
+    rounds), and only admitting members (a lost key's replacement) restarts the consortium.
+    Lower the minimum first, or pass `force` to remove anyway.
+    """
+    c = consortium_contract()
+    left = c.activeMembers() - 1
+    policies = [("in force", Policy.from_tuple(c.policy()))]
+    pending, from_round, _ = c.pendingPolicy()
+    if from_round:
+        policies.append((f"scheduled from round {from_round}", Policy.from_tuple(pending)))
+    for when, policy in policies:
+        if policy.min_submissions > left and str(force).lower() not in ("force", "true", "1"):
+            raise SystemExit(
+                f"removing {address} leaves {left} active member(s), below the minimum of "
+                f"{policy.min_submissions} submissions {when}: no round could open, and no "
+                f"policy change could take effect. Schedule a lower minimum first (brownie run "
+                f"admin schedule_policy min_submissions={max(left, 1)}) or admit a replacement; "
+                f"'remove {address} force' removes anyway")
+    c.removeMember(address, {"from": deployer_account()})
 
 
 def transfer_operator(address):

@@ -33,6 +33,7 @@ from eth_utils import keccak, to_checksum_address
 from eth_utils.abi import abi_to_signature, function_signature_to_4byte_selector
 from web3 import Web3
 from web3.exceptions import (
+    BadFunctionCallOutput,
     ContractCustomError,
     ContractLogicError,
     TimeExhausted,
@@ -618,7 +619,7 @@ class Consortium:
         """Raise `ChainError` unless the contract speaks `PROTOCOL_VERSION`."""
         try:
             found = self.version()
-        except (ContractLogicError, ContractCustomError, ValueError, Web3RPCError) as exc:
+        except (ContractLogicError, BadFunctionCallOutput, ValueError) as exc:
             raise ChainError(f"the contract at {self.address} has no version(): a protocol "
                              f"older than {PROTOCOL_VERSION}? ({exc})") from None
         if found != PROTOCOL_VERSION:
@@ -919,12 +920,15 @@ def bind_consortium(w3: Web3, deployment: Deployment, account: LocalAccount | No
     A chain node may fail a read for a moment: @ethereumjs/client answers "State trie does not
     contain state root" while it executes a block it has imported (after a restart, or just
     behind the node that sealed it), and an endpoint may be briefly unreachable. Those are
-    retried; a wrong chain or a missing contract (:class:`ChainError`) is not.
+    retried; a wrong chain, a missing contract or one that speaks another protocol
+    (:class:`ChainError`) is not.
     """
     deadline = time.monotonic() + retry_seconds
     while True:
         try:
-            return Consortium(w3, deployment, account, profile=profile)
+            consortium = Consortium(w3, deployment, account, profile=profile)
+            consortium.check_version()  # every tool speaks one protocol: refuse another
+            return consortium
         except (Web3RPCError, requests.RequestException) as exc:
             if time.monotonic() > deadline:
                 raise

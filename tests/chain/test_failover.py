@@ -146,3 +146,17 @@ def test_binding_waits_out_a_node_that_has_not_executed_its_newest_block(anvil, 
             pytest.raises(ChainError, match="no contract"):
         bind_consortium(connect(url, poa=False), wrong, retry_seconds=30, interval=0.05)
     assert seen.count("eth_getCode") == 1
+
+
+def test_binding_refuses_a_contract_that_speaks_no_protocol_version_at_once(anvil, deployed):
+    """A record naming a contract without `version()` (an older protocol, or another contract)
+    is a mistake every tool must refuse, without the retries a lagging node gets."""
+    w3, record = deployed
+    # init code that deploys the one-byte runtime STOP: every call returns no data
+    stub = w3.eth.wait_for_transaction_receipt(w3.eth.send_transaction(
+        {"from": w3.eth.accounts[0], "data": "0x6001600c60003960016000f300"}))
+    other = dataclasses.replace(record, address=stub["contractAddress"])
+    with lagging_node(anvil.url, failures=0) as (url, seen), \
+            pytest.raises(ChainError, match=r"has no version\(\)"):
+        bind_consortium(connect(url, poa=False), other, retry_seconds=30, interval=0.05)
+    assert seen.count("eth_call") == 1  # not retried

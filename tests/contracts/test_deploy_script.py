@@ -6,7 +6,7 @@ import pytest
 
 from fleml_node.chain.contract import Policy, SubmissionMode
 from fleml_node.chain.deploy import load_artifact
-from fleml_node.chain.deployment import DeploymentError, load_record
+from fleml_node.chain.deployment import CONTRACT_NAME, DeploymentError, load_record
 from scripts import admin, deploy
 
 
@@ -102,11 +102,38 @@ def test_admin_scripts_act_on_the_recorded_contract(record_path, accounts, capsy
     consortium = deploy.main()
     admin.set_aggregator(accounts[4].address)
     admin.admit(accounts[5].address, "bank-c")
-    admin.remove(accounts[5].address)
+    admin.admit(accounts[6].address, "bank-d")
+    admin.remove(accounts[5].address)  # bank-d is left: rounds can still reach a minimum of 1
     admin.show()
     assert consortium.aggregator() == accounts[4]
     assert list(consortium.memberInfo(accounts[5])) == [True, False, 0, "bank-c"]
     assert "'bank-c' removed" in capsys.readouterr().out
+
+
+def test_admin_refuses_a_removal_below_an_absolute_minimum(record_path, monkeypatch, accounts):
+    """Below an absolute minimum no round opens, so no scheduled change could take effect."""
+    monkeypatch.setenv("FLEML_MEMBERS", f"{accounts[2].address}:a, {accounts[3].address}:b")
+    monkeypatch.setenv("FLEML_POLICY", "min_submissions=2")
+    consortium = deploy.main()
+    with pytest.raises(SystemExit, match="leaves 1 active member.*minimum of 2 submissions in "
+                                         "force.*min_submissions=1"):
+        admin.remove(accounts[3].address)
+    assert consortium.activeMembers() == 2  # nothing was sent
+    admin.remove(accounts[3].address, "force")
+    assert consortium.activeMembers() == 1
+
+
+def test_admin_refuses_a_contract_without_this_protocol(record_path, accounts, web3):
+    deploy.main()
+    record = json.loads(record_path.read_text())
+    # init code deploying the one-byte runtime STOP: a contract that answers no call
+    tx = web3.eth.send_transaction({"from": accounts[0].address,
+                                    "data": "0x6001600c60003960016000f300"})
+    stub = web3.eth.wait_for_transaction_receipt(tx)["contractAddress"]
+    record["contracts"][CONTRACT_NAME]["address"] = stub
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match=r"has no version\(\)"):
+        admin.show()
 
 
 def test_member_without_label_is_refused(record_path, accounts):
