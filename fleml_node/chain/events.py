@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 from eth_utils.abi import event_abi_to_log_topic
-from web3._utils.method_formatters import log_entry_formatter
+from hexbytes import HexBytes
 from web3.contract.contract import ContractEvent
 from web3.exceptions import Web3RPCError
 
@@ -324,13 +324,29 @@ def fetch_events(consortium: Consortium, from_block: int, to_block: int,
             event = events.get(topic)
             if event is None or (wanted is not None and topic not in wanted):
                 continue
-            data = event.process_log(log_entry_formatter(entry))
+            data = event.process_log(_formatted_log(entry))
             decoded.append(ChainEvent(data["event"], dict(data["args"]), data["blockNumber"],
                                       data["logIndex"],
                                       "0x" + bytes(data["transactionHash"]).hex(),
                                       "0x" + bytes(data["blockHash"]).hex()))
     decoded.sort(key=lambda e: (e.block_number, e.log_index))
     return decoded
+
+
+def _formatted_log(entry: dict[str, Any]) -> dict[str, Any]:
+    """A raw `eth_getLogs` entry (hex strings) as web3 formats a log (ints, bytes, a
+    checksummed address): what `ContractEvent.process_log` decodes."""
+    return {
+        "address": to_checksum_address(entry["address"]),
+        "topics": [HexBytes(topic) for topic in entry["topics"]],
+        "data": HexBytes(entry["data"]),
+        "blockNumber": int(entry["blockNumber"], 16),
+        "blockHash": HexBytes(entry["blockHash"]),
+        "transactionIndex": int(entry["transactionIndex"], 16),
+        "transactionHash": HexBytes(entry["transactionHash"]),
+        "logIndex": int(entry["logIndex"], 16),
+        "removed": bool(entry.get("removed", False)),
+    }
 
 
 def _events_by_topic(consortium: Consortium) -> dict[bytes, ContractEvent]:

@@ -1,7 +1,9 @@
 """Event decoding through web3's public API, and round scans bounded by the round's own blocks."""
 
+import ast
 import logging
 from itertools import pairwise
+from pathlib import Path
 
 from eth_account import Account
 
@@ -23,6 +25,20 @@ from .conftest import future
 H1, H2, H3, H4 = (bytes([i]) * 32 for i in (1, 2, 3, 4))
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 OTHER_CID = "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"
+
+
+def test_the_package_uses_no_private_web3_module():
+    """Private modules (`web3._utils` ...) change without notice between web3 releases."""
+    root = Path(__file__).resolve().parents[2]
+    private = []
+    for source in [*(root / "fleml_node").rglob("*.py"), *(root / "scripts").glob("*.py")]:
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            private += [f"{source.relative_to(root)}: {name}" for name in names
+                        if name.split(".")[0] in ("web3", "eth_utils", "eth_abi", "eth_account")
+                        and any(part.startswith("_") for part in name.split(".")[1:])]
+    assert private == []
 
 
 def mine(w3, blocks, chunk=500):
