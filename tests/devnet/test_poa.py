@@ -1,7 +1,8 @@
 """A three-sealer Clique network of real @ethereumjs/client 0.9.0 nodes (fleml_node.devnet.poa).
 
-The network tests share one network (module fixture, about 15 s to start): all nodes advance,
-a transaction sent to node 2 is included and seen by nodes 0 and 1, and the chain keeps
+The network tests share one network (module fixture, about 15 s to start): all nodes advance
+and chain-profile detection (fleml_node.chain.profile.detect) finds each one PoA, London EVM,
+legacy fees; a transaction sent to node 2 is included and seen by nodes 0 and 1, and the chain keeps
 advancing while one of the three sealers is stopped, which then catches up after a restart.
 A soak test forces a Clique fork and checks that the losing block's transaction is mined
 again and that no node answers a receipt naming the displaced block.
@@ -19,6 +20,7 @@ from eth_account import Account
 from web3.exceptions import TransactionNotFound
 
 from fleml_node.chain.contract import connect
+from fleml_node.chain.profile import POA_MIDDLEWARE, detect
 from fleml_node.devnet import anvil
 from fleml_node.devnet.poa import (
     PRELOADS,
@@ -77,11 +79,23 @@ def poa_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoaNetwork
         yield net
 
 
-def test_three_sealers_all_nodes_advance(poa_network: PoaNetwork) -> None:
+def test_three_sealers_all_nodes_advance_and_each_is_detected_as_clique(
+        poa_network: PoaNetwork) -> None:
     before = poa_network.heights()
     reached = poa_network.wait_advancing(blocks=3, timeout=40)
     assert len(reached) == 3
     assert all(after >= b + 3 for after, b in zip(reached, before, strict=True))  # type: ignore[operator]
+    # what a node's `--chain-profile auto` finds on each real Clique node: connected without
+    # the PoA middleware, detection must find PoA (and install it), the London EVM (no MCOPY)
+    # and legacy fees (no eth_maxPriorityFeePerGas)
+    for url in poa_network.rpc_urls:
+        w3 = connect(url, poa=False)
+        found = detect(w3)
+        assert (found.poa, found.evm_version, found.fee_mode) == (True, "london", "legacy"), \
+            f"{url}: {found}"
+        assert POA_MIDDLEWARE in {name for _, name in w3.middleware_onion.middleware}
+        latest = w3.eth.get_block("latest")  # web3 refuses it without the middleware
+        assert len(latest["proofOfAuthorityData"]) in (32 + 65, 32 + 3 * 20 + 65)
 
 
 def test_transaction_sent_to_node_2_is_included_and_seen_by_nodes_0_and_1(
