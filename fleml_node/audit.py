@@ -48,9 +48,6 @@ from fleml_node.round_engine import (
     verify_round,
 )
 from fleml_node.storage import (
-    HashMismatch,
-    InvalidCid,
-    InvalidPayload,
     IpfsError,
     IpfsStore,
     StorageError,
@@ -134,7 +131,7 @@ def audit_round(consortium: Consortium, store: IpfsStore, round_id: int) -> Roun
                                           expected_hash=info.report_hash))
         verdict.check("report matches its commitment", True, finalized.args["reportCid"])
     except StorageError as exc:
-        verdict.check("report matches its commitment", False, str(exc))
+        verdict.check("report matches its commitment", _fetch_failed(store, exc), str(exc))
         return verdict
     try:
         base = decode_tensors(store.get(opened.args["modelCid"], expected_hash=info.model_hash),
@@ -145,7 +142,8 @@ def audit_round(consortium: Consortium, store: IpfsStore, round_id: int) -> Roun
                                 expected_spec=ParamSpec.from_named(base.tensors))
         verdict.check("global models match their commitments", True)
     except StorageError as exc:
-        verdict.check("global models match their commitments", False, str(exc))
+        verdict.check("global models match their commitments", _fetch_failed(store, exc),
+                      str(exc))
         return verdict
     submissions = gather_submissions(consortium, store, events.get("UpdateSubmitted", []),
                                      max_bytes=update_size_cap(ParamSpec.from_named(base.tensors)))
@@ -162,6 +160,19 @@ def audit_round(consortium: Consortium, store: IpfsStore, round_id: int) -> Roun
     return verdict
 
 
+def _fetch_failed(store: IpfsStore, exc: StorageError) -> None | bool:
+    """A check's result when an object the aggregator committed could not be had: None
+    (inconclusive) when nobody provides it, False when what is provided is not what was
+    committed (other bytes, an unparseable payload or CID, an object over the limits).
+    Raises when the auditor's own IPFS daemon is down: the audit cannot run, and does not
+    judge the round."""
+    if isinstance(exc, IpfsError):
+        if not store.is_available():
+            raise exc
+        return None
+    return False
+
+
 def _defense_inputs(consortium: Consortium, store: IpfsStore, round_id: int,
                     report: dict[str, Any], verdict: RoundVerdict) -> DefenseInputs | None:
     """Fetch what a learned defense read (validation set, state before), and check the state
@@ -169,50 +180,69 @@ def _defense_inputs(consortium: Consortium, store: IpfsStore, round_id: int,
     defense = report.get("defense")
     if defense is None or defense["method"] in STATELESS_DEFENSES:
         return None
+    # What the defense read must be named in the report: leaving an input out is the
+    # aggregator's doing, and would otherwise make the re-run merely inconclusive.
+    stateful = bool(make_defense(defense["method"], **defense["params"]).state_dict())
+    named = {"the validation set": report.get("validation")}
+    if stateful:
+        named["the state before the round"] = report.get("defense_state", {}).get("before")
+        named["the state after the round"] = report.get("defense_state", {}).get("after")
+    absent = [what for what, ref in named.items() if not ref]
+    if not verdict.check(f"the report publishes what {defense['method']} read", not absent,
+                         "missing: " + ", ".join(absent) if absent else ""):
+        return DefenseInputs(missing="the report does not publish " + ", ".join(absent))
+    committed = consortium.round_validation_hash(round_id)
+    if committed != bytes(32):
+        same = report["validation"]["hash"] == "0x" + committed.hex()
+        verdict.check("the validation set is the one committed on chain for the round",
+                      same, "" if same else f"report names {report['validation']['hash']}, "
+                                            f"chain committed 0x{committed.hex()}")
     try:
-        validation = state = None
-        committed = consortium.round_validation_hash(round_id)
-        if committed != bytes(32):
-            named = (report.get("validation") or {}).get("hash")
-            same = named == "0x" + committed.hex()
-            verdict.check("the validation set is the one committed on chain for the round",
-                          same, "" if same else
-                          f"report names {named}, chain committed 0x{committed.hex()}")
-        if report.get("validation"):
-            ref = report["validation"]
-            validation = decode_validation(store.get(ref["cid"], expected_hash=ref["hash"]))
-        before = report.get("defense_state", {}).get("before")
-        if before:
+        ref = report["validation"]
+        validation = decode_validation(store.get(ref["cid"], expected_hash=ref["hash"]))
+        state = None
+        if stateful:
+            before = report["defense_state"]["before"]
             state = decode_report(store.get(before["cid"], expected_hash=before["hash"]))
-    except (HashMismatch, InvalidPayload) as exc:
-        verdict.check("published defense inputs match the report", False, str(exc))
-        return DefenseInputs(missing=f"published inputs are not what the report says: {exc}")
-    except (InvalidCid, IpfsError) as exc:
-        if not store.is_available():
-            raise  # our own daemon: the audit cannot run, it does not judge the round
-        return DefenseInputs(missing=f"an input of the defense cannot be fetched: {exc}")
-    if before:
-        expected, source = _previous_state_hash(consortium, store, round_id, defense)
+    except StorageError as exc:
+        ok = _fetch_failed(store, exc)
+        verdict.check("published defense inputs match the report", ok, str(exc))
+        return DefenseInputs(missing=("an input of the defense cannot be fetched: "
+                                      if ok is None else "published inputs are not what the "
+                                      "report says: ") + str(exc))
+    if stateful:
+        expected, source, why = _previous_state_hash(consortium, store, round_id, defense)
+        starts = report["defense_state"]["before"]["hash"]
         verdict.check("defense state continues from " + source,
-                      expected is None if expected is None else before["hash"] == expected,
-                      "" if expected is None or before["hash"] == expected
-                      else f"report starts from {before['hash']}, {source} ended at {expected}")
+                      None if expected is None else starts == expected,
+                      why if expected is None else "" if starts == expected
+                      else f"report starts from {starts}, {source} ended at {expected}")
     return DefenseInputs(validation, state)
 
 
 def _previous_state_hash(consortium: Consortium, store: IpfsStore, round_id: int,
-                         defense: dict[str, Any]) -> tuple[str | None, str]:
-    """The hash of the state the round must start from, and where it comes from: the state
-    after the round it builds on (fleml_node.history), or a fresh one over the initial model."""
+                         defense: dict[str, Any]) -> tuple[str | None, str, str]:
+    """The hash of the state the round must start from (None when it cannot be had), where it
+    comes from, and why it cannot be had: the state after the round it builds on
+    (fleml_node.history), or a fresh one over the initial model."""
     base = base_round(consortium, round_id)
     if base:
         try:
             found = published_state_after(consortium, store, base)
-        except StorageError:
-            return None, f"round {base} (its report or state cannot be fetched)"
-        return (found[0] if found else None), f"round {base}, which it builds on"
+        except StorageError as exc:
+            # unavailable, or bytes that are not what round `base` committed (its own audit
+            # fails then): either way this round's start cannot be decided here
+            _fetch_failed(store, exc)  # raises when our own daemon is down
+            return None, f"round {base}, which it builds on", \
+                f"round {base}'s report or state cannot be had: {exc}"
+        if found:
+            return found[0], f"round {base}, which it builds on", ""
+    # the aggregator starts fresh before any round, and after a round that published no state
+    # (a stateless defense), as AggregatorNode._restore_base_state does
     fresh = make_defense(defense["method"], **defense["params"]).state_dict()
-    return "0x" + content_hash(encode_state(fresh)).hex(), "a fresh defense (initial model)"
+    source = f"a fresh defense (round {base} published no state)" if base \
+        else "a fresh defense (initial model)"
+    return "0x" + content_hash(encode_state(fresh)).hex(), source, ""
 
 
 def attest(consortium: Consortium, store: IpfsStore, verdict: RoundVerdict) -> str | None:

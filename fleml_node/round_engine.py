@@ -29,6 +29,7 @@ Rejection rules, in order (the first that applies is the reason):
 from __future__ import annotations
 
 import contextlib
+import platform
 import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -121,20 +122,28 @@ def encode_state(state: dict[str, Any]) -> bytes:
 EXECUTION_SETTINGS = {"torch_threads": 1, "deterministic_algorithms": True}
 
 
+def execution_environment() -> dict[str, str]:
+    """The software and CPU a defense ran on, as the round report records them."""
+    return {"torch": torch.__version__, "fleml_node": __version__,
+            "machine": platform.machine(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 @contextlib.contextmanager
 def execution_settings() -> Iterator[dict[str, Any]]:
     """Run a defense so that anyone with the same inputs gets the same bits.
 
     One torch thread (reductions split over threads round differently) and deterministic
-    algorithms; yields what the round report records (with the software versions), and
-    restores the caller's settings afterwards.
+    algorithms; yields what the round report records (with the software versions and the CPU
+    kernels torch dispatches to: other vector kernels may round differently), and restores
+    the caller's settings afterwards.
     """
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(EXECUTION_SETTINGS["torch_threads"])
     torch.use_deterministic_algorithms(EXECUTION_SETTINGS["deterministic_algorithms"])
     try:
-        yield {**EXECUTION_SETTINGS, "torch": torch.__version__, "fleml_node": __version__}
+        yield {**EXECUTION_SETTINGS, **execution_environment()}
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
@@ -704,7 +713,18 @@ def _rerun_learned(out: Verification, task: TaskConfig, round_id: int, base: dic
     if rerun.state_after is not None and after != \
             "0x" + content_hash(encode_state(rerun.state_after)).hex():
         problems.append("the state after the round differs from the published one")
+    if problems:
+        recorded = {k: (report.get("execution") or {}).get(k) for k in execution_environment()}
+        mine = execution_environment()
+        if recorded != mine:  # a re-run elsewhere may round differently: say where it ran
+            problems.append("recorded run on " + _environment(recorded) + ", this re-run on "
+                            + _environment(mine))
     out.add(name, not problems, "; ".join(problems) or "bit-for-bit")
+
+
+def _environment(env: dict[str, Any]) -> str:
+    return (f"torch {env.get('torch')}, fleml_node {env.get('fleml_node')}, "
+            f"{env.get('machine')} {env.get('cpu_capability')}")
 
 
 def task_from_report(task: dict[str, Any]) -> TaskConfig:

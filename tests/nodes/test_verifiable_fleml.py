@@ -6,10 +6,14 @@ coefficient, flags a benign member, publishes a state other than the one it used
 a validation set other than the one it used, fails the audit with the check named.
 """
 
+import pytest
+
 from fleml_node.aggregator import AggregatorNode
 from fleml_node.audit import audit_round
 from fleml_node.defense import make_defense
 from fleml_node.defense.base import weighted_sum
+from fleml_node.devnet.anvil import free_port
+from fleml_node.storage import IpfsError, IpfsStore
 from fleml_node.task import validation_data
 
 from .conftest import TASK
@@ -56,15 +60,41 @@ def test_honest_fleml_rounds_are_rerun_bit_for_bit(federation, tmp_path):
     assert verdicts[1].checks["defense state continues from round 1, which it builds on"][0]
 
 
-def test_a_doubled_coefficient_fails_the_rerun(federation, tmp_path):
+def test_a_doubled_coefficient_fails_the_rerun(federation, tmp_path, monkeypatch):
+    """...and the failure names the software and CPU kernels of both runs (the report records
+    the aggregator's: other vector kernels may round differently). The aggregator here says
+    it ran on AVX512 kernels."""
+    import fleml_node.round_engine as engine_module
+
+    real = engine_module.execution_environment
+
     def double(clients):
         clients[0].coefficient *= 2
 
-    (verdict,) = run(federation, tmp_path, tamper=lie_in_aggregate(double))
+    def tamper(aggregator):
+        lie_in_aggregate(double)(aggregator)
+        monkeypatch.setattr(engine_module, "execution_environment",
+                            lambda: {**real(), "cpu_capability": "AVX512"})
+        step = aggregator.step
+
+        def step_then_restore():
+            did = step()
+            if did == "done":
+                monkeypatch.undo()  # the audit runs on this machine as it is
+            return did
+
+        aggregator.step = step_then_restore
+
+    (verdict,) = run(federation, tmp_path, tamper=tamper)
     ok, detail = verdict.checks[RERUN]
     assert verdict.verdict == "FAIL" and ok is False and "coefficients differ" in detail
     # the report is self-consistent: only the re-run can tell
     assert verdict.checks["aggregation replays to the finalized model"][0]
+    mine = real()
+    assert detail.endswith(
+        f"recorded run on torch {mine['torch']}, fleml_node {mine['fleml_node']}, "
+        f"{mine['machine']} AVX512, this re-run on torch {mine['torch']}, fleml_node "
+        f"{mine['fleml_node']}, {mine['machine']} {mine['cpu_capability']}")
 
 
 def test_a_benign_member_flagged_at_will_fails_the_rerun(federation, tmp_path):
@@ -124,6 +154,18 @@ def test_unfetchable_inputs_make_the_rerun_inconclusive_never_a_pass(federation,
 
         aggregator._publish_inputs = publish
 
+    quick_stores(federation)
+    (verdict,) = run(federation, tmp_path, tamper=tamper)
+    ok, detail = verdict.checks[RERUN]
+    assert ok is None and "cannot be fetched" in detail
+    assert verdict.verdict == "INCONCLUSIVE"
+
+
+UNPROVIDED = "bafkreihctmsjysftvyjdj3eyfsvdatj6vzstkn2zrv2sx67mcb5ifcglei"  # nobody holds it
+
+
+def quick_stores(federation):
+    """Stores that give up on an object after one 3 s try: an unprovided CID costs 3 s."""
     federation_store = federation.store
 
     def quick_store():
@@ -132,7 +174,52 @@ def test_unfetchable_inputs_make_the_rerun_inconclusive_never_a_pass(federation,
         return store
 
     federation.store = quick_store
+
+
+def test_inputs_the_report_leaves_out_fail_the_audit(federation, tmp_path):
+    """Omitting the validation set or the state is the aggregator's doing: a failure, not a
+    re-run that is merely inconclusive (which attestations would not count)."""
+    def tamper(aggregator):
+        aggregator._publish_inputs = lambda outcome: {}
+
     (verdict,) = run(federation, tmp_path, tamper=tamper)
-    ok, detail = verdict.checks[RERUN]
-    assert ok is None and "cannot be fetched" in detail
-    assert verdict.verdict == "INCONCLUSIVE"
+    ok, detail = verdict.checks["the report publishes what fleml read"]
+    assert ok is False and detail == ("missing: the validation set, the state before the "
+                                      "round, the state after the round")
+    assert verdict.verdict == "FAIL"
+
+
+def test_what_nobody_provides_is_inconclusive_and_an_outage_of_our_own_daemon_raises(
+        federation, tmp_path):
+    """Round 1 names its state after the round by a CID nobody provides (its hash is right),
+    round 3 its report: neither is a pass nor a failure. An auditor whose own daemon is down
+    gets an error, not a verdict."""
+    def tamper(aggregator):
+        publish_inputs, publish_outcome = aggregator._publish_inputs, aggregator._publish_outcome
+
+        def inputs(outcome):
+            published = publish_inputs(outcome)
+            if outcome.round_id == 1:
+                after = published["defense_state"]["after"]
+                published["defense_state"]["after"] = {**after, "cid": UNPROVIDED}
+            return published
+
+        def outcome(info, opened, round_outcome, received):
+            published = publish_outcome(info, opened, round_outcome, received)
+            return {**published, "report_cid": UNPROVIDED} if round_outcome.round_id == 3 \
+                else published
+
+        aggregator._publish_inputs, aggregator._publish_outcome = inputs, outcome
+
+    quick_stores(federation)
+    first, second, third = run(federation, tmp_path, rounds=3, tamper=tamper)
+    assert first.verdict == "PASS", "\n".join(first.lines())  # its own inputs are all there
+    ok, detail = second.checks["defense state continues from round 1, which it builds on"]
+    assert ok is None and detail.startswith("round 1's report or state cannot be had")
+    assert second.verdict == "INCONCLUSIVE", "\n".join(second.lines())
+    assert third.checks["report matches its commitment"][0] is None
+    assert third.verdict == "INCONCLUSIVE"
+    down = IpfsStore(f"/ip4/127.0.0.1/tcp/{free_port()}/http", timeout=3)
+    with pytest.raises(IpfsError):
+        audit_round(federation.bind(None), down, 3)
+
