@@ -378,9 +378,11 @@ def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _bind_chain(opts: dict[str, Any], with_key: bool):
-    """Connect to the chain and load the key when the command signs."""
-    from fleml_node.chain.contract import bind_consortium, connect, load_account
+def _contact_chain(opts: dict[str, Any], with_key: bool):
+    """First contact: connect, read the deployment record, load the key when the command
+    signs. Fails at once with one clear line: an address or record that does not work on
+    the first try is far more often a mistake than an outage."""
+    from fleml_node.chain.contract import connect, load_account
     from fleml_node.chain.deployment import default_record_path, load_record
     from fleml_node.chain.profile import load_profile
 
@@ -388,21 +390,62 @@ def _bind_chain(opts: dict[str, Any], with_key: bool):
     w3 = connect(opts["rpc"], poa=profile.poa if profile else None)
     record = load_record(opts["deployment"] or default_record_path(w3.eth.chain_id))
     account = load_account(opts.get("keystore")) if with_key else None
+    return w3, record, account, profile
+
+
+def _bind_chain(opts: dict[str, Any], with_key: bool):
+    """Connect to the chain, load the key when the command signs, and bind the consortium."""
+    from fleml_node.chain.contract import bind_consortium
+
+    w3, record, account, profile = _contact_chain(opts, with_key)
     # retried at start-up for a bounded time, as the running node retries its reads
     return bind_consortium(w3, record, account, profile=profile)
 
 
-def _bind(opts: dict[str, Any], with_key: bool):
-    """Connect to the chain and IPFS, and load the key when the command signs."""
+def _contact_ipfs(opts: dict[str, Any]):
+    """The IPFS store, once its API has answered (else one clear line)."""
     from fleml_node.storage import IpfsStore, IpfsUnavailable
 
-    consortium = _bind_chain(opts, with_key)
     store = IpfsStore(opts["ipfs_api"], timeout=opts["ipfs_timeout"])
     if not store.is_available():
         raise IpfsUnavailable(
             f"no IPFS API answers at {opts['ipfs_api']}: start a daemon (kubo: `ipfs daemon`; "
             f"or a local js-ipfs with a chain: `fleml-node devnet up`) or pass --ipfs-api")
-    return consortium, store
+    return store
+
+
+def _bind(opts: dict[str, Any], with_key: bool):
+    """Connect to the chain and IPFS, and load the key when the command signs."""
+    consortium = _bind_chain(opts, with_key)
+    return consortium, _contact_ipfs(opts)
+
+
+def _start_node(opts: dict[str, Any], what: str, build: Callable[..., Any]) -> Any:
+    """``build(consortium, store)`` for a long-running node, riding out outages at start-up.
+
+    The first contact with the chain and IPFS fails at once (`_contact_chain`); after it, an
+    outage of our own chain RPC or IPFS daemon while the node binds and reads its start-up
+    state is waited out with the running node's backoff (fleml_node.retry), however long it
+    lasts. A mistake (no contract there, another protocol, a revert) still stops the node.
+    """
+    import time
+
+    from fleml_node.chain.contract import bind_consortium
+    from fleml_node.retry import Backoff, is_outage
+
+    w3, record, account, profile = _contact_chain(opts, with_key=True)
+    store = _contact_ipfs(opts)
+    backoff = Backoff()
+    while True:
+        try:
+            node = build(bind_consortium(w3, record, account, profile=profile), store)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            time.sleep(backoff.failed(f"{what} start-up", exc))
+            continue
+        backoff.succeeded(f"{what} start-up")
+        return node
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -441,14 +484,18 @@ def client(**opts: Any) -> None:
     task = task_from(opts)
     attack = make_attack(opts["attack"], **parse_params(opts["attack_param"])) \
         if opts["attack"] != "none" else None
-    consortium, store = _bind(opts, with_key=True)
     x, y = client_data(task, opts["client_index"], opts["data_file"])
-    state = Path(opts["state_dir"]) / f"{consortium.account.address}.events.json"
-    follower = EventFollower(consortium, state, confirmations=opts["confirmations"])
-    index = consortium.member_info(consortium.account.address)[2] \
-        if opts["client_index"] is None else opts["client_index"]
-    node = ClientNode(consortium, store, follower, task, x, y, index, attack=attack,
-                      audit_rounds=opts["audit_rounds"])
+
+    def build(consortium, store):
+        state = Path(opts["state_dir"]) / f"{consortium.account.address}.events.json"
+        follower = EventFollower(consortium, state, confirmations=opts["confirmations"])
+        index = consortium.member_info(consortium.account.address)[2] \
+            if opts["client_index"] is None else opts["client_index"]
+        return ClientNode(consortium, store, follower, task, x, y, index, attack=attack,
+                          audit_rounds=opts["audit_rounds"])
+
+    node = _start_node(opts, "client", build)
+    consortium = node.consortium
     click.echo(f"client {consortium.account.address}: {len(y)} local samples"
                f"{', attack ' + opts['attack'] if attack else ''}; waiting for rounds "
                f"(Ctrl-C to stop)", err=True)
@@ -491,15 +538,20 @@ def aggregator(**opts: Any) -> None:
     rounds, until = _rounds_or_until(click.get_current_context())
     task = task_from(opts)
     defense = make_defense(opts["defense"], **parse_params(opts["defense_param"]))
-    consortium, store = _bind(opts, with_key=True)
-    until_round = until if until is not None else _until_round(consortium, rounds)
     evaluate = _test_evaluator(task) if opts["evaluate"] else None
     if evaluate:
         test_data(task)  # load now, so a missing dataset fails before the first round
-    node = AggregatorNode(consortium, store, defense, task, until_round=until_round,
-                          round_seconds=opts["round_seconds"], quorum=opts["quorum"],
-                          validation=validation_data(task), evaluate=evaluate,
-                          results_dir=opts["results_dir"])
+    validation = validation_data(task)
+
+    def build(consortium, store):
+        until_round = until if until is not None else _until_round(consortium, rounds)
+        return AggregatorNode(consortium, store, defense, task, until_round=until_round,
+                              round_seconds=opts["round_seconds"], quorum=opts["quorum"],
+                              validation=validation, evaluate=evaluate,
+                              results_dir=opts["results_dir"])
+
+    node = _start_node(opts, "aggregator", build)
+    consortium, until_round = node.consortium, node.until_round
 
     def progress(did: str) -> None:
         if did == "finalized":

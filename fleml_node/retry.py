@@ -16,10 +16,17 @@ import logging
 import time
 
 import requests
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception, Web3RPCError
 
 from fleml_node.chain.contract import ChainError, ContractReverted
-from fleml_node.storage import InvalidPayload, IpfsError, IpfsRequestError, StorageError
+from fleml_node.storage import (
+    InvalidPayload,
+    IpfsError,
+    IpfsRequestError,
+    IpfsTimeout,
+    IpfsUnavailable,
+    StorageError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,23 @@ def is_transient(exc: BaseException) -> bool:
         return exc.status >= 500 or exc.status == 0
     return isinstance(exc, ChainError | IpfsError | requests.RequestException | ConnectionError
                       | TimeoutError | TimeExhausted | Web3Exception)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` says our own chain RPC or IPFS daemon did not answer (or answered an
+    RPC-level error such as a node still executing its newest block), as opposed to a
+    mistake: a missing contract or another protocol (`ChainError`), a revert, bad bytes."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ContractLogicError):
+            return False
+        if isinstance(seen, requests.RequestException | ConnectionError | TimeoutError
+                      | IpfsUnavailable | IpfsTimeout | Web3RPCError):
+            return True
+        if isinstance(seen, IpfsRequestError) and (seen.status >= 500 or seen.status == 0):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def is_permanent(exc: BaseException) -> bool:

@@ -248,3 +248,39 @@ def test_account_creates_an_encrypted_keystore(tmp_path):
     assert '"crypto"' in path.read_text()
     again = CliRunner().invoke(main, ["account", str(path)], input="pw\npw\n")
     assert again.exit_code == 1 and "not overwriting" in again.output
+
+
+def test_a_node_rides_out_an_outage_while_it_starts_but_not_a_mistake(federation, monkeypatch,
+                                                                       caplog):
+    """After the first contact, an outage while a node binds and reads its start-up state is
+    waited out as in the running node; a mistake (another protocol here) stops it at once."""
+    import requests
+
+    from fleml_node.chain.contract import ChainError, Consortium
+    from fleml_node.cli import _start_node
+
+    monkeypatch.setenv("FLEML_PRIVATE_KEY", federation.keys[2])
+    opts = {"rpc": federation.url, "deployment": str(federation.record_path),
+            "chain_profile": None, "keystore": None, "ipfs_api": federation.ipfs_api,
+            "ipfs_timeout": 5}
+    attempts = []
+
+    def build(consortium, store):
+        attempts.append(consortium)
+        if len(attempts) < 3:  # the chain's RPC stops answering for two attempts
+            requests.post("http://127.0.0.1:9", timeout=1)
+        return consortium
+
+    with caplog.at_level("INFO", logger="fleml_node.retry"):
+        node = _start_node(opts, "client", build)
+    assert isinstance(node, Consortium) and len(attempts) == 3
+    assert "client start-up failed, retrying until it works" in caplog.text
+    assert "client start-up works again" in caplog.text
+
+    def speaks_another_protocol(consortium, store):
+        attempts.append(consortium)
+        raise ChainError(f"the contract at {consortium.address} speaks protocol 1")
+
+    with pytest.raises(ChainError, match="speaks protocol 1"):
+        _start_node(opts, "client", speaks_another_protocol)
+    assert len(attempts) == 4

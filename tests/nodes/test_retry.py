@@ -4,10 +4,10 @@ import logging
 
 import pytest
 import requests
-from web3.exceptions import ContractLogicError, TimeExhausted
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 
 from fleml_node.chain.contract import ChainError, ContractReverted
-from fleml_node.retry import Backoff, is_permanent, is_transient
+from fleml_node.retry import Backoff, is_outage, is_permanent, is_transient
 from fleml_node.storage import (
     HashMismatch,
     IpfsRequestError,
@@ -16,6 +16,11 @@ from fleml_node.storage import (
     NonFiniteValues,
     SpecMismatch,
 )
+
+
+def _caused(exc, cause):
+    exc.__cause__ = cause
+    return exc
 
 
 @pytest.mark.parametrize("exc", [
@@ -72,3 +77,24 @@ def test_backoff_logs_an_outage_once_then_every_tenth_attempt(caplog):
 def test_backoff_rejects_nonsense():
     with pytest.raises(ValueError):
         Backoff(base=2, cap=1)
+
+
+@pytest.mark.parametrize("exc, outage", [
+    (requests.ConnectionError("refused"), True),
+    (requests.ReadTimeout("read timed out"), True),
+    (IpfsUnavailable("connection refused"), True),
+    (IpfsTimeout("timed out"), True),
+    (IpfsRequestError("bad gateway", 502), True),
+    (Web3RPCError("State trie does not contain state root"), True),
+    (_caused(ChainError("cannot reach the chain at http://127.0.0.1:1"),
+             requests.ConnectionError("refused")), True),
+    (ChainError("no contract at 0x11 on chain 31337"), False),
+    (ChainError("the contract at 0x11 speaks protocol 1, this node protocol 2"), False),
+    (_caused(ChainError("the contract has no version()"), ContractLogicError("reverted")),
+     False),
+    (IpfsRequestError("invalid path", 400), False),
+    (KeyError("x"), False),
+])
+def test_an_outage_is_our_own_service_not_answering_not_a_mistake(exc, outage):
+    """What a node's start-up waits out (fleml_node.cli._start_node) and what stops it."""
+    assert is_outage(exc) is outage
