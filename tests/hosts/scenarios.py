@@ -341,6 +341,41 @@ def measure_round(fed: LabFederation, out: Outcome, r: int) -> None:
     out.updates_lost = len(everyone - fed.submitters(r)) if exists else len(everyone)
 
 
+# -- (d') kill -9 the aggregator between close and finalize, deterministically -------------
+def aggregator_kill_before_finalize(world: World, fed: LabFederation) -> Outcome:
+    """SIGKILL the aggregator after round 1 closed and before its ``finalizeRound`` was sent
+    (it holds there: ``hold-before-finalize``, far longer than the test waits), restart it
+    2 s later, and let it run to round 2.
+
+    The step where a crash costs most: the round's updates are in and the aggregation was
+    done, but nothing of it is on chain. The restarted process (a new process: no memory of
+    the first one's work) must read round 1 as CLOSED from the chain, fetch the members'
+    updates again over the swarm, finalize round 1 exactly once and go on to round 2.
+    ``kill_restart`` kills at the CLOSED status too, but by polling, so its kill may land
+    before or after the finalize; this one cannot miss. ``recovered_s``: from the restart to
+    round 1's finalization.
+    """
+    started = time.monotonic()
+    out = Outcome("kill -9 aggregator", "round 1 between close and finalize", rounds=2)
+    # the members are not waited for: round 1's window is long and closes at quorum
+    clients = start_members(fed, 2, wait=False)
+    agg_args = ["--until-round", "2", "--round-seconds", "240", "--quorum", "0", *DEFENSE]
+    aggregator = fed.aggregator(*agg_args, fault="hold-before-finalize:1=600")
+    fed.wait_log(aggregator, "FAULT hold-before-finalize round 1", timeout=300)
+    out.precondition = fed.status(1) is RoundStatus.CLOSED and finalize_count(fed, 1) == 0
+    aggregator.kill()
+    time.sleep(RESTART_DELAY)
+    supervise_daemon(world, world.aggregator.name, out)
+    aggregator = fed.aggregator(*agg_args, name="aggregator-restarted")
+    restarted = time.monotonic()
+    done = wait_time(fed, "round 1 to finalize after the restart",
+                     lambda: fed.status(1) is RoundStatus.FINALIZED)
+    out.recovered_s = round(done - restarted, 1)
+    finish(fed, aggregator, clients)
+    out.seconds = round(time.monotonic() - started, 1)
+    return measure(fed, out, excused={})
+
+
 # -- (e) one sealer of a PoA network stopped ------------------------------------------------
 def sealer_stop(world: World, fed: LabFederation, seconds: float = 30) -> Outcome:
     """Stop the last sealer of a 3-sealer Clique network (SIGTERM) while round 1 is open, for

@@ -1,8 +1,9 @@
 """Faults across hosts: every node on its own network namespace, links cut, processes killed.
 
 See tests/hosts/netns.py (the lab), world.py (placement) and scenarios.py (what each scenario
-does and measures). CI runs the two link cuts; the rest are soak tests
-(``./fleml test -m soak``) and the fault table (``./fleml bench faults``).
+does and measures). CI runs the member's link cut and a kill -9 + restart of the aggregator
+between close and finalize; the rest are soak tests (``./fleml test -m soak``) and the fault
+table (``sudo ./fleml bench faults``).
 
 Assertions are about behaviour (rounds finalized, exactly once, every update that could be
 there is there); recovery times are measured and reported by benchmarks/faults.py only.
@@ -17,6 +18,7 @@ from fleml_node.chain.events import round_events
 
 from .scenarios import (
     STEPS,
+    aggregator_kill_before_finalize,
     aggregator_link_cut,
     finalize_count,
     ipfs_outage,
@@ -45,6 +47,24 @@ def test_member_link_cut_mid_round_closes_at_deadline_and_member_resumes(
     assert out.finalized_twice == 0 and out.rounds_lost == 0 and out.updates_lost == 0, out
 
 
+def test_aggregator_killed_between_close_and_finalize_restarts_and_finalizes_once(
+        lab_federation: LabFederation):
+    fed = lab_federation
+    out = aggregator_kill_before_finalize(fed.world, fed)
+    restarted = next(n for n in fed.nodes if n.name == "aggregator-restarted")
+
+    assert out.precondition, fed.report("the kill was not between close and finalize")
+    assert "round 1 finalized" in restarted.log_text(), fed.report("the restart did not "
+                                                                    "finalize round 1")
+    assert out.finalized == [1, 2], fed.report(f"rounds: {out.statuses}")
+    for r in (1, 2):
+        assert finalize_count(fed, r) == 1, fed.report(f"round {r}: not finalized exactly once")
+        assert fed.submitters(r) == {fed.member(i) for i in range(fed.world.members)}
+    assert out.rounds_lost == 0 and out.finalized_twice == 0 and out.updates_lost == 0, out
+
+
+# -- soak: ./fleml test -m soak ------------------------------------------------------------
+@pytest.mark.soak
 def test_aggregator_link_cut_between_close_and_finalize_finalizes_once(
         lab_federation: LabFederation):
     fed = lab_federation
@@ -59,7 +79,6 @@ def test_aggregator_link_cut_between_close_and_finalize_finalizes_once(
     assert out.rounds_lost == 0 and out.updates_lost == 0, out
 
 
-# -- soak: ./fleml test -m soak ------------------------------------------------------------
 @pytest.mark.soak
 @pytest.mark.parametrize("whose", ["member", "aggregator"])
 def test_ipfs_daemon_down_30_seconds_mid_round_nothing_lost(lab_federation: LabFederation,
