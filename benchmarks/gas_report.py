@@ -261,6 +261,9 @@ def measure(evm_version: str, artifact: Path, sizes: list[int], work: Path) -> d
             att.operator.set_validation_set(digest(7), CID))
         att.attested_round(passes=2, fails=0)  # the members' first-ever submissions
         accepted = att.attested_round(passes=2, fails=0)
+        # an inconclusive audit by a third member of the same round (after two attesters)
+        ops["attestInconclusive_later"] = gas(att.members[3].attest_inconclusive(
+            accepted["round"][0], digest(40_000), CID))
         ops["setValidationSet_scheduled"] = gas(att.operator.set_validation_set(digest(8), CID))
         rejected = att.attested_round(passes=0, fails=2)
         ops["rejectRound"] = gas(att.operator.reject_round(rejected["round"][0]))

@@ -204,23 +204,18 @@ contract FlemlConsortium is ConsortiumPolicy, IFlemlRounds, IFlemlAttestations {
     function attestRound(uint256 roundId, bool pass, bytes32 auditHash, string calldata auditCid)
         external
     {
-        // the aggregator is never an active member (`setAggregator`, `admitMember`)
-        MemberRecord storage member = _activeMember();
-        Round storage round = _requireStatus(roundId, RoundStatus.Finalized);
-        if (auditHash == bytes32(0)) revert EmptyHash();
-        _checkCid(auditCid);
-        if (round.attestationsRequired != 0 && block.timestamp > round.attestationDeadline) {
-            revert AttestationWindowClosed(roundId, round.attestationDeadline);
-        }
-        uint32 index = member.index;
-        mapping(uint256 => uint256) storage attested = _attested[roundId];
-        uint256 bits = attested[index / 256];
-        uint256 bit = 1 << (index % 256);
-        if (bits & bit != 0) revert AlreadyAttested(roundId, msg.sender);
-        attested[index / 256] = bits | bit;
+        Round storage round = _recordAttestation(roundId, auditHash, auditCid);
         if (pass) round.passes += 1;
         else round.fails += 1;
         emit RoundAttested(roundId, msg.sender, pass, auditHash, auditCid);
+    }
+
+    /// @inheritdoc IFlemlAttestations
+    function attestInconclusive(uint256 roundId, bytes32 auditHash, string calldata auditCid)
+        external
+    {
+        _recordAttestation(roundId, auditHash, auditCid);
+        emit RoundAuditInconclusive(roundId, msg.sender, auditHash, auditCid);
     }
 
     /// @inheritdoc IFlemlAttestations
@@ -540,5 +535,27 @@ contract FlemlConsortium is ConsortiumPolicy, IFlemlRounds, IFlemlAttestations {
             if (x >> 2 != 0) { x >>= 2; position += 2; }
             if (x >> 1 != 0) position += 1;
         }
+    }
+
+    /// @dev The checks every attestation passes (an active member, so never the aggregator; a
+    ///      finalized round; a verdict named on IPFS; within the window when k > 0), and the
+    ///      member's bit in the round's "who attested" bitmap: one attestation per member.
+    function _recordAttestation(uint256 roundId, bytes32 auditHash, string calldata auditCid)
+        private
+        returns (Round storage round)
+    {
+        MemberRecord storage member = _activeMember();
+        round = _requireStatus(roundId, RoundStatus.Finalized);
+        if (auditHash == bytes32(0)) revert EmptyHash();
+        _checkCid(auditCid);
+        if (round.attestationsRequired != 0 && block.timestamp > round.attestationDeadline) {
+            revert AttestationWindowClosed(roundId, round.attestationDeadline);
+        }
+        uint32 index = member.index;
+        mapping(uint256 => uint256) storage attested = _attested[roundId];
+        uint256 bits = attested[index / 256];
+        uint256 bit = 1 << (index % 256);
+        if (bits & bit != 0) revert AlreadyAttested(roundId, msg.sender);
+        attested[index / 256] = bits | bit;
     }
 }

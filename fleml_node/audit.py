@@ -245,19 +245,21 @@ def _previous_state_hash(consortium: Consortium, store: IpfsStore, round_id: int
     return "0x" + content_hash(encode_state(fresh)).hex(), source, ""
 
 
-def attest(consortium: Consortium, store: IpfsStore, verdict: RoundVerdict) -> str | None:
-    """Publish the verdict on IPFS and record it on chain (`attestRound`) from a member's key.
+def attest(consortium: Consortium, store: IpfsStore, verdict: RoundVerdict) -> str:
+    """Publish the verdict on IPFS and record it on chain from a member's key; returns the
+    transaction hash.
 
-    An INCONCLUSIVE verdict is not attested: counted as a failure it would let anyone frame an
-    honest aggregator by unpinning an input, counted as a pass it would let an aggregator
-    escape the check by hiding one. Returns the transaction hash, or None when not attested.
+    PASS and FAIL go to `attestRound`. An INCONCLUSIVE verdict goes to `attestInconclusive`:
+    on record for everyone to see, counted neither way. Counted as a failure it would let
+    anyone frame an honest aggregator by unpinning an input; counted as a pass it would let an
+    aggregator escape the check by hiding one (leaving an input out of the report is a FAIL).
     """
-    if verdict.verdict == "INCONCLUSIVE":
-        log.warning("round %d: the audit is inconclusive; no attestation sent",
-                    verdict.round_id)
-        return None
     blob = encode_report(verdict.to_dict())
     cid = store.put(blob)
-    receipt = consortium.attest_round(verdict.round_id, verdict.ok, content_hash(blob), cid)
+    if verdict.verdict == "INCONCLUSIVE":
+        receipt = consortium.attest_inconclusive(verdict.round_id, content_hash(blob), cid)
+    else:
+        receipt = consortium.attest_round(verdict.round_id, verdict.ok, content_hash(blob),
+                                          cid)
     log.info("round %d: attested %s (audit %s)", verdict.round_id, verdict.verdict, cid)
     return tx_hash(receipt)

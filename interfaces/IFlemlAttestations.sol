@@ -36,6 +36,17 @@ interface IFlemlAttestations {
         uint256 indexed roundId, address indexed member, bool pass, bytes32 auditHash, string auditCid
     );
 
+    /// @notice A member's audit of a finalized round was inconclusive: an object a check needs
+    ///         could not be fetched (nobody provided it), so the audit neither passes nor fails
+    ///         the round. It counts as neither; the verdict on IPFS names the checks.
+    /// @param roundId the round
+    /// @param member the attesting member
+    /// @param auditHash sha256 of the audit verdict's bytes on IPFS
+    /// @param auditCid IPFS CID of the audit verdict
+    event RoundAuditInconclusive(
+        uint256 indexed roundId, address indexed member, bytes32 auditHash, string auditCid
+    );
+
     /// @notice A finalized round was rejected: its result never counts, and the next round trains
     ///         on the last accepted model.
     /// @param roundId the round
@@ -52,6 +63,15 @@ interface IFlemlAttestations {
     /// @param auditHash sha256 of the audit verdict's bytes on IPFS (non-zero)
     /// @param auditCid IPFS CID of the audit verdict (1 to `MAX_CID_LENGTH` bytes)
     function attestRound(uint256 roundId, bool pass, bytes32 auditHash, string calldata auditCid)
+        external;
+
+    /// @notice Record that the caller's audit of the finalized round `roundId` was
+    ///         inconclusive: it takes the member's one attestation of the round, under the same
+    ///         rules as `attestRound`, and counts neither as a pass nor as a failure.
+    /// @param roundId the finalized round
+    /// @param auditHash sha256 of the audit verdict's bytes on IPFS (non-zero)
+    /// @param auditCid IPFS CID of the audit verdict (1 to `MAX_CID_LENGTH` bytes)
+    function attestInconclusive(uint256 roundId, bytes32 auditHash, string calldata auditCid)
         external;
 
     /// @notice Reject the finalized round `roundId`, which must be the latest round and have

@@ -801,6 +801,12 @@ class Consortium:
         the verdict on IPFS); once per round."""
         return self._transact("attestRound", round_id, passed, audit_hash, audit_cid)
 
+    def attest_inconclusive(self, round_id: int, audit_hash: bytes, audit_cid: str) -> Any:
+        """Member: record that its audit of a finalized round was inconclusive (an object a
+        check needs could not be fetched); takes its one attestation of the round and counts
+        neither as a pass nor as a failure."""
+        return self._transact("attestInconclusive", round_id, audit_hash, audit_cid)
+
     def reject_round(self, round_id: int) -> Any:
         """Reject the latest round once k members failed it (operator: any time; anyone once
         its attestation window is over and it is not accepted)."""

@@ -271,25 +271,29 @@ def round_events(consortium: Consortium, round_id: int, from_block: int | None =
 
 def _add_late_attestations(consortium: Consortium, round_id: int, info: Any, following: int,
                            topic: str, found: dict[str, list[ChainEvent]]) -> None:
-    """Add the round's `RoundAttested` events sent after the next round opened.
+    """Add the round's attestations sent after the next round opened.
 
     Members may attest a finalized round until its attestation window ends (with attestations
-    off, at any time), so while later rounds run. The round's record counts its attestations
-    (passes + fails): only when the round's own blocks hold fewer does one more query, filtered
-    on `RoundAttested` and the round, scan from the next round's opening block to the head.
-    A rejection cannot be late: `rejectRound` needs the round to be the latest.
+    off, at any time), so while later rounds run. The round's record counts its passing and
+    failing attestations: only when the round's own blocks hold fewer does one more query,
+    filtered on the attestation events and the round, scan from the next round's opening block
+    to the head; it also brings the late inconclusive ones (`RoundAuditInconclusive`), which
+    the record does not count and so do not by themselves start the query (the explorer reads
+    every attestation from the round's finalization on). A rejection cannot be late:
+    `rejectRound` needs the round to be the latest.
     """
     info = info or consortium.get_round(round_id)
     seen = len(found.get("RoundAttested", []))
     if info.passes + info.fails <= seen:
         return
-    event = consortium.contract.events.RoundAttested()
-    attested = "0x" + event_abi_to_log_topic(event.abi).hex()
-    late = [e for e in fetch_events(consortium, following + 1, consortium.w3.eth.block_number,
-                                    topics=[attested, topic])
-            if e.args.get("roundId") == round_id]
-    if late:
-        found.setdefault("RoundAttested", []).extend(late)
+    names = ("RoundAttested", "RoundAuditInconclusive")
+    kinds = ["0x" + event_abi_to_log_topic(consortium.contract.events[name]().abi).hex()
+             for name in names]
+    known = {(e.tx_hash, e.log_index) for name in names for e in found.get(name, [])}
+    for e in fetch_events(consortium, following + 1, consortium.w3.eth.block_number,
+                          topics=[kinds, topic]):
+        if e.args.get("roundId") == round_id and (e.tx_hash, e.log_index) not in known:
+            found.setdefault(e.name, []).append(e)
 
 
 def fetch_events(consortium: Consortium, from_block: int, to_block: int,

@@ -30,6 +30,8 @@ from fleml_node.storage import IpfsStore, StorageError, decode_report
 
 FINAL = (RoundStatus.FINALIZED, RoundStatus.REJECTED, RoundStatus.ABANDONED)
 MEMBERSHIP_EVENTS = ("MemberAdmitted", "MemberRemoved", "AggregatorSet", "OperatorTransferred")
+ATTESTATION_EVENTS = ("RoundAttested", "RoundAuditInconclusive", "RoundRejected")
+"""A round's attestations (passing, failing, inconclusive) and its rejection."""
 DOWNLOADS = ("base", "result", "report")
 """The objects of a round the explorer serves: the model it trained on, its result, its report."""
 PRIMARY_SCORES = ("anomaly", "krum", "trust")
@@ -243,8 +245,9 @@ class Explorer:
             else False,
             attestations={
                 "required": info.attestations_required, "passes": info.passes,
-                "fails": info.fails, "deadline": iso(info.attestation_deadline),
-                "events": attested},
+                "fails": info.fails,
+                "inconclusive": sum(a["verdict"] == "INCONCLUSIVE" for a in attested),
+                "deadline": iso(info.attestation_deadline), "events": attested},
             timeline=final["timeline"] + rejected,
             cached="final_block" in final,
         )
@@ -343,15 +346,15 @@ class Explorer:
         if events is None and "final_block" not in final:
             events = round_events(self.c, round_id)
         if events is not None:
-            found = events.get("RoundAttested", []) + events.get("RoundRejected", [])
+            found = [e for name in ATTESTATION_EVENTS for e in events.get(name, [])]
         else:
             logs = self._late.get(round_id)
             if logs is None:
                 topic = "0x" + round_id.to_bytes(32, "big").hex()
                 with self._lock:
                     logs = self._late.setdefault(round_id, ConfirmedLogs(
-                        self.c, [[self._topics["RoundAttested"],
-                                  self._topics["RoundRejected"]], topic],
+                        self.c, [[self._topics[name] for name in ATTESTATION_EVENTS
+                                  if name in self._topics], topic],
                         final["final_block"]))
             found = [e for e in logs.events(head, confirmed)
                      if e.args.get("roundId") == round_id]
@@ -362,9 +365,12 @@ class Explorer:
                 rejected.append(self._event(event, confirmed))
                 continue
             member = event.args["member"]
+            # `pass` is None for an inconclusive audit: it counts neither way
+            passed = bool(event.args["pass"]) if "pass" in event.args else None
             attested.append({**self._event(event, confirmed), "member": member,
                              "label": members.get(member, {}).get("label", ""),
-                             "pass": bool(event.args["pass"]),
+                             "pass": passed, "verdict": {True: "PASS", False: "FAIL",
+                                                         None: "INCONCLUSIVE"}[passed],
                              "audit_hash": hex32(event.args["auditHash"]),
                              "audit_cid": event.args["auditCid"]})
         return attested, rejected
@@ -395,7 +401,7 @@ class Explorer:
                 "score_name": full.get("score_name"),
                 "hash": sub["hash"] if sub else None, "cid": sub["cid"] if sub else None,
                 "tx": sub["tx"] if sub else None, "tx_url": sub["tx_url"] if sub else None,
-                "attested": next(({"pass": a["pass"], "tx": a["tx"]}
+                "attested": next(({"pass": a["pass"], "verdict": a["verdict"], "tx": a["tx"]}
                                   for a in full["attestations"]["events"]
                                   if a["member"] == found["address"]), None),
             })

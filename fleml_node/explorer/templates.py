@@ -112,9 +112,9 @@ attestations required {{ d.policy.attestations_required }}{% if d.policy.attesta
 <h2>Objects</h2><ul>
 {% for name, ref in d.downloads.items() %}<li>{{ name }}: <a href="{{ url_for('download', round_id=d.round, what=name) }}" download>download</a>
 <code>{{ ref.hash }}</code> <code>{{ ref.cid }}</code></li>{% endfor %}</ul>
-<h2>Attestations: {{ d.attestations.passes }} pass, {{ d.attestations.fails }} fail (required {{ d.attestations.required }}{% if d.attestations.deadline %}, window until {{ d.attestations.deadline }}{% endif %})</h2>
+<h2>Attestations: {{ d.attestations.passes }} pass, {{ d.attestations.fails }} fail{% if d.attestations.inconclusive %}, {{ d.attestations.inconclusive }} inconclusive{% endif %} (required {{ d.attestations.required }}{% if d.attestations.deadline %}, window until {{ d.attestations.deadline }}{% endif %})</h2>
 {% if d.attestations.events %}<table id="attestations"><tr><th>member</th><th>verdict</th><th>audit</th><th>block</th><th>time</th><th>transaction</th></tr>
-{% for a in d.attestations.events %}<tr><td>{{ m.addr(a.member, none, a.label) }}</td><td class="{{ 'PASS' if a['pass'] else 'FAIL' }}">{{ 'PASS' if a['pass'] else 'FAIL' }}</td>
+{% for a in d.attestations.events %}<tr><td>{{ m.addr(a.member, none, a.label) }}</td><td class="{{ a.verdict }}">{{ a.verdict }}</td>
 <td><code>{{ a.audit_cid }}</code></td><td>{{ a.block }}</td><td>{{ a.time }}</td><td>{{ m.tx(a.tx, a.tx_url) }}</td></tr>{% endfor %}</table>{% endif %}
 {% if d.status in ('finalized', 'rejected') %}
 <form method="post" action="{{ url_for('audit_page', round_id=d.round) }}"><button id="audit" type="submit">Audit this round</button></form>
@@ -132,7 +132,7 @@ admitted in block {{ d.admitted.block }} ({{ d.admitted.time }}) {{ m.tx(d.admit
 <td>{{ h.round_status }}</td><td>{{ 'yes' if h.submitted else 'no' }}</td>
 <td class="status {{ h.status }}">{{ h.status or '–' }}</td><td class="reason">{{ h.reason or '' }}</td>
 <td class="score">{% if h.score_name %}{{ h.score_name }} {{ m.num(h.score) }}{% endif %}</td><td class="coefficient">{{ m.num(h.coefficient) }}</td>
-<td>{{ m.tx(h.tx, h.tx_url) }}</td><td>{% if h.attested %}{{ 'PASS' if h.attested['pass'] else 'FAIL' }}{% endif %}</td></tr>{% endfor %}
+<td>{{ m.tx(h.tx, h.tx_url) }}</td><td>{% if h.attested %}{{ h.attested.verdict }}{% endif %}</td></tr>{% endfor %}
 </table>{{ m.pager(d, 'member_page', address=d.address) }}
 {{ chart }}
 {% endblock %}""",

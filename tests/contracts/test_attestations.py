@@ -127,6 +127,40 @@ def test_once_per_member_per_round(k2, aggregator_account, members):
     assert counts(k2, round_id) == (1, 0)
 
 
+def test_an_inconclusive_audit_is_on_record_and_counts_neither_way(k2, aggregator_account,
+                                                                    members, outsider, chain):
+    """An audit that could not fetch an object records that, once per member, under the same
+    rules as a verdict; it neither accepts nor lets anyone reject the round."""
+    round_id = play(k2, aggregator_account, members, MODEL_HASH, 1)
+    tx = k2.attestInconclusive(round_id, AUDIT_HASH, AUDIT_CID, {"from": members[1]})
+    assert tx.events["RoundAuditInconclusive"] == {
+        "roundId": round_id, "member": members[1], "auditHash": AUDIT_HASH,
+        "auditCid": AUDIT_CID}
+    assert "RoundAttested" not in tx.events
+    assert counts(k2, round_id) == (0, 0) and k2.hasAttested(round_id, members[1])
+    with brownie.reverts(error("AlreadyAttested", round_id, members[1])):
+        attest(k2, round_id, members[1], False)
+    attest(k2, round_id, members[2], True)
+    with brownie.reverts(error("AlreadyAttested", round_id, members[2])):
+        k2.attestInconclusive(round_id, AUDIT_HASH, AUDIT_CID, {"from": members[2]})
+    with brownie.reverts(error("NotMember", aggregator_account)):
+        k2.attestInconclusive(round_id, AUDIT_HASH, AUDIT_CID, {"from": aggregator_account})
+    with brownie.reverts(error("NotMember", outsider)):
+        k2.attestInconclusive(round_id, AUDIT_HASH, AUDIT_CID, {"from": outsider})
+    with brownie.reverts(error("EmptyHash")):
+        k2.attestInconclusive(round_id, "0x" + "00" * 32, AUDIT_CID, {"from": members[3]})
+    with brownie.reverts(error("EmptyCid")):
+        k2.attestInconclusive(round_id, AUDIT_HASH, "", {"from": members[3]})
+    with brownie.reverts(error("UnknownRound", round_id + 1)):
+        k2.attestInconclusive(round_id + 1, AUDIT_HASH, AUDIT_CID, {"from": members[3]})
+    end = k2.getRound(round_id)["attestationDeadline"]
+    pass_time(chain, end)
+    with brownie.reverts(error("AttestationWindowClosed", round_id, end)):
+        k2.attestInconclusive(round_id, AUDIT_HASH, AUDIT_CID, {"from": members[3]})
+    # one pass of two needed and one inconclusive: accepted by silence when the window ends
+    assert counts(k2, round_id) == (1, 0) and k2.isAccepted(round_id)
+
+
 def test_only_finalized_rounds_are_attested(k2, aggregator_account, members, chain):
     with brownie.reverts(error("UnknownRound", 1)):
         attest(k2, 1, members[0], True)

@@ -9,10 +9,12 @@ a validation set other than the one it used, fails the audit with the check name
 import pytest
 
 from fleml_node.aggregator import AggregatorNode
-from fleml_node.audit import audit_round
+from fleml_node.audit import attest, audit_round
+from fleml_node.chain.events import round_events
 from fleml_node.defense import make_defense
 from fleml_node.defense.base import weighted_sum
 from fleml_node.devnet.anvil import free_port
+from fleml_node.explorer.data import Explorer
 from fleml_node.storage import IpfsError, IpfsStore
 from fleml_node.task import validation_data
 
@@ -219,6 +221,14 @@ def test_what_nobody_provides_is_inconclusive_and_an_outage_of_our_own_daemon_ra
     assert second.verdict == "INCONCLUSIVE", "\n".join(second.lines())
     assert third.checks["report matches its commitment"][0] is None
     assert third.verdict == "INCONCLUSIVE"
+    # on record as inconclusive, counted neither way, and shown as such by the explorer
+    member = federation.bind(2)
+    attest(member, federation.store(), third)
+    (event,) = round_events(member, 3)["RoundAuditInconclusive"]
+    assert event.args["member"] == member.account.address
+    assert member.attestations(3) == (0, 0) and member.has_attested(3, member.account.address)
+    shown = Explorer(federation.bind(None), None).round(3)["attestations"]
+    assert shown["inconclusive"] == 1 and shown["events"][0]["verdict"] == "INCONCLUSIVE"
     down = IpfsStore(f"/ip4/127.0.0.1/tcp/{free_port()}/http", timeout=3)
     with pytest.raises(IpfsError):
         audit_round(federation.bind(None), down, 3)
