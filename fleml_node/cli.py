@@ -379,9 +379,8 @@ def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _contact_chain(opts: dict[str, Any], with_key: bool):
-    """First contact: connect, read the deployment record, load the key when the command
-    signs. Fails at once with one clear line: an address or record that does not work on
-    the first try is far more often a mistake than an outage."""
+    """Connect, read the deployment record, load the key when the command signs; one clear
+    line when any of them fails (one-shot commands stop there, nodes wait: `_start_node`)."""
     from fleml_node.chain.contract import connect, load_account
     from fleml_node.chain.deployment import default_record_path, load_record
     from fleml_node.chain.profile import load_profile
@@ -423,24 +422,29 @@ def _bind(opts: dict[str, Any], with_key: bool):
 def _start_node(opts: dict[str, Any], what: str, build: Callable[..., Any]) -> Any:
     """``build(consortium, store)`` for a long-running node, riding out outages at start-up.
 
-    The first contact with the chain and IPFS fails at once (`_contact_chain`); after it, an
-    outage of our own chain RPC or IPFS daemon while the node binds and reads its start-up
-    state is waited out with the running node's backoff (fleml_node.retry), however long it
-    lasts. A mistake (no contract there, another protocol, a revert) still stops the node.
+    Nodes wait for their services as they do while running: when the chain RPC or the IPFS
+    daemon does not answer (down, restarting, not up yet), start-up is retried with the
+    running node's backoff (fleml_node.retry), the first failure logged at once with its
+    address and later ones every tenth attempt, for as long as it takes or `--start-timeout`
+    seconds. A mistake stops the node at once: no key, no deployment record, no contract at
+    the address, another protocol, a revert.
     """
     import time
 
-    from fleml_node.chain.contract import bind_consortium
+    from fleml_node.chain.contract import bind_consortium, load_account
     from fleml_node.retry import Backoff, is_outage
 
-    w3, record, account, profile = _contact_chain(opts, with_key=True)
-    store = _contact_ipfs(opts)
+    account = load_account(opts.get("keystore"))  # a missing key fails before any wait
+    limit = opts.get("start_timeout")
+    give_up = None if limit is None else time.monotonic() + limit
     backoff = Backoff()
     while True:
         try:
-            node = build(bind_consortium(w3, record, account, profile=profile), store)
+            w3, record, _, profile = _contact_chain(opts, with_key=False)
+            node = build(bind_consortium(w3, record, account, profile=profile),
+                         _contact_ipfs(opts))
         except Exception as exc:
-            if not is_outage(exc):
+            if not is_outage(exc) or (give_up is not None and time.monotonic() >= give_up):
                 raise
             time.sleep(backoff.failed(f"{what} start-up", exc))
             continue
@@ -468,6 +472,9 @@ def _start_node(opts: dict[str, Any], what: str, build: Callable[..., Any]) -> A
               help="Blocks to wait before acting on an event [default: the chain profile's; "
                    "0 on dev chains].")
 @click.option("--poll-interval", default=1.0, show_default=True, help="Seconds between polls.")
+@click.option("--start-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Give up when the chain or IPFS does not answer within this many seconds "
+                   "at start-up [default: wait as long as it takes, as while running].")
 @click.option("--max-rounds", type=int, help="Exit after submitting this many updates.")
 @click.option("--audit", "audit_rounds", is_flag=True,
               help="Also audit every finalized round (as `fleml-node audit` does) and attest "
@@ -523,6 +530,9 @@ def client(**opts: Any) -> None:
 @click.option("--evaluate/--no-evaluate", default=True, show_default=True,
               help="Report test accuracy of each new global model.")
 @click.option("--poll-interval", default=1.0, show_default=True, help="Seconds between polls.")
+@click.option("--start-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Give up when the chain or IPFS does not answer within this many seconds "
+                   "at start-up [default: wait as long as it takes, as while running].")
 @click.option("--results-dir", type=click.Path(file_okay=False),
               help="Write per-round results here (results.json and results.csv, the columns "
                    "`simulate` writes), rewritten atomically after each finalized round and "
@@ -662,10 +672,9 @@ def audit(**opts: Any) -> None:
         if opts["attest"]:
             sent = attest(consortium, store, verdict)
             link = consortium.deployment.explorer.tx(sent) \
-                if sent and consortium.deployment.explorer else None
-            click.echo(f"round {r}: " + (f"attested {verdict.verdict} in {sent}"
-                                         + (f" {link}" if link else "") if sent
-                                         else "inconclusive, not attested"), err=True)
+                if consortium.deployment.explorer else None
+            click.echo(f"round {r}: attested {verdict.verdict} in {sent}"
+                       + (f" {link}" if link else ""), err=True)
     if opts["as_json"]:
         click.echo(json.dumps([v.to_dict() for v in verdicts], indent=2))
     results = {v.verdict for v in verdicts}

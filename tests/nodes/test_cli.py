@@ -1,9 +1,12 @@
 """`fleml-node` as a user meets it: help everywhere, config files, and one-line errors."""
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import requests
 from click.testing import CliRunner
 
 from fleml_node.chain.contract import RoundStatus
@@ -172,13 +175,15 @@ def test_config_keys_are_option_names(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["client", "aggregator"])
-def test_examples_load_through_the_config_loader(name):
+def test_examples_load_through_the_config_loader(name, monkeypatch):
+    monkeypatch.setenv("FLEML_PRIVATE_KEY", "0x" + "11" * 32)  # nodes load their key first
     path = EXAMPLES / f"{name}.toml"
     tables = read_config(path)  # raises on any unknown table or key
     params = {p.name for p in main.commands[name].params}
     assert tables[name] and set(tables[name]) <= params
     # and the whole command line accepts them: parsing ends at the (unreachable) chain
-    result = CliRunner().invoke(main, [name, "--config", str(path), "--rpc", DEAD_RPC])
+    result = CliRunner().invoke(main, [name, "--config", str(path), "--rpc", DEAD_RPC,
+                                       "--start-timeout", "0"])
     assert result.exit_code == 1, result.output
     assert "cannot reach the chain at http://127.0.0.1:9" in result.output
 
@@ -190,11 +195,13 @@ def test_rounds_and_until_round_conflict():
     assert "not both" in result.output and "cannot reach" not in result.output
 
 
-def test_until_round_on_the_command_line_wins_over_rounds_in_a_config(tmp_path):
+def test_until_round_on_the_command_line_wins_over_rounds_in_a_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEML_PRIVATE_KEY", "0x" + "11" * 32)
     config = tmp_path / "agg.toml"
     config.write_text("[aggregator]\nrounds = 4\n")
     result = CliRunner().invoke(main, ["aggregator", "--config", str(config),
-                                       "--until-round", "7", "--rpc", DEAD_RPC])
+                                       "--until-round", "7", "--rpc", DEAD_RPC,
+                                       "--start-timeout", "0"])
     assert result.exit_code == 1, result.output  # parsed; failed only at the chain
     assert "cannot reach the chain" in result.output
 
@@ -252,9 +259,10 @@ def test_account_creates_an_encrypted_keystore(tmp_path):
 
 def test_a_node_rides_out_an_outage_while_it_starts_but_not_a_mistake(federation, monkeypatch,
                                                                        caplog):
-    """After the first contact, an outage while a node binds and reads its start-up state is
-    waited out as in the running node; a mistake (another protocol here) stops it at once."""
-    import requests
+    """An outage while a node starts (here its chain's RPC stops answering for two attempts,
+    after the node reached it) is waited out as in the running node; a mistake (another
+    protocol here) stops it at once. (A first contact that fails is waited out the same way:
+    `test_a_node_started_before_its_chain_waits_for_it_or_gives_up_when_told`.)"""
 
     from fleml_node.chain.contract import ChainError, Consortium
     from fleml_node.cli import _start_node
@@ -284,3 +292,66 @@ def test_a_node_rides_out_an_outage_while_it_starts_but_not_a_mistake(federation
     with pytest.raises(ChainError, match="speaks protocol 1"):
         _start_node(opts, "client", speaks_another_protocol)
     assert len(attempts) == 4
+
+
+def test_a_node_started_before_its_chain_waits_for_it_or_gives_up_when_told(federation,
+                                                                           monkeypatch, caplog):
+    """`fleml-node client` started while its chain is not up yet: it waits (logging where it
+    looked) and starts once the chain answers; with --start-timeout it gives up in one line."""
+    from fleml_node.chain.contract import Consortium
+    from fleml_node.cli import _start_node
+    from fleml_node.devnet.anvil import free_port
+
+    monkeypatch.setenv("FLEML_PRIVATE_KEY", federation.keys[2])
+    port = free_port()
+    opts = {"rpc": f"http://127.0.0.1:{port}", "deployment": str(federation.record_path),
+            "chain_profile": None, "keystore": None, "ipfs_api": federation.ipfs_api,
+            "ipfs_timeout": 5, "start_timeout": None}
+    # the chain comes up 2 s later: a relay to the federation's node, on the node's address
+    relay = _relay(port, federation.url)
+    threading.Timer(2.0, relay.start).start()
+    try:
+        with caplog.at_level("WARNING", logger="fleml_node.retry"):
+            node = _start_node(opts, "client", lambda consortium, store: consortium)
+    finally:
+        relay.stop()
+    assert isinstance(node, Consortium)
+    assert f"client start-up failed, retrying until it works: cannot reach the chain at " \
+           f"http://127.0.0.1:{port}" in caplog.text
+    result = CliRunner().invoke(main, [
+        "client", "--rpc", f"http://127.0.0.1:{port}", "--deployment",
+        str(federation.record_path), "--ipfs-api", federation.ipfs_api, "--client-index", "0",
+        "--num-clients", "4", "--start-timeout", "1"])
+    assert result.exit_code == 1 and "Error: cannot reach the chain at" in result.output
+
+
+class _relay:
+    """An HTTP JSON-RPC relay on 127.0.0.1:`port` to `upstream`, started and stopped at will."""
+
+    def __init__(self, port, upstream):
+        self.port, self.upstream, self.server = port, upstream, None
+
+    def start(self):
+        upstream = self.upstream
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                answer = requests.post(upstream, data=body, timeout=10,
+                                       headers={"Content-Type": "application/json"}).content
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
