@@ -58,6 +58,7 @@ from fleml_node.round_engine import (
     RoundEngine,
     RoundOutcome,
     Screened,
+    decode_validation,
     encode_state,
     encode_validation,
     update_size_cap,
@@ -146,6 +147,7 @@ class AggregatorNode:
         self.summaries: list[RoundSummary] = []
         self.abandoned: list[int] = []
         self._validation_ref: dict[str, str] | None = None  # published on first use
+        self._validation_hash: bytes | None = None  # checked against the chain's
         self.results = RoundResults(results_dir, consortium, defense, task) \
             if results_dir is not None else None
         self.consortium.check_version()
@@ -355,6 +357,7 @@ class AggregatorNode:
     def _aggregate_and_finalize(self, info: RoundInfo) -> None:
         r = info.round_id
         t0 = time.perf_counter()
+        self._follow_validation_set(r)
         events = round_events(self.consortium, r)
         opened = events["RoundOpened"][-1]
         base = self._base_params(info, opened.args["modelCid"])
@@ -427,6 +430,23 @@ class AggregatorNode:
             raise ChainError(f"this aggregator's validation data hashes to 0x{mine.hex()}, but "
                              f"the consortium committed 0x{committed.hex()} ({cid}): refusing "
                              f"to aggregate with other data")
+        self._validation_hash = mine
+
+    def _follow_validation_set(self, round_id: int) -> None:
+        """Aggregate a round on the validation set it opened with: when a scheduled change
+        took effect since this process checked its data, fetch the committed set by its CID
+        (hash-checked) and use it from this round on."""
+        committed = self.consortium.round_validation_hash(round_id)
+        if committed in (bytes(32), self._validation_hash):
+            return
+        digest, cid = self.consortium.validation_set()
+        if digest != committed:  # a later change already in force: rounds open in order
+            raise ChainError(f"round {round_id} opened with validation set 0x{committed.hex()}, "
+                             f"no longer the set in force (0x{digest.hex()})")
+        self.engine.validation = decode_validation(self.store.get(cid, expected_hash=committed))
+        self._validation_hash, self._validation_ref = committed, None
+        log.info("round %d: validation set 0x%s (%s), as committed for the round", round_id,
+                 committed.hex(), cid)
 
     def _publish_inputs(self, outcome: RoundOutcome) -> dict[str, Any]:
         """Put what the defense read besides the updates on IPFS (pinned), for the audit to

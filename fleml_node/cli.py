@@ -538,6 +538,10 @@ def client(**opts: Any) -> None:
                    "`simulate` writes), rewritten atomically after each finalized round and "
                    "appended to across restarts.")
 @_fail_cleanly
+@click.option("--validation-file", type=click.Path(exists=True, dir_okay=False),
+              help="The validation (root) set FLEML/FLTrust score updates on, as made by "
+                   "`fleml-node validation-set` [default: the set the consortium committed "
+                   "on chain, fetched from IPFS by its CID; without one, the task's].")
 def aggregator(**opts: Any) -> None:
     """Run rounds: open, close at quorum or deadline, defend, publish, finalize."""
     _node_logging()
@@ -551,10 +555,13 @@ def aggregator(**opts: Any) -> None:
     evaluate = _test_evaluator(task) if opts["evaluate"] else None
     if evaluate:
         test_data(task)  # load now, so a missing dataset fails before the first round
-    validation = validation_data(task)
+    from_file = _read_validation_file(opts["validation_file"]) \
+        if opts["validation_file"] else None
 
     def build(consortium, store):
         until_round = until if until is not None else _until_round(consortium, rounds)
+        validation = from_file or _committed_validation(consortium, store) \
+            or validation_data(task)
         return AggregatorNode(consortium, store, defense, task, until_round=until_round,
                               round_seconds=opts["round_seconds"], quorum=opts["quorum"],
                               validation=validation, evaluate=evaluate,
@@ -626,6 +633,30 @@ def _test_evaluator(task):
         return {"accuracy": evaluate(model, x, y).accuracy}
 
     return run
+
+
+def _read_validation_file(path: str):
+    """(x, y) from a validation file, or a one-line error saying what is wrong with it."""
+    from fleml_node.round_engine import decode_validation
+    from fleml_node.storage import StorageError
+
+    try:
+        return decode_validation(Path(path).read_bytes())
+    except (OSError, StorageError) as exc:
+        raise click.ClickException(f"{path} is not a FLEML validation file: {exc} (make one "
+                                   f"with `fleml-node validation-set`)") from None
+
+
+def _committed_validation(consortium, store):
+    """The validation set the consortium committed (the next round's), fetched from IPFS and
+    checked against its hash; None when none is committed."""
+    from fleml_node.round_engine import decode_validation
+
+    committed, cid = consortium.validation_set()
+    if committed == bytes(32):
+        return None
+    log.info("validation set: the committed one, %s", cid)
+    return decode_validation(store.get(cid, expected_hash=committed))
 
 
 @main.command()
@@ -868,6 +899,45 @@ def explorer(**opts: Any) -> None:
                    f"network (it is read-only, but audits cost CPU)", err=True)
     app = create_app(Explorer(consortium, store))
     serve(app, opts["host"], opts["port"])
+
+
+@main.command("validation-set")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--create", is_flag=True,
+              help="Write PATH from the task's data (its validation split: --dataset, "
+                   "--validation-size, --seed ...) instead of reading it.")
+@click.option("--publish/--no-publish", default=True, show_default=True,
+              help="Put the file on IPFS (pinned) and print its CID.")
+@ipfs_options
+@task_options()
+def validation_set(**opts: Any) -> None:
+    """Check (or --create) a validation set file and publish it for the operator to commit.
+
+    The file is safetensors with float32 tensors `x` (inputs) and `y` (integral labels) and
+    FLEML's metadata; its sha256 and CID are what `setValidationSet` commits on chain
+    (`brownie run admin set_validation_set 0xHASH CID`). The aggregator then uses exactly it.
+    """
+    from fleml_node.round_engine import encode_validation
+    from fleml_node.storage import content_hash
+
+    path = Path(opts["path"])
+    if opts["create"]:
+        from fleml_node.task import validation_data
+
+        if path.exists():
+            raise click.ClickException(f"{path} exists; not overwriting it")
+        path.write_bytes(encode_validation(*validation_data(task_from(opts))))
+    x, y = _read_validation_file(str(path))
+    blob = path.read_bytes()
+    digest = "0x" + content_hash(blob).hex()
+    click.echo(f"{path}: {len(y)} samples, inputs {tuple(x.shape[1:])}, "
+               f"{int(y.max()) + 1 if len(y) else 0} classes")
+    click.echo(f"sha256 {digest}")
+    if opts["publish"]:
+        store = _contact_ipfs(opts)
+        cid = store.put(blob)
+        click.echo(f"cid    {cid}")
+        click.echo(f"commit it (operator): brownie run admin set_validation_set {digest} {cid}")
 
 
 @main.command("account")

@@ -10,12 +10,12 @@ import requests
 from click.testing import CliRunner
 
 from fleml_node.chain.contract import RoundStatus
-from fleml_node.cli import TASK_DEFAULTS, _until_round, main, read_config
+from fleml_node.cli import TASK_DEFAULTS, _until_round, main, read_config, task_from
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DEAD_RPC = "http://127.0.0.1:9"  # nothing listens: reaching it would fail with "cannot reach"
 
-COMMANDS = ["client", "aggregator", "audit", "status", "simulate", "account"]
+COMMANDS = ["client", "aggregator", "audit", "status", "simulate", "account", "validation-set"]
 
 
 @pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]])
@@ -355,3 +355,38 @@ class _relay:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+
+
+def test_validation_set_is_created_checked_and_published_for_the_operator(tmp_path, ipfs_api):
+    from fleml_node.round_engine import decode_validation, encode_validation
+    from fleml_node.storage import IpfsStore, content_hash
+    from fleml_node.task import validation_data
+
+    path = tmp_path / "validation.safetensors"
+    result = CliRunner().invoke(main, ["validation-set", str(path), "--create", "--dataset",
+                                       "mnist", "--validation-size", "50", "--ipfs-api",
+                                       ipfs_api])
+    assert result.exit_code == 0, result.output
+    blob = path.read_bytes()
+    digest = "0x" + content_hash(blob).hex()
+    cid = result.output.split("cid    ")[1].split()[0]
+    assert f"50 samples, inputs (1, 28, 28), 10 classes\nsha256 {digest}\n" in result.output
+    assert f"brownie run admin set_validation_set {digest} {cid}" in result.output
+    assert IpfsStore(ipfs_api).get(cid, expected_hash=content_hash(blob)) == blob
+    # the very bytes the simulator commits for the same task
+    task = task_from(dict(TASK_DEFAULTS, validation_size=50))
+    assert blob == encode_validation(*validation_data(task))
+    assert decode_validation(blob)[0].shape == (50, 1, 28, 28)
+    again = CliRunner().invoke(main, ["validation-set", str(path), "--create"])
+    assert again.exit_code == 1 and "exists; not overwriting it" in again.output
+
+
+def test_a_file_that_is_no_validation_set_is_one_line_before_any_connection(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not safetensors")
+    for args in (["validation-set", str(bad), "--no-publish"],
+                 ["aggregator", "--validation-file", str(bad), "--rpc", DEAD_RPC]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert f"Error: {bad} is not a FLEML validation file" in result.output
+        assert "cannot reach" not in result.output and "Traceback" not in result.output

@@ -15,7 +15,8 @@ from fleml_node.defense import make_defense
 from fleml_node.defense.base import weighted_sum
 from fleml_node.devnet.anvil import free_port
 from fleml_node.explorer.data import Explorer
-from fleml_node.storage import IpfsError, IpfsStore
+from fleml_node.round_engine import encode_validation
+from fleml_node.storage import IpfsError, IpfsStore, content_hash
 from fleml_node.task import validation_data
 
 from .conftest import TASK
@@ -54,10 +55,24 @@ def lie_in_aggregate(change):
 
 
 def test_honest_fleml_rounds_are_rerun_bit_for_bit(federation, tmp_path):
-    verdicts = run(federation, tmp_path, rounds=2)
+    """The operator commits the validation set on chain before round 1. The aggregator starts
+    holding an earlier set, as a process does after a scheduled change took effect: it fetches
+    the set committed for the round by its CID, and the audit finds that set in the report."""
+    x, y = validation_data(TASK)
+    blob = encode_validation(x, y)
+    federation.bind(0).set_validation_set(content_hash(blob), federation.store().put(blob))
+
+    def stale_set(aggregator):
+        earlier = (x + 0.5, y)
+        aggregator.engine.validation = earlier
+        aggregator._validation_hash = content_hash(encode_validation(*earlier))
+
+    verdicts = run(federation, tmp_path, rounds=2, tamper=stale_set)
     for v in verdicts:
         assert v.verdict == "PASS", "\n".join(v.lines())
         assert v.checks[RERUN] == (True, "bit-for-bit")
+        assert v.checks["the validation set is the one committed on chain for the round"] == \
+            (True, "")
     assert verdicts[0].checks["defense state continues from a fresh defense (initial model)"][0]
     assert verdicts[1].checks["defense state continues from round 1, which it builds on"][0]
 
