@@ -714,8 +714,8 @@ def _rerun_learned(out: Verification, task: TaskConfig, round_id: int, base: dic
             "0x" + content_hash(encode_state(rerun.state_after)).hex():
         problems.append("the state after the round differs from the published one")
     if problems:
-        recorded = {k: (report.get("execution") or {}).get(k) for k in execution_environment()}
-        mine = execution_environment()
+        mine = {**EXECUTION_SETTINGS, **execution_environment()}
+        recorded = {k: (report.get("execution") or {}).get(k) for k in mine}
         if recorded != mine:  # a re-run elsewhere may round differently: say where it ran
             problems.append("recorded run on " + _environment(recorded) + ", this re-run on "
                             + _environment(mine))
@@ -723,8 +723,11 @@ def _rerun_learned(out: Verification, task: TaskConfig, round_id: int, base: dic
 
 
 def _environment(env: dict[str, Any]) -> str:
+    settings = "" if all(env.get(k) == v for k, v in EXECUTION_SETTINGS.items()) else \
+        f" ({env.get('torch_threads')} torch threads, deterministic algorithms " \
+        f"{env.get('deterministic_algorithms')})"
     return (f"torch {env.get('torch')}, fleml_node {env.get('fleml_node')}, "
-            f"{env.get('machine')} {env.get('cpu_capability')}")
+            f"{env.get('machine')} {env.get('cpu_capability')}{settings}")
 
 
 def task_from_report(task: dict[str, Any]) -> TaskConfig:
