@@ -29,7 +29,7 @@ from hexbytes import HexBytes
 from web3.contract.contract import ContractEvent
 from web3.exceptions import Web3RPCError
 
-from fleml_node.chain.contract import Consortium, RoundStatus
+from fleml_node.chain.contract import CommitmentStatus, Consortium, RoundStatus
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +267,27 @@ def round_events(consortium: Consortium, round_id: int, from_block: int | None =
     if following:
         _add_late_attestations(consortium, round_id, info, following, topic, found)
     return found
+
+
+def commitment_status(consortium: Consortium, round_id: int, member: str,
+                      update_hash: bytes) -> CommitmentStatus:
+    """`verifyCommitment`, answered for every round: did `member` submit `update_hash` in
+    `round_id` (`MATCHES`), another hash (`DIFFERS`), or nothing (`NOT_SUBMITTED`)?
+
+    The contract keeps only each member's latest submission in storage (a slot per round
+    would cost every submission about 22,000 gas), so for a round before that one it answers
+    `SUPERSEDED`, whether or not the member submitted there. The round's own
+    `UpdateSubmitted` events (one query over the round's blocks) then tell.
+    """
+    status = consortium.verify_commitment(round_id, member, update_hash)
+    if status is not CommitmentStatus.SUPERSEDED:
+        return status
+    mine = [e for e in round_events(consortium, round_id).get("UpdateSubmitted", [])
+            if e.args["member"].lower() == member.lower()]
+    if not mine:
+        return CommitmentStatus.NOT_SUBMITTED
+    return CommitmentStatus.MATCHES if bytes(mine[-1].args["updateHash"]) == update_hash \
+        else CommitmentStatus.DIFFERS
 
 
 def _add_late_attestations(consortium: Consortium, round_id: int, info: Any, following: int,

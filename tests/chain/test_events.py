@@ -8,6 +8,7 @@ from pathlib import Path
 from eth_account import Account
 
 from fleml_node.chain.contract import (
+    CommitmentStatus,
     Consortium,
     Policy,
     SubmissionMode,
@@ -17,7 +18,12 @@ from fleml_node.chain.contract import (
     recorded_requests,
     tx_hash,
 )
-from fleml_node.chain.events import MAX_BLOCK_RANGE, fetch_events, round_events
+from fleml_node.chain.events import (
+    MAX_BLOCK_RANGE,
+    commitment_status,
+    fetch_events,
+    round_events,
+)
 from fleml_node.devnet.consortium import deploy_local_consortium
 
 from .conftest import future
@@ -97,6 +103,7 @@ def test_every_event_type_is_decoded(anvil, keys, tmp_path):
     agg.close_round(1)
     finalized = agg.finalize_round(1, H2, CID, H3, OTHER_CID, [0b1])
     member.attest_round(1, True, H1, CID)  # k = 1: accepted
+    as_account(3).attest_inconclusive(1, H3, OTHER_CID)  # counts neither way
     agg.open_round(H2, CID, agg.now() + 100, 1)
     as_account(6).abandon_round(2)
     deadline3 = agg.now() + 100
@@ -143,6 +150,9 @@ def test_every_event_type_is_decoded(anvil, keys, tmp_path):
          "auditCid": CID},
         {"roundId": 3, "member": member.account.address, "pass": False, "auditHash": H2,
          "auditCid": OTHER_CID}]
+    assert by_name["RoundAuditInconclusive"].args == {
+        "roundId": 1, "member": as_account(3).account.address, "auditHash": H3,
+        "auditCid": OTHER_CID}
     assert by_name["RoundRejected"].args == {"roundId": 3, "by": new_operator, "passes": 0,
                                              "fails": 1}
     assert by_name["OperatorTransferred"].args == {"previousOperator": operator.account.address,
@@ -236,3 +246,24 @@ def test_transactions_log_and_return_their_hash(as_account, caplog):
     assert agg.w3.eth.get_transaction(digest)["blockNumber"] == receipt["blockNumber"]
     assert (f"openRound sent: {digest} (block {receipt['blockNumber']}, "
             f"gas {receipt['gasUsed']})") in caplog.messages
+
+
+def test_commitment_status_answers_for_past_rounds(as_account):
+    """Storage holds each member's latest submission only: for an earlier round the contract
+    answers Superseded, and the round's events tell whether and what the member submitted."""
+    agg, m0, m1 = as_account(1), as_account(2), as_account(3)
+    a0, a1 = m0.account.address, m1.account.address
+    agg.open_round(H1, CID, agg.now() + 600, 1)
+    m0.submit_update(1, H2, CID)  # m1 skips round 1
+    agg.close_round(1)
+    agg.finalize_round(1, H3, CID, H4, OTHER_CID, [])
+    agg.open_round(H3, CID, agg.now() + 600, 2)
+    m0.submit_update(2, H4, CID)
+    m1.submit_update(2, H4, CID)
+    assert agg.verify_commitment(1, a1, H2) is CommitmentStatus.SUPERSEDED  # did it submit?
+    assert commitment_status(agg, 1, a1, H2) is CommitmentStatus.NOT_SUBMITTED
+    assert agg.verify_commitment(1, a0, H2) is CommitmentStatus.SUPERSEDED
+    assert commitment_status(agg, 1, a0, H2) is CommitmentStatus.MATCHES
+    assert commitment_status(agg, 1, a0, H4) is CommitmentStatus.DIFFERS
+    assert commitment_status(agg, 2, a1, H4) is CommitmentStatus.MATCHES  # storage answers
+    assert commitment_status(agg, 2, agg.account.address, H4) is CommitmentStatus.NOT_SUBMITTED
