@@ -85,9 +85,7 @@ def test_installed_simulate_in_memory_with_fleml_data_dir(installed: tuple[Path,
     venv, tmp = installed
     fleml_node = str(venv / "bin" / "fleml-node")
     env = _clean_env(tmp)
-    missing = _run([fleml_node, "simulate", "--help"], tmp, env)
-    clients = "--num-clients" if "--num-clients" in missing.stdout else "--clients"
-    args = [fleml_node, "simulate", "--mode", "memory", "--rounds", "1", clients, "3",
+    args = [fleml_node, "simulate", "--mode", "memory", "--rounds", "1", "--num-clients", "3",
             "--max-client-samples", "50", "--test-samples", "200"]
 
     no_data = _run([*args, "--out", str(tmp / "no-data")], tmp, env)
