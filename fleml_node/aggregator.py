@@ -61,6 +61,8 @@ from fleml_node.round_engine import (
     decode_validation,
     encode_state,
     encode_validation,
+    sort_verdicts,
+    unavailable,
     update_size_cap,
 )
 from fleml_node.storage import (
@@ -669,20 +671,12 @@ class UpdateCollector:
             if entry.verdict is None:
                 if entry.fetch_error.startswith("our IPFS daemon failed"):
                     raise IpfsError(entry.fetch_error)
-                entry.verdict = f"unavailable: {entry.fetch_error}"
+                entry.verdict = unavailable(entry.fetch_error)
                 log.warning("update of %s (%s) cannot be fetched: %s", member,
                             entry.update_cid, entry.fetch_error)
         ordered = sorted(self.entries.values(), key=lambda e: e.index)
-        decisions, accepted, rows, claims = [], [], [], []
-        for entry in ordered:
-            if entry.verdict:
-                decisions.append(MemberDecision(entry.member, entry.index, "rejected",
-                                                entry.verdict))
-                continue
-            decisions.append(MemberDecision(entry.member, entry.index, "accepted"))
-            accepted.append(entry.member)
-            rows.append(entry.row)
-            claims.append(entry.claim)
+        decisions, accepted, rows, claims = sort_verdicts(
+            (e.member, e.index, e.verdict, e.row, e.claim) for e in ordered)
         return ordered, Screened(decisions, accepted, self._gather(rows), claims)
 
     def _gather(self, rows: list[int]) -> Tensor | None:

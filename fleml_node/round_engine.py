@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -341,6 +341,30 @@ class RoundOutcome(DecisionsView):
         }
 
 
+def unavailable(fetch_error: str) -> str:
+    """The rejection reason of an update that could not be fetched although our own IPFS
+    daemon answers."""
+    return f"unavailable: {fetch_error}"
+
+
+def sort_verdicts(verdicts: Iterable[tuple[str, int, str, Any, int]]
+                  ) -> tuple[list[MemberDecision], list[str], list[Any], list[int]]:
+    """The round's decisions from per-member verdicts ``(member, index, reason, values,
+    claimed samples)``, a reason of "" meaning accepted: the decisions in member-index order,
+    and the accepted members with their values and claims in that order. The engine's
+    `screen` and the aggregator's `UpdateCollector` (whose values are matrix rows) share it."""
+    decisions, accepted, values, claims = [], [], [], []
+    for member, index, reason, value, claim in sorted(verdicts, key=lambda v: v[1]):
+        if reason:
+            decisions.append(MemberDecision(member, index, "rejected", reason))
+            continue
+        decisions.append(MemberDecision(member, index, "accepted"))
+        accepted.append(member)
+        values.append(value)
+        claims.append(claim)
+    return decisions, accepted, values, claims
+
+
 class RoundEngine:
     """The round policy for one federation task and one defense.
 
@@ -365,23 +389,15 @@ class RoundEngine:
     # -- deciding ------------------------------------------------------------------------
     def screen(self, round_id: int, submissions: Sequence[Submission]) -> Screened:
         """Apply the rejection rules to every submission (see the module docstring)."""
-        decisions, accepted, rows, claims = [], [], [], []
-        for sub in sorted(submissions, key=lambda s: s.index):
-            reason, flat, claim = self._check(round_id, sub)
-            if reason:
-                decisions.append(MemberDecision(sub.member, sub.index, "rejected", reason))
-                continue
-            decisions.append(MemberDecision(sub.member, sub.index, "accepted"))
-            accepted.append(sub.member)
-            rows.append(flat)
-            claims.append(claim)
+        decisions, accepted, rows, claims = sort_verdicts(
+            (sub.member, sub.index, *self._check(round_id, sub)) for sub in submissions)
         if len(set(accepted)) != len(accepted):
             raise ValueError("a member appears twice among the round's submissions")
         return Screened(decisions, accepted, torch.stack(rows) if rows else None, claims)
 
     def _check(self, round_id: int, sub: Submission) -> tuple[str, Tensor | None, int]:
         if sub.blob is None:
-            return f"unavailable: {sub.fetch_error}", None, 0
+            return unavailable(sub.fetch_error), None, 0
         return self.check(round_id, sub.member, sub.update_hash, sub.blob)
 
     def check(self, round_id: int, member: str, update_hash: bytes, blob: bytes,
