@@ -368,6 +368,7 @@ class AggregatorNode:
         collector = self._collector_for(info)
         received, screened = collector.finish(submitted, self._indices.__getitem__)
         self._restore_base_state(r)
+        self._publish_state_before(r)
         t1 = time.perf_counter()
         self._state_after_round = 0  # deciding changes the engine's state; only a finalized
         outcome = self.engine.decide_screened(r, base, screened)  # round makes it r's again
@@ -449,6 +450,15 @@ class AggregatorNode:
         self._validation_hash, self._validation_ref = committed, None
         log.info("round %d: validation set 0x%s (%s), as committed for the round", round_id,
                  committed.hex(), cid)
+
+    def _publish_state_before(self, round_id: int) -> None:
+        """Publish (pinned) the defense state the round starts from before deciding it; the
+        report names the same bytes (`_publish_inputs` puts them again: same CID)."""
+        state = self.engine.defense_state()
+        if state is not None:
+            ref = self._put(encode_state(state))
+            log.info("round %d: the defense starts from state %s (%s)", round_id, ref["hash"],
+                     ref["cid"])
 
     def _publish_inputs(self, outcome: RoundOutcome) -> dict[str, Any]:
         """Put what the defense read besides the updates on IPFS (pinned), for the audit to
