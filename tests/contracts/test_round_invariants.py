@@ -5,8 +5,10 @@ attestations, rejections, abandonments, policy changes (attestations required or
 aggregator and operator hand-overs, removals, re-admissions and time jumps, from authorized and
 unauthorized callers. Every transaction is mined at a time the
 test sets (one second after the latest block), so the model knows the exact `block.timestamp`
-and no rule has to keep clear of a deadline. After every step the chain must agree with the
-model, and:
+and no rule has to keep clear of a deadline. A transaction the model expects to fail must
+revert with the custom error, arguments included, of the first check that fails in the
+contract's code order, derived from the model's state; a revert for any other reason fails.
+After every step the chain must agree with the model, and:
 
 * a finalized round has at least the minimum submissions of the policy in force when it opened;
 * every flagged member submitted (revealed) in that round;
@@ -34,11 +36,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from .conftest import CID, make_policy, next_block_at
+from .conftest import CID, error, make_policy, next_block_at
 
 NONE, OPEN, CLOSED, FINALIZED, ABANDONED, REJECTED = range(6)
 PLAIN, COMMIT_REVEAL = 0, 1
 DAY = 24 * 3600
+MAX_POLICY_SECONDS = 30 * DAY  # ConsortiumPolicy.MAX_POLICY_SECONDS
 POLICIES = [
     make_policy(min_round=1, max_round=900, min_submissions=1, grace=60),
     make_policy(min_round=30, max_round=600, min_submissions=0, min_bps=5000, grace=30),
@@ -105,11 +108,39 @@ class RoundMachine(RuleBasedStateMachine):
         """An account index: 9 and 10 mean the current aggregator and operator."""
         return {9: self.aggregator, 10: self.operator}.get(caller, caller)
 
-    def _call(self, ok, fn, *args, caller):
-        if ok:
+    def _call(self, expected, fn, *args, caller):
+        """Send the transaction; `expected` is None if it must succeed, else the custom error
+        (`conftest.error`: name and arguments) it must revert with."""
+        if expected is None:
             return fn(*args, {"from": caller})
-        with brownie.reverts():
+        with brownie.reverts(expected):
             fn(*args, {"from": caller})
+        event("reverted " + expected.split(":")[0])
+        return None
+
+    def _status_error(self, round_id, required):
+        """`_requireStatus`: the error for round `round_id` not being in status `required`."""
+        rnd = self.rounds.get(round_id)
+        if rnd is None:
+            return error("UnknownRound", round_id)
+        if rnd["status"] != required:
+            return error("WrongRoundStatus", round_id, rnd["status"], required)
+        return None
+
+    def _member_error(self, account):
+        """`_activeMember`: the error for `account` not being an active member."""
+        return None if account.address in self.active else error("NotMember", account)
+
+    def _aggregator_error(self, caller):
+        """`onlyAggregator`."""
+        if caller != self.aggregator:
+            return error("NotAggregator", self.accounts[caller])
+        return None
+
+    def _operator_error(self, caller):
+        """`onlyOperator`."""
+        if caller != self.operator:
+            return error("NotOperator", self.accounts[caller])
         return None
 
     def _due(self, next_round, moment):
@@ -170,14 +201,26 @@ class RoundMachine(RuleBasedStateMachine):
         next_id = self.current + 1
         policy = self.pending[0] if self._due(next_id, moment) else self.policy
         minimum = self._minimum(policy, len(self.active))
-        ok = (caller == self.aggregator
-              and (prev is None or prev["status"] in (ABANDONED, REJECTED)
-                   or self._accepted(prev, moment))
-              and (base is None or model == base)
-              and policy[0] <= seconds <= policy[1]
-              and minimum <= quorum <= len(self.active))
-        tx = self._call(ok, self.consortium.openRound, model, CID, moment + seconds, quorum,
-                        caller=self.accounts[caller])
+        active = len(self.active)
+        # the checks in the order openRound makes them
+        expected = self._aggregator_error(caller)
+        if expected is None and prev is not None:
+            if prev["status"] == FINALIZED:
+                if not self._accepted(prev, moment):
+                    expected = error("PreviousRoundNotAccepted", self.current, *_count(prev),
+                                     prev["k"], prev["att_deadline"])
+            elif prev["status"] not in (ABANDONED, REJECTED):
+                expected = error("PreviousRoundNotFinalized", self.current)
+        if expected is None and base is not None and model != base:
+            expected = error("ModelNotPreviousResult", model, base)
+        if expected is None and not policy[0] <= seconds <= policy[1]:
+            expected = error("DeadlineOutOfRange", moment + seconds, moment + policy[0],
+                             moment + policy[1])
+        if expected is None and not (quorum != 0 and minimum <= quorum <= active):
+            expected = error("InvalidQuorum", quorum, minimum, active)
+        ok = expected is None
+        tx = self._call(expected, self.consortium.openRound, model, CID, moment + seconds,
+                        quorum, caller=self.accounts[caller])
         if ok:
             self._apply_due(next_id, moment)
             self.accepted_before = self._last_accepted(moment)
@@ -198,25 +241,39 @@ class RoundMachine(RuleBasedStateMachine):
         account = self.accounts[member]
         moment = self._next_time()
         rnd = self._latest()
-        ok = (account.address in self.active and rnd is not None and rnd["status"] == OPEN
-              and rnd["mode"] == PLAIN and moment <= rnd["deadline"]
-              and account.address not in rnd["subs"])
-        self._call(ok, self.consortium.submitUpdate, self.current, h(value), CID,
+        expected = (self._member_error(account)
+                    or self._status_error(self.current, OPEN)
+                    or self._submission_error(rnd, PLAIN, moment, account))
+        self._call(expected, self.consortium.submitUpdate, self.current, h(value), CID,
                    caller=account)
-        if ok:
+        if expected is None:
             rnd["subs"][account.address] = h(value)
+
+    def _submission_error(self, rnd, mode, moment, account):
+        """After membership and status: the mode and deadline checks of submitUpdate (PLAIN)
+        and commitUpdate (COMMIT_REVEAL), then the once-per-round check."""
+        if rnd["mode"] != mode:
+            return error("WrongSubmissionMode", self.current, rnd["mode"])
+        if moment > rnd["deadline"]:
+            return error("DeadlinePassed", self.current, rnd["deadline"])
+        if mode == PLAIN and account.address in rnd["subs"]:
+            return error("AlreadySubmitted", self.current, account)
+        if mode == COMMIT_REVEAL and account.address in rnd["commits"]:
+            return error("AlreadyCommitted", self.current, account)
+        return None
 
     @rule(member=member, value=value)
     def commit(self, member, value):
         account = self.accounts[member]
         moment = self._next_time()
         rnd = self._latest()
-        ok = (account.address in self.active and rnd is not None and rnd["status"] == OPEN
-              and rnd["mode"] == COMMIT_REVEAL and moment <= rnd["deadline"]
-              and account.address not in rnd["commits"])
+        expected = (self._member_error(account)
+                    or self._status_error(self.current, OPEN)
+                    or self._submission_error(rnd, COMMIT_REVEAL, moment, account))
         commitment = self.consortium.commitmentOf(account, self.current, h(value), salt(value))
-        self._call(ok, self.consortium.commitUpdate, self.current, commitment, caller=account)
-        if ok:
+        self._call(expected, self.consortium.commitUpdate, self.current, commitment,
+                   caller=account)
+        if expected is None:
             rnd["commits"][account.address] = (h(value), salt(value))
 
     @rule(member=member, honest=st.booleans())
@@ -228,12 +285,23 @@ class RoundMachine(RuleBasedStateMachine):
         digest, secret = committed or (h(0), salt(0))
         if not honest:
             secret = salt(999)
-        ok = (account.address in self.active and rnd is not None and rnd["status"] == OPEN
-              and rnd["mode"] == COMMIT_REVEAL and rnd["deadline"] < moment <= rnd["reveal"]
-              and committed is not None and honest and account.address not in rnd["subs"])
-        self._call(ok, self.consortium.revealUpdate, self.current, digest, CID, secret,
+        expected = self._member_error(account) or self._status_error(self.current, OPEN)
+        if expected is None:
+            if rnd["mode"] != COMMIT_REVEAL:
+                expected = error("WrongSubmissionMode", self.current, rnd["mode"])
+            elif moment <= rnd["deadline"]:
+                expected = error("RevealNotOpen", self.current, rnd["deadline"])
+            elif moment > rnd["reveal"]:
+                expected = error("RevealWindowClosed", self.current, rnd["reveal"])
+            elif committed is None:
+                expected = error("NoCommitment", self.current, account)
+            elif not honest:
+                expected = error("CommitmentMismatch", self.current, account)
+            elif account.address in rnd["subs"]:
+                expected = error("AlreadySubmitted", self.current, account)
+        self._call(expected, self.consortium.revealUpdate, self.current, digest, CID, secret,
                    caller=account)
-        if ok:
+        if expected is None:
             rnd["subs"][account.address] = digest
             event("revealed")
 
@@ -242,18 +310,22 @@ class RoundMachine(RuleBasedStateMachine):
         caller = self._who(caller)
         moment = self._next_time()
         rnd = self._latest()
-        ok = caller == self.aggregator and rnd is not None and rnd["status"] == OPEN
-        if ok:
-            subs = len(rnd["subs"])
+        expected = self._aggregator_error(caller) or self._status_error(self.current, OPEN)
+        if expected is None:
+            subs, quorum, commits = len(rnd["subs"]), rnd["quorum"], len(rnd["commits"])
             if rnd["mode"] == PLAIN:
-                ok = subs >= rnd["quorum"] or moment > rnd["deadline"]
-            else:
-                ok = moment > rnd["reveal"] or (
-                    moment > rnd["deadline"] and subs >= rnd["quorum"]
-                    and subs == len(rnd["commits"]))
-        self._call(ok, self.consortium.closeRound, self.current,
+                if subs < quorum and moment <= rnd["deadline"]:
+                    expected = error("QuorumNotReached", self.current, subs, quorum)
+            elif moment <= rnd["reveal"]:
+                if moment <= rnd["deadline"]:
+                    expected = error("CommitPhaseOpen", self.current, rnd["deadline"])
+                elif subs < quorum:
+                    expected = error("QuorumNotReached", self.current, subs, quorum)
+                elif subs < commits:
+                    expected = error("RevealsPending", self.current, commits, subs)
+        self._call(expected, self.consortium.closeRound, self.current,
                    caller=self.accounts[caller])
-        if ok:
+        if expected is None:
             rnd["status"] = CLOSED
 
     @rule(caller=caller, value=value)
@@ -263,15 +335,23 @@ class RoundMachine(RuleBasedStateMachine):
     def _finalize(self, caller, value, bitmap):
         moment = self._next_time()
         rnd = self._latest()
-        slots = 5 if len(self.index) == 5 else 4
-        flagged = {i for i in range(5) if bitmap >> i & 1}
-        submitters = {self.index[a] for a in rnd["subs"]} if rnd else set()
-        ok = (caller == self.aggregator and rnd is not None and rnd["status"] == CLOSED
-              and len(rnd["subs"]) >= rnd["min"] and flagged <= submitters
-              and bitmap < 1 << slots)
-        self._call(ok, self.consortium.finalizeRound, self.current, h(value), CID,
+        slots = len(self.index)  # memberSlots(): every account ever admitted
+        flagged = sorted(i for i in range(5) if bitmap >> i & 1)
+        expected = self._aggregator_error(caller) or self._status_error(self.current, CLOSED)
+        if expected is None:
+            submitters = {self.index[a] for a in rnd["subs"]}
+            if len(rnd["subs"]) < rnd["min"]:
+                expected = error("BelowMinimumSubmissions", self.current, len(rnd["subs"]),
+                                 rnd["min"])
+            elif bitmap >> slots:
+                expected = error("UnknownMemberFlagged", bitmap, slots)
+            else:  # the lowest flagged index that did not submit
+                strangers = [i for i in flagged if i not in submitters]
+                if strangers:
+                    expected = error("FlaggedNonSubmitter", self.current, strangers[0])
+        self._call(expected, self.consortium.finalizeRound, self.current, h(value), CID,
                    h(value + 1), CID, [bitmap], caller=self.accounts[caller])
-        if ok:
+        if expected is None:
             rnd["status"] = FINALIZED
             rnd["result"] = (h(value), h(value + 1), bitmap)
             if rnd["k"]:
@@ -326,7 +406,9 @@ class RoundMachine(RuleBasedStateMachine):
         caller = self._who(caller)
         finalized = [r for r, v in self.rounds.items() if v["status"] == FINALIZED]
         if finalized:
-            self._call(False, self.consortium.finalizeRound, finalized[0], h(value), CID,
+            expected = (self._aggregator_error(caller)
+                        or error("WrongRoundStatus", finalized[0], FINALIZED, CLOSED))
+            self._call(expected, self.consortium.finalizeRound, finalized[0], h(value), CID,
                        h(value), CID, [], caller=self.accounts[caller])
 
     @rule(member=member, passed=st.booleans(), back=st.integers(0, 3))
@@ -336,12 +418,15 @@ class RoundMachine(RuleBasedStateMachine):
         moment = self._next_time()
         round_id = max(1, self.current - back)
         rnd = self.rounds.get(round_id)
-        ok = (account.address in self.active and rnd is not None and rnd["status"] == FINALIZED
-              and (rnd["k"] == 0 or moment <= rnd["att_deadline"])
-              and account.address not in rnd["att"])
-        self._call(ok, self.consortium.attestRound, round_id, passed, AUDIT, CID,
+        expected = self._member_error(account) or self._status_error(round_id, FINALIZED)
+        if expected is None:
+            if rnd["k"] and moment > rnd["att_deadline"]:
+                expected = error("AttestationWindowClosed", round_id, rnd["att_deadline"])
+            elif account.address in rnd["att"]:
+                expected = error("AlreadyAttested", round_id, account)
+        self._call(expected, self.consortium.attestRound, round_id, passed, AUDIT, CID,
                    caller=account)
-        if ok:
+        if expected is None:
             rnd["att"][account.address] = passed
             event("attested " + ("pass" if passed else "fail"))
 
@@ -350,13 +435,18 @@ class RoundMachine(RuleBasedStateMachine):
         caller = self._who(caller)
         moment = self._next_time()
         rnd = self._latest()
-        ok = rnd is not None and rnd["status"] == FINALIZED and rnd["k"] > 0
-        if ok:
+        expected = self._status_error(self.current, FINALIZED)
+        if expected is None:  # (always the latest round: LaterRoundOpened cannot happen here)
             passes, fails = _count(rnd)
-            ok = fails >= rnd["k"] and (caller == self.operator or (
-                moment > rnd["att_deadline"] and passes < rnd["k"]))
-        self._call(ok, self.consortium.rejectRound, self.current, caller=self.accounts[caller])
-        if ok:
+            if rnd["k"] == 0 or fails < rnd["k"]:
+                expected = error("TooFewFailingAttestations", self.current, fails, rnd["k"])
+            elif caller != self.operator and (moment <= rnd["att_deadline"]
+                                              or passes >= rnd["k"]):
+                expected = error("RejectionReservedToOperator", self.current,
+                                 rnd["att_deadline"])
+        self._call(expected, self.consortium.rejectRound, self.current,
+                   caller=self.accounts[caller])
+        if expected is None:
             rnd["status"] = REJECTED
             event("rejected " + ("by the operator" if caller == self.operator else "by anyone"))
 
@@ -365,8 +455,13 @@ class RoundMachine(RuleBasedStateMachine):
         caller = self._who(caller)
         moment = self._next_time()
         rnd = self._latest()
-        ok = rnd is not None and rnd["status"] in (OPEN, CLOSED)
-        if ok and caller != self.operator:
+        if rnd is None:
+            expected = error("UnknownRound", self.current)
+        elif rnd["status"] not in (OPEN, CLOSED):
+            expected = error("RoundNotAbandonable", self.current, rnd["status"])
+        else:
+            expected = None
+        if expected is None and caller != self.operator:
             end = rnd["reveal"] if rnd["mode"] == COMMIT_REVEAL else rnd["deadline"]
             if rnd["status"] == CLOSED:
                 reachable = len(rnd["subs"])
@@ -377,10 +472,11 @@ class RoundMachine(RuleBasedStateMachine):
             else:
                 reachable = len(rnd["subs"])
             doomed = reachable is not None and reachable < rnd["min"]
-            ok = doomed or moment > end + rnd["grace"]
-        self._call(ok, self.consortium.abandonRound, self.current,
+            if not doomed and moment <= end + rnd["grace"]:
+                expected = error("GracePeriodNotOver", self.current, end + rnd["grace"])
+        self._call(expected, self.consortium.abandonRound, self.current,
                    caller=self.accounts[caller])
-        if ok:
+        if expected is None:
             rnd["status"] = ABANDONED
             event("abandoned " + ("by the operator" if caller == self.operator else "by anyone"))
 
@@ -388,10 +484,15 @@ class RoundMachine(RuleBasedStateMachine):
     def schedule_policy(self, caller, choice):
         caller = self._who(caller)
         moment = self._next_time()
-        ok = caller == self.operator and POLICIES[choice][7] <= len(self.active)
-        self._call(ok, self.consortium.schedulePolicy, POLICIES[choice],
+        chosen = POLICIES[choice]
+        expected = self._operator_error(caller)
+        # every policy in POLICIES is valid but for attestations beyond the active members
+        if expected is None and chosen[7] > len(self.active):
+            expected = error("InvalidAttestationPolicy", chosen[7], chosen[8], len(self.active),
+                             MAX_POLICY_SECONDS)
+        self._call(expected, self.consortium.schedulePolicy, chosen,
                    caller=self.accounts[caller])
-        if ok:
+        if expected is None:
             self._apply_due(self.current + 1, moment)
             self.pending = (POLICIES[choice], self.current + 3, moment + DAY)
 
@@ -400,20 +501,21 @@ class RoundMachine(RuleBasedStateMachine):
         caller = self._who(caller)
         self._next_time()
         target = 7 if self.aggregator == 1 else 1
-        ok = caller == self.operator
-        self._call(ok, self.consortium.setAggregator, self.accounts[target],
+        expected = self._operator_error(caller)
+        self._call(expected, self.consortium.setAggregator, self.accounts[target],
                    caller=self.accounts[caller])
-        if ok:
+        if expected is None:
             self.aggregator = target
 
     @rule(member=member)
     def member_cannot_aggregate(self, member):
         account = self.accounts[member]
         self._next_time()
-        ok = account.address not in self.active
-        self._call(ok, self.consortium.setAggregator, account,
+        expected = error("AggregatorIsMember", account) if account.address in self.active \
+            else None
+        self._call(expected, self.consortium.setAggregator, account,
                    caller=self.accounts[self.operator])
-        if ok:  # hand the role straight back
+        if expected is None:  # hand the role straight back
             self._next_time()
             self.consortium.setAggregator(self.accounts[self.aggregator],
                                           {"from": self.accounts[self.operator]})
@@ -432,20 +534,25 @@ class RoundMachine(RuleBasedStateMachine):
     def remove(self, member):
         self._next_time()
         account = self.accounts[member]
-        ok = account.address in self.active
-        self._call(ok, self.consortium.removeMember, account,
+        expected = self._member_error(account)
+        self._call(expected, self.consortium.removeMember, account,
                    caller=self.accounts[self.operator])
-        if ok:
+        if expected is None:
             self.active.discard(account.address)
 
     @rule(member=member)
     def readmit(self, member):
         self._next_time()
         account = self.accounts[member]
-        ok = account.address not in self.active
-        self._call(ok, self.consortium.admitMember, account, "back",
+        if account == self.accounts[self.aggregator]:
+            expected = error("MemberIsAggregator", account)
+        elif account.address in self.active:
+            expected = error("AlreadyMember", account)
+        else:
+            expected = None
+        self._call(expected, self.consortium.admitMember, account, "back",
                    caller=self.accounts[self.operator])
-        if ok:
+        if expected is None:
             self.active.add(account.address)
             self.index.setdefault(account.address, len(self.index))
 
