@@ -537,11 +537,11 @@ def client(**opts: Any) -> None:
               help="Write per-round results here (results.json and results.csv, the columns "
                    "`simulate` writes), rewritten atomically after each finalized round and "
                    "appended to across restarts.")
-@_fail_cleanly
 @click.option("--validation-file", type=click.Path(exists=True, dir_okay=False),
               help="The validation (root) set FLEML/FLTrust score updates on, as made by "
                    "`fleml-node validation-set` [default: the set the consortium committed "
                    "on chain, fetched from IPFS by its CID; without one, the task's].")
+@_fail_cleanly
 def aggregator(**opts: Any) -> None:
     """Run rounds: open, close at quorum or deadline, defend, publish, finalize."""
     _node_logging()
@@ -910,6 +910,7 @@ def explorer(**opts: Any) -> None:
               help="Put the file on IPFS (pinned) and print its CID.")
 @ipfs_options
 @task_options()
+@_fail_cleanly
 def validation_set(**opts: Any) -> None:
     """Check (or --create) a validation set file and publish it for the operator to commit.
 

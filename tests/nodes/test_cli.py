@@ -379,6 +379,10 @@ def test_validation_set_is_created_checked_and_published_for_the_operator(tmp_pa
     assert decode_validation(blob)[0].shape == (50, 1, 28, 28)
     again = CliRunner().invoke(main, ["validation-set", str(path), "--create"])
     assert again.exit_code == 1 and "exists; not overwriting it" in again.output
+    no_ipfs = CliRunner().invoke(main, ["validation-set", str(path), "--ipfs-api",
+                                        "/ip4/127.0.0.1/tcp/9"])
+    assert no_ipfs.exit_code == 1 and "no IPFS API answers at /ip4/127.0.0.1/tcp/9" in \
+        no_ipfs.output and "Traceback" not in no_ipfs.output
 
 
 def test_a_file_that_is_no_validation_set_is_one_line_before_any_connection(tmp_path):
