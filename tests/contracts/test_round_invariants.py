@@ -23,9 +23,22 @@ After every step the chain must agree with the model, and:
   `baseModelHash` agree with the model at every step.
 
 (No on-chain duplicate-hash check exists: the gas target leaves no room for it.)
+
+Two drivers run the machine. Hypothesis (`test_round_invariants`) with few examples mostly
+tries short runs, so CI also walks it deterministically (`test_round_invariants_random_walk`,
+CI_SEEDS): the same rules and invariants, `STEPS` rules per seed drawn by `random.Random(seed)`,
+mostly the rule that moves the latest round on by the book, otherwise any rule with arbitrary
+arguments. Together the CI walks must finalize, abandon, reveal, attest and reject, so that
+coverage cannot vanish unnoticed; `-m soak` walks SOAK_SEEDS for longer. Run with `-s` to see
+each walk's counts.
 """
 
+import random
+from collections import Counter
+
 import brownie
+import pytest
+from brownie import web3
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -81,9 +94,11 @@ class RoundMachine(RuleBasedStateMachine):
     """
 
     env: tuple = ()
+    in_hypothesis = True  # the random walk drives the machine outside any Hypothesis test
 
     def __init__(self):
         super().__init__()
+        self.tally = Counter()  # what happened: successes and checked reverts, by kind
         self.accounts, self.consortium, self.chain = self.env
         self.chain.revert()  # every example starts from the snapshot taken by the test
         self.current = 0
@@ -98,11 +113,28 @@ class RoundMachine(RuleBasedStateMachine):
         self.pending = None  # (policy, from round, from time)
 
     # -- helpers ---------------------------------------------------------------------------
+    def _note(self, what: str):
+        """Count an outcome, and report it to Hypothesis's statistics when it drives."""
+        self.tally[what] += 1
+        if self.in_hypothesis:
+            event(what)
+
     def _next_time(self) -> int:
         """Fix the next block's time one second after the latest block, and return it."""
         moment = self.chain[-1].timestamp + 1
         next_block_at(moment)
         return moment
+
+    def _view(self, name, *args):
+        """The consortium's view `name(*args)`, read as brownie reads it (an eth_call at the
+        latest block, decoded by brownie) but straight through the provider: web3's middleware
+        makes a read through brownie six times slower, and the invariants make many."""
+        fn = getattr(self.consortium, name)
+        reply = web3.provider.make_request(
+            "eth_call", [{"to": self.consortium.address, "data": fn.encode_input(*args)},
+                         "latest"])
+        assert "error" not in reply and reply["result"] not in ("0x", None), reply
+        return fn.decode_output(reply["result"])
 
     def _who(self, caller: int) -> int:
         """An account index: 9 and 10 mean the current aggregator and operator."""
@@ -115,7 +147,7 @@ class RoundMachine(RuleBasedStateMachine):
             return fn(*args, {"from": caller})
         with brownie.reverts(expected):
             fn(*args, {"from": caller})
-        event("reverted " + expected.split(":")[0])
+        self._note("reverted " + expected.split(":")[0])
         return None
 
     def _status_error(self, round_id, required):
@@ -235,6 +267,7 @@ class RoundMachine(RuleBasedStateMachine):
                 "reveal": moment + seconds + reveal if mode == COMMIT_REVEAL else 0,
                 "k": policy[7], "window": policy[8], "att": {}, "att_deadline": 0,
                 "base": self.accepted_before}
+            self._note(f"opened, mode {mode}")
 
     @rule(member=member, value=value)
     def submit(self, member, value):
@@ -248,6 +281,7 @@ class RoundMachine(RuleBasedStateMachine):
                    caller=account)
         if expected is None:
             rnd["subs"][account.address] = h(value)
+            self._note("submitted")
 
     def _submission_error(self, rnd, mode, moment, account):
         """After membership and status: the mode and deadline checks of submitUpdate (PLAIN)
@@ -275,6 +309,7 @@ class RoundMachine(RuleBasedStateMachine):
                    caller=account)
         if expected is None:
             rnd["commits"][account.address] = (h(value), salt(value))
+            self._note("committed")
 
     @rule(member=member, honest=st.booleans())
     def reveal(self, member, honest):
@@ -303,7 +338,7 @@ class RoundMachine(RuleBasedStateMachine):
                    caller=account)
         if expected is None:
             rnd["subs"][account.address] = digest
-            event("revealed")
+            self._note("revealed")
 
     @rule(caller=caller)
     def close(self, caller):
@@ -327,6 +362,7 @@ class RoundMachine(RuleBasedStateMachine):
                    caller=self.accounts[caller])
         if expected is None:
             rnd["status"] = CLOSED
+            self._note("closed")
 
     @rule(caller=caller, value=value)
     def finalize(self, caller, value):
@@ -357,7 +393,7 @@ class RoundMachine(RuleBasedStateMachine):
             if rnd["k"]:
                 rnd["att_deadline"] = moment + rnd["window"]
             self.finalized = self.current
-            event(f"finalized, mode {rnd['mode']}")
+            self._note(f"finalized, mode {rnd['mode']}")
 
     @rule(value=value, finish=st.booleans())
     def play_round(self, value, finish):
@@ -428,7 +464,7 @@ class RoundMachine(RuleBasedStateMachine):
                    caller=account)
         if expected is None:
             rnd["att"][account.address] = passed
-            event("attested " + ("pass" if passed else "fail"))
+            self._note("attested " + ("pass" if passed else "fail"))
 
     @rule(caller=caller)
     def reject(self, caller):
@@ -448,7 +484,8 @@ class RoundMachine(RuleBasedStateMachine):
                    caller=self.accounts[caller])
         if expected is None:
             rnd["status"] = REJECTED
-            event("rejected " + ("by the operator" if caller == self.operator else "by anyone"))
+            self._note("rejected " + ("by the operator" if caller == self.operator
+                                      else "by anyone"))
 
     @rule(caller=caller)
     def abandon(self, caller):
@@ -478,7 +515,8 @@ class RoundMachine(RuleBasedStateMachine):
                    caller=self.accounts[caller])
         if expected is None:
             rnd["status"] = ABANDONED
-            event("abandoned " + ("by the operator" if caller == self.operator else "by anyone"))
+            self._note("abandoned " + ("by the operator" if caller == self.operator
+                                       else "by anyone"))
 
     @rule(caller=caller, choice=st.integers(0, len(POLICIES) - 1))
     def schedule_policy(self, caller, choice):
@@ -569,47 +607,51 @@ class RoundMachine(RuleBasedStateMachine):
     # -- invariants ------------------------------------------------------------------------
     @invariant()
     def chain_matches_model(self):
-        assert self.consortium.currentRound() == self.current
-        assert self.consortium.lastFinalizedRound() == self.finalized
+        assert self._view("currentRound") == self.current
+        assert self._view("lastFinalizedRound") == self.finalized
         moment = self.chain[-1].timestamp  # what view calls see
         accepted = self._last_accepted(moment)
-        assert self.consortium.lastAcceptedRound() == accepted
+        assert self._view("lastAcceptedRound") == accepted
         base = self.rounds[accepted]["result"][0] if accepted else self.genesis
-        assert self.consortium.baseModelHash() == (base or "0x" + "00" * 32)
-        assert self.consortium.activeMembers() == len(self.active)
-        assert self.consortium.aggregator() == self.accounts[self.aggregator]
-        assert self.consortium.operator() == self.accounts[self.operator]
+        assert self._view("baseModelHash") == (base or "0x" + "00" * 32)
+        assert self._view("activeMembers") == len(self.active)
+        assert self._view("aggregator") == self.accounts[self.aggregator]
+        assert self._view("operator") == self.accounts[self.operator]
         for rid, rnd in self.rounds.items():
-            record = self.consortium.getRound(rid)
-            assert record["status"] == rnd["status"]
-            assert record["submissions"] == len(rnd["subs"])
-            assert record["commits"] == len(rnd["commits"])  # one per (round, member)
-            assert record["openedBlock"] == rnd["opened"]
-            assert record["minSubmissions"] == rnd["min"]  # the policy's, at opening
-            assert record["mode"] == rnd["mode"]
-            assert record["attestationsRequired"] == rnd["k"]
-            assert self.consortium.isAccepted(rid) == self._accepted(rnd, moment)
-            assert tuple(int(n) for n in self.consortium.attestations(rid)) == _count(rnd)
-            for address in self.index:
-                assert self.consortium.hasAttested(rid, address) == (address in rnd["att"])
-            # every round built on an accepted result, never on a rejected one
-            if rnd["base"]:
-                assert self.rounds[rnd["base"]]["status"] == FINALIZED
-                assert record["modelHash"] == self.rounds[rnd["base"]]["result"][0]
-            else:
-                assert record["modelHash"] == self.genesis
-            for address, digest in rnd["subs"].items():
-                last_round, last_hash = self.consortium.latestCommitment(address)
-                if last_round == rid:
-                    assert last_hash == digest
-            if rnd["status"] == FINALIZED:
-                assert len(rnd["subs"]) >= rnd["min"]
-                result, report, bitmap = rnd["result"]
-                assert record["resultHash"] == result and record["reportHash"] == report
-                for address, index in self.index.items():
-                    flagged = self.consortium.isFlagged(rid, address)
-                    assert flagged == bool(bitmap >> index & 1)
-                    assert not flagged or address in rnd["subs"]  # flagged => submitted
+            self._check_round(rid, rnd, moment)
+
+    def _check_round(self, rid, rnd, moment):
+        """Round `rid` on chain agrees with its model `rnd` at time `moment`."""
+        record = self._view("getRound", rid)
+        assert record["status"] == rnd["status"]
+        assert record["submissions"] == len(rnd["subs"])
+        assert record["commits"] == len(rnd["commits"])  # one per (round, member)
+        assert record["openedBlock"] == rnd["opened"]
+        assert record["minSubmissions"] == rnd["min"]  # the policy's, at opening
+        assert record["mode"] == rnd["mode"]
+        assert record["attestationsRequired"] == rnd["k"]
+        assert self._view("isAccepted", rid) == self._accepted(rnd, moment)
+        assert tuple(int(n) for n in self._view("attestations", rid)) == _count(rnd)
+        for address in self.index:
+            assert self._view("hasAttested", rid, address) == (address in rnd["att"])
+        # every round built on an accepted result, never on a rejected one
+        if rnd["base"]:
+            assert self.rounds[rnd["base"]]["status"] == FINALIZED
+            assert record["modelHash"] == self.rounds[rnd["base"]]["result"][0]
+        else:
+            assert record["modelHash"] == self.genesis
+        for address, digest in rnd["subs"].items():
+            last_round, last_hash = self._view("latestCommitment", address)
+            if last_round == rid:
+                assert last_hash == digest
+        if rnd["status"] == FINALIZED:
+            assert len(rnd["subs"]) >= rnd["min"]
+            result, report, bitmap = rnd["result"]
+            assert record["resultHash"] == result and record["reportHash"] == report
+            for address, index in self.index.items():
+                flagged = self._view("isFlagged", rid, address)
+                assert flagged == bool(bitmap >> index & 1)
+                assert not flagged or address in rnd["subs"]  # flagged => submitted
 
     @invariant()
     def no_round_outlives_its_limits(self):
@@ -618,7 +660,7 @@ class RoundMachine(RuleBasedStateMachine):
             return
         reveal_seconds = rnd["reveal"] - rnd["deadline"] if rnd["reveal"] else 0
         limit = rnd["opened_at"] + rnd["max_round"] + reveal_seconds + rnd["grace"]
-        assert self.consortium.abandonableAfter(self.current) <= limit
+        assert self._view("abandonableAfter", self.current) <= limit
 
 
 def _count(rnd):
@@ -642,3 +684,207 @@ def test_round_invariants(accounts, consortium, chain):
             suppress_health_check=[HealthCheck.data_too_large, HealthCheck.too_slow],
         ),
     )
+
+
+# -- the deterministic random walk ----------------------------------------------------------
+# With a handful of examples Hypothesis 6.27 spends its budget on short runs (a logged CI run:
+# about ten rules in all, no successful transaction), so the invariants above were barely
+# exercised. The walk drives the same machine, rules and invariants with a seeded
+# random.Random: mostly the step that moves the latest round on by the book (open, submit or
+# commit and reveal, close, finalize or abandon, attest, reject), otherwise any rule with
+# arguments drawn from the ranges of the strategies above, which mixes in the error paths.
+
+CI_SEEDS = (2, 3, 4)  # commit-reveal (minimum 2), commit-reveal (25 %), 2 attestations
+SOAK_SEEDS = tuple(range(100, 150))
+STEPS = 40
+SOAK_STEPS = 80
+PROGRESS = 0.6  # the chance that a step moves the latest round on by the book
+
+
+def _caller(rng):
+    return rng.randint(0, 10)
+
+
+def _member(rng):
+    return rng.randint(2, 6)
+
+
+def _value(rng):
+    return rng.randint(0, 500)
+
+
+# every rule of RoundMachine, with its arguments drawn from the ranges its strategies draw from
+RANDOM_RULES = {
+    "open": lambda r: {"caller": _caller(r), "value": _value(r), "seconds": r.randint(1, 1000)},
+    "submit": lambda r: {"member": _member(r), "value": _value(r)},
+    "commit": lambda r: {"member": _member(r), "value": _value(r)},
+    "reveal": lambda r: {"member": _member(r), "honest": r.random() < 0.5},
+    "close": lambda r: {"caller": _caller(r)},
+    "finalize": lambda r: {"caller": _caller(r), "value": _value(r)},
+    "play_round": lambda r: {"value": _value(r), "finish": r.random() < 0.5},
+    "refinalize_old_round": lambda r: {"caller": _caller(r), "value": _value(r)},
+    "attest": lambda r: {"member": _member(r), "passed": r.random() < 0.5,
+                         "back": r.randint(0, 3)},
+    "reject": lambda r: {"caller": _caller(r)},
+    "abandon": lambda r: {"caller": _caller(r)},
+    "schedule_policy": lambda r: {"caller": _caller(r), "choice": r.randrange(len(POLICIES))},
+    "swap_aggregator": lambda r: {"caller": _caller(r)},
+    "member_cannot_aggregate": lambda r: {"member": _member(r)},
+    "hand_over_operator": lambda r: {},
+    "remove": lambda r: {"member": _member(r)},
+    "readmit": lambda r: {"member": _member(r)},
+    "sleep": lambda r: {"seconds": r.randint(1, 1000)},
+    "sleep_a_day": lambda r: {},
+}
+AGGREGATOR, OPERATOR, ANYONE = 9, 10, 6  # callers, as the rules take them
+
+
+def _progress(m, rng):
+    """The rule (name, arguments) that moves machine `m`'s latest round on by the book."""
+    rnd = m._latest()
+    now = m.chain[-1].timestamp  # the latest block; the next transaction comes 1 s later
+    members = [i for i in range(2, 7) if m.accounts[i].address in m.active]
+
+    def until(moment):  # the `sleep` that makes the next transaction come after `moment`
+        return "sleep", {"seconds": max(1, moment - now)}
+
+    if rnd is None or rnd["status"] in (ABANDONED, REJECTED) or (
+            rnd["status"] == FINALIZED and m._accepted(rnd, now + 1)):
+        if rnd is not None and rnd["status"] == FINALIZED and rng.random() < 0.2:
+            silent = [i for i in members if m.accounts[i].address not in rnd["att"]]
+            if silent and (not rnd["k"] or now + 1 <= rnd["att_deadline"]):
+                return "attest", {"member": rng.choice(silent), "passed": rng.random() < 0.8,
+                                  "back": 0}
+        return _progress_open(m, rng, now + 1, members)
+    end = rnd["reveal"] or rnd["deadline"]
+    if rnd["status"] == FINALIZED:  # attested by too few so far, or failed by its attesters
+        if _count(rnd)[1] >= rnd["k"]:
+            if rng.random() < 0.5:
+                return "reject", {"caller": OPERATOR}
+            if now + 1 <= rnd["att_deadline"]:
+                return until(rnd["att_deadline"])
+            return "reject", {"caller": ANYONE}
+        silent = [i for i in members if m.accounts[i].address not in rnd["att"]]
+        if silent and rng.random() < 0.85:
+            return "attest", {"member": rng.choice(silent), "passed": rng.random() < 0.7,
+                              "back": 0}
+        return until(rnd["att_deadline"])  # silence accepts it
+    if rnd["status"] == CLOSED:
+        if len(rnd["subs"]) >= rnd["min"] and rng.random() < 0.85:
+            submitters = [m.index[a] for a in rnd["subs"]]
+            bitmap = sum(1 << i for i in submitters if rng.random() < 0.3)
+            return "finalize", {"caller": AGGREGATOR, "value": bitmap + 32 * rng.randint(0, 14)}
+        if rng.random() < 0.3:
+            return "abandon", {"caller": OPERATOR}
+        if len(rnd["subs"]) >= rnd["min"] and now + 1 <= end + rnd["grace"]:
+            return until(end + rnd["grace"])
+        return "abandon", {"caller": ANYONE}
+    # open
+    if rng.random() < 0.05:
+        return "abandon", {"caller": OPERATOR}
+    if now + 1 <= rnd["deadline"]:
+        if rnd["mode"] == PLAIN:
+            waiting = [i for i in members if m.accounts[i].address not in rnd["subs"]]
+            if len(rnd["subs"]) >= rnd["quorum"] and (not waiting or rng.random() < 0.4):
+                return "close", {"caller": AGGREGATOR}
+            if waiting and rng.random() < 0.9:
+                return "submit", {"member": rng.choice(waiting), "value": _value(rng)}
+        else:
+            waiting = [i for i in members if m.accounts[i].address not in rnd["commits"]]
+            if waiting and rng.random() < 0.85:
+                return "commit", {"member": rng.choice(waiting), "value": _value(rng)}
+        return until(rnd["deadline"])
+    if rnd["mode"] == COMMIT_REVEAL and now + 1 <= rnd["reveal"]:
+        hidden = [i for i in members if m.accounts[i].address in rnd["commits"]
+                  and m.accounts[i].address not in rnd["subs"]]
+        if hidden and rng.random() < 0.9:
+            return "reveal", {"member": rng.choice(hidden), "honest": rng.random() < 0.9}
+        if hidden and rng.random() < 0.5:
+            return until(rnd["reveal"])
+        return "close", {"caller": AGGREGATOR}
+    if rng.random() < 0.7:
+        return "close", {"caller": AGGREGATOR}
+    if now + 1 <= end + rnd["grace"] and rng.random() < 0.6:
+        return until(end + rnd["grace"])
+    return "abandon", {"caller": ANYONE}
+
+
+def _progress_open(m, rng, moment, members):
+    """Open the next round as the aggregator, now and then after a policy change."""
+    if rng.random() < 0.1:
+        return "schedule_policy", {"caller": OPERATOR, "choice": rng.randrange(len(POLICIES))}
+    if m.pending is not None and rng.random() < 0.15:
+        return "sleep_a_day", {}
+    policy = m.pending[0] if m._due(m.current + 1, moment) else m.policy
+    minimum = m._minimum(policy, len(members))
+    outside = [i for i in range(2, 7) if i not in members]
+    if outside and (minimum > len(members) or not members or rng.random() < 0.05):
+        return "readmit", {"member": rng.choice(outside)}
+    if members and minimum <= len(members):
+        return "_open", {"caller": m.aggregator, "model": m._base(moment) or h(_value(rng)),
+                         "quorum": rng.randint(max(1, minimum), len(members)),
+                         "seconds": rng.randint(policy[0], policy[1])}
+    return "schedule_policy", {"caller": OPERATOR, "choice": 0}
+
+
+def _walk(accounts, consortium, chain, seed, steps):
+    """Drive a RoundMachine `steps` rules from the snapshot, checking all its invariants (every
+    round, as under Hypothesis) after each one. Returns the machine's tally."""
+    assert set(RANDOM_RULES) == {r.function.__name__ for r in RoundMachine.rules()}
+    rng = random.Random(seed)
+    chain.snapshot()
+    RoundMachine.env = (accounts, consortium, chain)
+    m = RoundMachine()
+    m.in_hypothesis = False
+    m.initial_policy(seed % len(POLICIES))  # the seeds cycle through the policies
+    for step in range(1, steps + 1):
+        if rng.random() < PROGRESS:
+            name, args = _progress(m, rng)
+        else:
+            name = rng.choice(sorted(RANDOM_RULES))
+            args = RANDOM_RULES[name](rng)
+        m.tally["steps"] += 1
+        try:
+            getattr(m, name)(**args)
+            m.chain_matches_model()
+            m.no_round_outlives_its_limits()
+        except Exception as exc:
+            raise AssertionError(f"seed {seed}, step {step}: {name}({args}) after "
+                                 f"{dict(m.tally)}") from exc
+    return m.tally
+
+
+def _summary(tally):
+    """The walk's counts: how many of each successful step, and the reverts checked."""
+    def total(prefix):
+        return sum(n for what, n in tally.items() if what.startswith(prefix))
+    return {"steps": tally["steps"], "opened": total("opened"), "finalized": total("finalized"),
+            "abandoned": total("abandoned"), "rejected": total("rejected"),
+            "committed": total("committed"), "revealed": total("revealed"),
+            "attested": total("attested"), "reverts checked": total("reverted")}
+
+
+_CI_WALKS = {}  # seed: summary, for the walks of CI_SEEDS this session ran
+
+
+@pytest.mark.parametrize("seed", CI_SEEDS)
+def test_round_invariants_random_walk(accounts, consortium, chain, seed):
+    summary = _summary(_walk(accounts, consortium, chain, seed, STEPS))
+    print(f"seed {seed}: {summary}")
+    assert summary["steps"] == STEPS
+    # every walk gets rounds through to an end, and checks error paths
+    assert summary["opened"] >= 2, summary
+    assert summary["finalized"] + summary["abandoned"] >= 1, summary
+    assert summary["reverts checked"] >= 3, summary
+    _CI_WALKS[seed] = summary
+    if set(_CI_WALKS) == set(CI_SEEDS):  # the last of them: together they cover every phase
+        for what in ("finalized", "abandoned", "revealed", "attested", "rejected"):
+            assert sum(s[what] for s in _CI_WALKS.values()) >= 1, (what, _CI_WALKS)
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("seed", SOAK_SEEDS)
+def test_round_invariants_random_walk_soak(accounts, consortium, chain, seed):
+    summary = _summary(_walk(accounts, consortium, chain, seed, SOAK_STEPS))
+    print(f"seed {seed}: {summary}")
+    assert summary["finalized"] + summary["abandoned"] >= 1, summary
