@@ -150,6 +150,7 @@ class AggregatorNode:
         self.abandoned: list[int] = []
         self._validation_ref: dict[str, str] | None = None  # published on first use
         self._validation_hash: bytes | None = None  # checked against the chain's
+        self._state_before_ref: dict[str, str] | None = None  # published before deciding
         self.results = RoundResults(results_dir, consortium, defense, task) \
             if results_dir is not None else None
         self.consortium.check_version()
@@ -453,12 +454,12 @@ class AggregatorNode:
 
     def _publish_state_before(self, round_id: int) -> None:
         """Publish (pinned) the defense state the round starts from before deciding it; the
-        report names the same bytes (`_publish_inputs` puts them again: same CID)."""
+        report names it (`_publish_inputs`)."""
         state = self.engine.defense_state()
-        if state is not None:
-            ref = self._put(encode_state(state))
-            log.info("round %d: the defense starts from state %s (%s)", round_id, ref["hash"],
-                     ref["cid"])
+        self._state_before_ref = None if state is None else self._put(encode_state(state))
+        if self._state_before_ref:
+            log.info("round %d: the defense starts from state %s (%s)", round_id,
+                     self._state_before_ref["hash"], self._state_before_ref["cid"])
 
     def _publish_inputs(self, outcome: RoundOutcome) -> dict[str, Any]:
         """Put what the defense read besides the updates on IPFS (pinned), for the audit to
@@ -469,7 +470,11 @@ class AggregatorNode:
                 self._validation_ref = self._put(encode_validation(*self.engine.validation))
             inputs["validation"] = self._validation_ref
         if outcome.state_before is not None and outcome.state_after is not None:
-            inputs["defense_state"] = {"before": self._put(encode_state(outcome.state_before)),
+            before = encode_state(outcome.state_before)
+            published = self._state_before_ref
+            if published is None or published["hash"] != "0x" + content_hash(before).hex():
+                published = self._put(before)  # not what was published before deciding
+            inputs["defense_state"] = {"before": published,
                                        "after": self._put(encode_state(outcome.state_after))}
         return inputs
 

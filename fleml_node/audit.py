@@ -182,7 +182,8 @@ def _defense_inputs(consortium: Consortium, store: IpfsStore, round_id: int,
         return None
     # What the defense read must be named in the report: leaving an input out is the
     # aggregator's doing, and would otherwise make the re-run merely inconclusive.
-    stateful = bool(make_defense(defense["method"], **defense["params"]).state_dict())
+    fresh = make_defense(defense["method"], **defense["params"]).state_dict()
+    stateful = bool(fresh)
     named = {"the validation set": report.get("validation")}
     if stateful:
         named["the state before the round"] = report.get("defense_state", {}).get("before")
@@ -211,7 +212,7 @@ def _defense_inputs(consortium: Consortium, store: IpfsStore, round_id: int,
                                       if ok is None else "published inputs are not what the "
                                       "report says: ") + str(exc))
     if stateful:
-        expected, source, why = _previous_state_hash(consortium, store, round_id, defense)
+        expected, source, why = _previous_state_hash(consortium, store, round_id, fresh)
         starts = report["defense_state"]["before"]["hash"]
         verdict.check("defense state continues from " + source,
                       None if expected is None else starts == expected,
@@ -221,7 +222,7 @@ def _defense_inputs(consortium: Consortium, store: IpfsStore, round_id: int,
 
 
 def _previous_state_hash(consortium: Consortium, store: IpfsStore, round_id: int,
-                         defense: dict[str, Any]) -> tuple[str | None, str, str]:
+                         fresh: dict[str, Any]) -> tuple[str | None, str, str]:
     """The hash of the state the round must start from (None when it cannot be had), where it
     comes from, and why it cannot be had: the state after the round it builds on
     (fleml_node.history), or a fresh one over the initial model."""
@@ -237,9 +238,9 @@ def _previous_state_hash(consortium: Consortium, store: IpfsStore, round_id: int
                 f"round {base}'s report or state cannot be had: {exc}"
         if found:
             return found[0], f"round {base}, which it builds on", ""
-    # the aggregator starts fresh before any round, and after a round that published no state
-    # (a stateless defense), as AggregatorNode._restore_base_state does
-    fresh = make_defense(defense["method"], **defense["params"]).state_dict()
+    # the aggregator starts from `fresh` (the defense's initial state) before any round, and
+    # after a round that published no state (a stateless defense), as
+    # AggregatorNode._restore_base_state does
     source = f"a fresh defense (round {base} published no state)" if base \
         else "a fresh defense (initial model)"
     return "0x" + content_hash(encode_state(fresh)).hex(), source, ""

@@ -441,8 +441,9 @@ def _start_node(opts: dict[str, Any], what: str, build: Callable[..., Any]) -> A
     while True:
         try:
             w3, record, _, profile = _contact_chain(opts, with_key=False)
-            node = build(bind_consortium(w3, record, account, profile=profile),
-                         _contact_ipfs(opts))
+            # no retries inside binding: this loop is the node's one retry layer
+            node = build(bind_consortium(w3, record, account, profile=profile,
+                                         retry_seconds=0), _contact_ipfs(opts))
         except Exception as exc:
             if not is_outage(exc) or (give_up is not None and time.monotonic() >= give_up):
                 raise

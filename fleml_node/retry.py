@@ -36,10 +36,14 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ContractReverted | ContractLogicError | InvalidPayload):
         return False
     if isinstance(exc, IpfsRequestError):
-        # 5xx from our daemon, or no HTTP status at all; a 4xx is about the request itself
-        return exc.status >= 500 or exc.status == 0
+        return _daemon_fault(exc)
     return isinstance(exc, ChainError | IpfsError | requests.RequestException | ConnectionError
                       | TimeoutError | TimeExhausted | Web3Exception)
+
+
+def _daemon_fault(exc: IpfsRequestError) -> bool:
+    """5xx from our daemon, or no HTTP status at all; a 4xx is about the request itself."""
+    return exc.status >= 500 or exc.status == 0
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -53,7 +57,7 @@ def is_outage(exc: BaseException) -> bool:
         if isinstance(seen, requests.RequestException | ConnectionError | TimeoutError
                       | IpfsUnavailable | IpfsTimeout | Web3RPCError):
             return True
-        if isinstance(seen, IpfsRequestError) and (seen.status >= 500 or seen.status == 0):
+        if isinstance(seen, IpfsRequestError) and _daemon_fault(seen):
             return True
         seen = seen.__cause__
     return False

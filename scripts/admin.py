@@ -122,12 +122,14 @@ def remove(address, force=""):
         policies.append((f"scheduled from round {from_round}", Policy.from_tuple(pending)))
     for when, policy in policies:
         if policy.min_submissions > left and str(force).lower() not in ("force", "true", "1"):
+            fix = (f"Schedule a lower minimum first (brownie run admin schedule_policy "
+                   f"min_submissions={left}) or admit a replacement" if left
+                   else "Admit a replacement first")
             raise SystemExit(
                 f"removing {address} leaves {left} active member(s), below the minimum of "
                 f"{policy.min_submissions} submissions {when}: no round could open, and no "
-                f"policy change could take effect. Schedule a lower minimum first (brownie run "
-                f"admin schedule_policy min_submissions={max(left, 1)}) or admit a replacement; "
-                f"'remove {address} force' removes anyway")
+                f"policy change could take effect. {fix}; 'remove {address} force' removes "
+                f"anyway")
     c.removeMember(address, {"from": deployer_account()})
 
 
